@@ -1,1 +1,4 @@
-"""The ``jmlgeo`` command line: thin typer commands over :mod:`jmlnet_geo` (installed as jmlnet_geo.cli)."""
+"""The ``jmlgeo`` command line: thin typer commands over :mod:`jmlnet_geo`.
+
+Installed as ``jmlnet_geo.cli`` (setuptools package-dir), not as a bare ``cli`` package.
+"""

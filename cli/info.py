@@ -39,8 +39,13 @@ def _print_report(report: dict) -> None:
         table = Table("band", "name", "min", "max", "mean", "std", "valid %", box=None)
         for b in s["statistics"]:
             table.add_row(
-                str(b["band"]), b["name"], f"{b['minimum']:.6g}", f"{b['maximum']:.6g}",
-                f"{b['mean']:.6g}", f"{b['std']:.6g}", f"{100 * b['valid_fraction']:.1f}",
+                str(b["band"]),
+                b["name"],
+                f"{b['minimum']:.6g}",
+                f"{b['maximum']:.6g}",
+                f"{b['mean']:.6g}",
+                f"{b['std']:.6g}",
+                f"{100 * b['valid_fraction']:.1f}",
             )
         console.print(table)
         if s["statistics"] and s["statistics"][0]["approximate"]:
@@ -50,13 +55,13 @@ def _print_report(report: dict) -> None:
         return
     console.print(
         f"[bold]{boxes['path']}[/bold]  {boxes['features']} features, {boxes['kept']} boxes kept, "
-        f"{boxes['dropped_empty']} empty, {boxes['dropped_outside_or_small']} outside every scene "
-        f"or too small; CRS {boxes['crs'] or 'none (pixel coordinates)'}"
+        f"{boxes['dropped_empty']} empty, {boxes['dropped_outside_or_small']} outside every given "
+        f"scene or too small; CRS {boxes['crs'] or 'none (pixel coordinates)'}"
     )
-    table = Table("scene", *boxes["classes"], "total", "clipped", box=None)
+    table = Table("scene", "boxes", "clipped", "per class", box=None)
     for row in boxes["per_scene"]:
-        counts = [str(row["per_class"][c]) for c in boxes["classes"]]
-        table.add_row(Path(row["scene"]).name, *counts, str(row["boxes"]), str(row["clipped"]))
+        counts = ", ".join(f"{c} {n}" for c, n in row["per_class"].items() if n) or "-"
+        table.add_row(Path(row["scene"]).name, str(row["boxes"]), str(row["clipped"]), counts)
     console.print(table)
 
 

@@ -10,9 +10,9 @@ import sys
 import warnings
 
 import typer
+from jmlnet_geo.cli import importers, info
 
 from jmlnet_geo import __version__
-from jmlnet_geo.cli import importers, info
 from jmlnet_geo.errors import JmlGeoError
 
 app = typer.Typer(

@@ -62,8 +62,8 @@ def window_of(scene: Scene, query: GeoSlice) -> Window:
     """The pixel window (integer offsets and sizes) of a query in ``scene``'s tiling space."""
     x, y = query[0], query[1]
     inv = ~tiling_transform(scene)
-    col0, row0 = inv * (x.start, y.stop)
-    col1, row1 = inv * (x.stop, y.start)
+    col0, row0 = inv @ (x.start, y.stop)
+    col1, row1 = inv @ (x.stop, y.start)
     col0, row0 = round(col0), round(row0)
     return Window(col0, row0, round(col1) - col0, round(row1) - row0)
 
@@ -99,8 +99,8 @@ class SceneTiles(GeoDataset):
         for name, path in self.extras.items():
             _check_aligned(scene, name, path)
         transform = tiling_transform(scene)
-        left, top = transform * (0, 0)
-        right, bottom = transform * (scene.width, scene.height)
+        left, top = transform @ (0, 0)
+        right, bottom = transform @ (scene.width, scene.height)
         self.index = gpd.GeoDataFrame(
             {"path": [scene.path]},
             geometry=[shapely.box(left, bottom, right, top)],
@@ -198,8 +198,10 @@ class SnappedGridGeoSampler(GridGeoSampler):
 
     def _grids(self) -> list[tuple[int, int]]:
         return [
-            (_count(ymax - ymin, self.size[0], self.stride[0]),
-             _count(xmax - xmin, self.size[1], self.stride[1]))
+            (
+                _count(ymax - ymin, self.size[0], self.stride[0]),
+                _count(xmax - xmin, self.size[1], self.stride[1]),
+            )
             for xmin, ymin, xmax, ymax in (g.bounds for g in self.index.geometry)
         ]
 
@@ -208,8 +210,9 @@ class SnappedGridGeoSampler(GridGeoSampler):
         for i, geom in enumerate(self.index.geometry):
             xmin, ymin, xmax, ymax = geom.bounds
             t = slice(self.index.index[i].left, self.index.index[i].right)
-            rows, cols = _count(ymax - ymin, self.size[0], self.stride[0]), _count(
-                xmax - xmin, self.size[1], self.stride[1]
+            rows, cols = (
+                _count(ymax - ymin, self.size[0], self.stride[0]),
+                _count(xmax - xmin, self.size[1], self.stride[1]),
             )
             for r in range(rows):
                 top = max(ymax - r * self.stride[0], ymin + self.size[0])

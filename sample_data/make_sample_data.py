@@ -231,14 +231,28 @@ def make(out: Path) -> dict[str, int]:
 
     out.mkdir(parents=True, exist_ok=True)
     profile = {
-        "driver": "GTiff", "width": SIZE, "height": SIZE, "count": 3, "dtype": "uint8",
-        "crs": CRS, "transform": transform, "nodata": 0, "tiled": True, "blockxsize": 256,
-        "blockysize": 256, "compress": "deflate", "predictor": 2, "interleave": "pixel",
+        "driver": "GTiff",
+        "width": SIZE,
+        "height": SIZE,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": CRS,
+        "transform": transform,
+        "nodata": 0,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "predictor": 2,
+        "interleave": "pixel",
     }
     with rasterio.open(out / "scene.tif", "w", **profile) as ds:
         ds.write(pixels.transpose(2, 0, 1))
-        ds.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green,
-                          rasterio.enums.ColorInterp.blue]
+        ds.colorinterp = [
+            rasterio.enums.ColorInterp.red,
+            rasterio.enums.ColorInterp.green,
+            rasterio.enums.ColorInterp.blue,
+        ]
 
     to_map = [transform.a, transform.b, transform.d, transform.e, transform.c, transform.f]
     truth = gpd.GeoDataFrame(
@@ -246,11 +260,11 @@ def make(out: Path) -> dict[str, int]:
         geometry=[affinity.affine_transform(s, to_map) for _, s in objects],
         crs=CRS,
     )
-    boxes = gpd.GeoDataFrame(
-        {"class": truth["class"]}, geometry=truth.geometry.envelope, crs=CRS
-    )
-    for path, frame, layer in ((out / "truth.gpkg", truth, "truth"),
-                               (out / "boxes.gpkg", boxes, "boxes")):
+    boxes = gpd.GeoDataFrame({"class": truth["class"]}, geometry=truth.geometry.envelope, crs=CRS)
+    for path, frame, layer in (
+        (out / "truth.gpkg", truth, "truth"),
+        (out / "boxes.gpkg", boxes, "boxes"),
+    ):
         if path.exists():
             os.remove(path)
         frame.to_file(path, driver="GPKG", layer=layer)

@@ -59,9 +59,7 @@ def import_coco(
         if path is not None:
             check_writable(path)
     image_by_id = {img["id"]: img for img in data["images"]}
-    _check_images_exist(
-        (img["file_name"] for img in data["images"]), images, f"{shown} names"
-    )
+    _check_images_exist((img["file_name"] for img in data["images"]), images, f"{shown} names")
     names = {cat["id"]: str(cat["name"]) for cat in data["categories"]}
     rows, truth_rows = [], []
     for ann in data["annotations"]:
@@ -106,7 +104,9 @@ def _read_coco(path: str | os.PathLike[str]) -> dict:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputFileError(f"{shown}: not valid JSON ({err}); pass a COCO instances file") from None
+        raise InputFileError(
+            f"{shown}: not valid JSON ({err}); pass a COCO instances file"
+        ) from None
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if not isinstance(data, dict) or missing:
         raise InputFileError(
@@ -140,10 +140,10 @@ def _segmentation_to_shape(segmentation, height: int, width: int) -> MultiPolygo
         shape = shapely.make_valid(shapely.union_all(parts)) if parts else MultiPolygon()
     else:
         shape = _mask_to_shape(_rle_to_mask(segmentation, height, width))
-    polygons = [g for g in getattr(shape, "geoms", [shape]) if isinstance(g, Polygon | MultiPolygon)]
-    return MultiPolygon(
-        [p for g in polygons for p in getattr(g, "geoms", [g]) if not p.is_empty]
-    )
+    polygons = [
+        g for g in getattr(shape, "geoms", [shape]) if isinstance(g, Polygon | MultiPolygon)
+    ]
+    return MultiPolygon([p for g in polygons for p in getattr(g, "geoms", [g]) if not p.is_empty])
 
 
 def _rle_to_mask(rle: dict, height: int, width: int) -> np.ndarray:

@@ -77,8 +77,8 @@ class Scene:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in map coordinates (for plain images bottom > top)."""
-        left, top = self.transform * (0, 0)
-        right, bottom = self.transform * (self.width, self.height)
+        left, top = self.transform @ (0, 0)
+        right, bottom = self.transform @ (self.width, self.height)
         return (left, bottom, right, top)
 
     @property
@@ -128,9 +128,7 @@ def _scene_from_dataset(path: str, ds: rasterio.DatasetReader) -> Scene:
             f"{shown}: georeferenced by ground control points only; "
             "warp it to a map grid first (gdalwarp scene.tif warped.tif)"
         )
-    bands = tuple(
-        i + 1 for i, interp in enumerate(ds.colorinterp) if interp != ColorInterp.alpha
-    )
+    bands = tuple(i + 1 for i, interp in enumerate(ds.colorinterp) if interp != ColorInterp.alpha)
     if not bands:
         raise InputFileError(f"{shown}: has no image band (only alpha); pass the imagery")
     dtypes = {ds.dtypes[b - 1] for b in bands}
@@ -139,9 +137,7 @@ def _scene_from_dataset(path: str, ds: rasterio.DatasetReader) -> Scene:
             f"{shown}: bands have different data types ({', '.join(sorted(dtypes))}); "
             "convert to one type (gdal_translate -ot Float32)"
         )
-    names = tuple(
-        ds.descriptions[b - 1] or ds.colorinterp[b - 1].name for b in bands
-    )
+    names = tuple(ds.descriptions[b - 1] or ds.colorinterp[b - 1].name for b in bands)
     return Scene(
         path=path,
         width=ds.width,
@@ -239,14 +235,13 @@ def band_statistics(scene: Scene, max_pixels: int = 4_000_000) -> list[BandStats
     scale = max(1.0, math.sqrt(scene.width * scene.height / max_pixels))
     out_h = max(1, round(scene.height / scale))
     out_w = max(1, round(scene.width / scale))
-    with open_dataset(scene) as ds:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            data = ds.read(scene.bands, out_shape=(scene.count, out_h, out_w))
-            masks = ds.read_masks(scene.bands, out_shape=(scene.count, out_h, out_w)) > 0
-            alpha = [i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
-            if alpha:
-                masks &= ds.read(alpha[0], out_shape=(out_h, out_w))[None] > 0
+    with open_dataset(scene) as ds, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        data = ds.read(scene.bands, out_shape=(scene.count, out_h, out_w))
+        masks = ds.read_masks(scene.bands, out_shape=(scene.count, out_h, out_w)) > 0
+        alpha = [i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
+        if alpha:
+            masks &= ds.read(alpha[0], out_shape=(out_h, out_w))[None] > 0
     stats = []
     for i, band in enumerate(scene.bands):
         values = data[i][masks[i]].astype(np.float64)

@@ -224,8 +224,8 @@ def boxes_for_scene(layer: BoxLayer, scene: Scene, min_size: float = 2.0) -> Sce
     bounds = frame.geometry.bounds.to_numpy(dtype=np.float64).reshape(-1, 4)
     # Envelope corners -> pixels. The transform is north-up or identity (see raster.py).
     inv = ~scene.transform
-    c0, r0 = inv * (bounds[:, 0], bounds[:, 1])
-    c1, r1 = inv * (bounds[:, 2], bounds[:, 3])
+    c0, r0 = inv @ (bounds[:, 0], bounds[:, 1])
+    c1, r1 = inv @ (bounds[:, 2], bounds[:, 3])
     raw = np.stack(
         [np.minimum(c0, c1), np.minimum(r0, r1), np.maximum(c0, c1), np.maximum(r0, r1)], axis=1
     )
@@ -321,7 +321,7 @@ def boxes_for_scenes(
         if layer.empty:
             parts.append(f"{layer.empty} with empty geometry")
         if dropped:
-            parts.append(f"{dropped} outside every scene or under {min_size:g} px on a side")
+            parts.append(f"{dropped} outside every given scene or under {min_size:g} px on a side")
         warnings.warn(
             f"{display_path(layer.path)}: dropped {dropped + layer.empty} box(es) "
             f"({'; '.join(parts)}); kept {used.size}",
@@ -338,10 +338,7 @@ def _no_overlap_message(layer: BoxLayer, scenes: Sequence[Scene]) -> str:
             frame = _frame_in_scene_space(layer, scene)
         except CRSMismatchError:
             frame = layer.frame
-        if len(frame):
-            extent = _fmt_bounds(frame.total_bounds)
-        else:
-            extent = "none for this image"
+        extent = _fmt_bounds(frame.total_bounds) if len(frame) else "none for this image"
         parts.append(
             f"boxes {extent} vs {scene.name} {_fmt_bounds(_ordered(scene.bounds))} "
             f"({scene.crs_name})"

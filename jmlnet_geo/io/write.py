@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 
 import geopandas as gpd
@@ -68,5 +69,7 @@ def write_vector(frame: gpd.GeoDataFrame, path: str | os.PathLike[str], layer: s
             f"{display_path(path)}: cannot write '{suffix or 'no extension'}'; "
             f"use one of {', '.join(sorted(VECTOR_DRIVERS))}"
         )
-    with atomic_output(path) as tmp:
+    with atomic_output(path) as tmp, warnings.catch_warnings():
+        # Layers for plain images have no CRS on purpose (pixel coordinates).
+        warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")
         frame.to_file(tmp, driver=driver, layer=layer if driver == "GPKG" else None)
