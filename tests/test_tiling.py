@@ -12,8 +12,8 @@ from jmlnet_geo.io.vector import boxes_for_scene, read_boxes
 from jmlnet_geo.tiling import (
     GridTiles,
     RandomTiles,
-    SceneTiles,
     ScenesTiles,
+    SceneTiles,
     SnappedGridGeoSampler,
     collate_tiles,
     window_of,
@@ -49,11 +49,11 @@ def test_grid_covers_the_scene_once_up_to_overlap(tmp_path, width, height, size,
     for w in windows:
         assert (w.width, w.height) == (size, size)
         if width >= size:
-            assert 0 <= w.col_off and w.col_off + size <= width  # never falls off the edge
+            assert w.col_off >= 0 and w.col_off + size <= width  # never falls off the edge
         else:
             assert w.col_off == 0
         if height >= size:
-            assert 0 <= w.row_off and w.row_off + size <= height
+            assert w.row_off >= 0 and w.row_off + size <= height
         else:
             assert w.row_off == 0
         cover[max(w.row_off, 0) : w.row_off + size, max(w.col_off, 0) : w.col_off + size] += 1

@@ -20,7 +20,7 @@ from shapely.geometry import MultiPolygon, Polygon, box
 
 from jmlnet_geo.errors import InputFileError, display_path
 from jmlnet_geo.io.vector import IMAGE_SUFFIXES
-from jmlnet_geo.io.write import check_writable, write_vector
+from jmlnet_geo.io.write import check_vector_output, write_vector
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def import_coco(
     shown = display_path(instances)
     for path in (out, truth):
         if path is not None:
-            check_writable(path)
+            check_vector_output(path)
     image_by_id = {img["id"]: img for img in data["images"]}
     _check_images_exist((img["file_name"] for img in data["images"]), images, f"{shown} names")
     names = {cat["id"]: str(cat["name"]) for cat in data["categories"]}
@@ -215,7 +215,7 @@ def import_dota(
     files = sorted(label_path.glob("*.txt")) if label_path.is_dir() else [label_path]
     if not files:
         raise InputFileError(f"{display_path(labels)}: no .txt label files in this folder")
-    check_writable(out)
+    check_vector_output(out)
     if not os.path.isdir(images):
         raise InputFileError(f"{display_path(images)}: images folder not found; check --images")
     rows, missing = [], []

@@ -56,8 +56,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[str]:
         raise
 
 
-def write_vector(frame: gpd.GeoDataFrame, path: str | os.PathLike[str], layer: str) -> None:
-    """Write a GeoDataFrame atomically; the format follows the extension (.gpkg, .geojson, .fgb).
+def check_vector_output(path: str | os.PathLike[str]) -> str:
+    """The GDAL driver for a vector output path.
 
     Raises:
         OutputError: Unknown extension or unwritable destination.
@@ -69,6 +69,17 @@ def write_vector(frame: gpd.GeoDataFrame, path: str | os.PathLike[str], layer: s
             f"{display_path(path)}: cannot write '{suffix or 'no extension'}'; "
             f"use one of {', '.join(sorted(VECTOR_DRIVERS))}"
         )
+    check_writable(path)
+    return driver
+
+
+def write_vector(frame: gpd.GeoDataFrame, path: str | os.PathLike[str], layer: str) -> None:
+    """Write a GeoDataFrame atomically; the format follows the extension (.gpkg, .geojson, .fgb).
+
+    Raises:
+        OutputError: Unknown extension or unwritable destination.
+    """
+    driver = check_vector_output(path)
     with atomic_output(path) as tmp, warnings.catch_warnings():
         # Layers for plain images have no CRS on purpose (pixel coordinates).
         warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")

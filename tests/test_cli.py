@@ -1,0 +1,200 @@
+"""The CLI as users meet it: reports, imports, and one clear line for every bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, assert_one_line_error, pixel_box, write_boxes, write_scene
+from shapely.geometry import Point, box
+
+SAMPLE = REPO / "sample_data"
+
+
+def test_help_is_light_and_fast():
+    code = (
+        "import sys, jmlnet_geo, jmlnet_geo.cli.main as m\n"
+        "heavy = [k for k in ('torch', 'cv2', 'rasterio', 'geopandas') if k in sys.modules]\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    env = {**os.environ, "COLUMNS": "120"}
+    exe = Path(sys.executable).with_name("jmlgeo")
+    helped = subprocess.run([exe, "--help"], capture_output=True, text=True, env=env, check=True)
+    assert "info" in helped.stdout and "import" in helped.stdout
+
+
+def test_console_script_exits_non_zero_with_one_line(tmp_path):
+    exe = Path(sys.executable).with_name("jmlgeo")
+    out = subprocess.run([exe, "info", "nope.tif"], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.strip() == "error: nope.tif: scene not found; check the path"
+
+
+def test_info_on_the_sample(jmlgeo):
+    result = jmlgeo("info", SAMPLE / "scene.tif", "--boxes", SAMPLE / "boxes.gpkg", "--json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    (scene,) = report["scenes"]
+    assert scene["crs"] == "EPSG:32633" and scene["resolution"] == [0.5, 0.5]
+    assert (scene["width"], scene["height"], scene["bands"], scene["dtype"]) == (
+        1024,
+        1024,
+        3,
+        "uint8",
+    )
+    assert scene["nodata"] == 0 and 0.95 < scene["statistics"][0]["valid_fraction"] < 1
+    boxes = report["boxes"]
+    assert boxes["classes"] == ["building", "storage_tank", "vehicle"]
+    assert boxes["kept"] == boxes["features"] == sum(boxes["per_scene"][0]["per_class"].values())
+    human = jmlgeo("info", SAMPLE / "scene.tif", "--boxes", SAMPLE / "boxes.gpkg")
+    assert "EPSG:32633" in human.out and "storage_tank" in human.out
+
+
+def test_import_coco_and_dota_via_cli(jmlgeo, tmp_path):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    write_scene(images / "a.png", np.zeros((3, 20, 20), np.uint8), crs=None)
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 20, "height": 20}],
+        "categories": [{"id": 1, "name": "ship"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [1, 1, 5, 5],
+                "segmentation": [[1, 1, 6, 1, 6, 6]],
+            }
+        ],
+    }
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    result = jmlgeo(
+        "import", "coco", "c.json", "--images", images, "--out", "b.gpkg", "--truth", "t.gpkg"
+    )
+    assert result.code == 0 and "wrote 1 boxes over 1 images" in result.out
+    info = jmlgeo("info", images / "a.png", "--boxes", "b.gpkg", "--json")
+    assert info.code == 0 and json.loads(info.out)["boxes"]["kept"] == 1
+    assert info.err.count("warning:") == 1 and "no georeferencing (a.png)" in info.err
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text("gsd:0.5\n1 1 8 2 7 9 0 8 ship 1\n")
+    dota = jmlgeo("import", "dota", "labels", "--images", images, "--out", "d.geojson")
+    assert dota.code == 0 and "wrote 1 boxes" in dota.out
+
+
+def _bad_input(case, tmp_path):
+    """Arguments to jmlgeo for one bad input, and the fragments its error must hold."""
+    scene = write_scene(tmp_path / "scene.tif", np.ones((3, 80, 100), np.uint8))
+    boxes = tmp_path / "boxes.gpkg"
+    if case == "missing raster":
+        return ["info", "gone.tif"], ["gone.tif", "not found"]
+    if case == "unreadable raster":
+        (tmp_path / "junk.tif").write_bytes(b"\x00" * 100)
+        return ["info", "junk.tif"], ["junk.tif", "cannot be read as a raster"]
+    if case == "missing box file":
+        return ["info", scene, "--boxes", "nothing.gpkg"], ["nothing.gpkg", "box file not found"]
+    if case == "class field absent":
+        write_boxes(boxes, [pixel_box(1, 1, 9, 9)], ["a"])
+        return ["info", scene, "--boxes", boxes, "--class-field", "kind"], [
+            "boxes.gpkg",
+            "no class field 'kind' (columns: class)",
+            "--class-field",
+        ]
+    if case == "layer without CRS":
+        write_boxes(boxes, [pixel_box(1, 1, 9, 9)], ["a"], crs=None)
+        return ["info", scene, "--boxes", boxes], [
+            "boxes.gpkg",
+            "has no CRS",
+            "EPSG:32632",
+            "ogr2ogr",
+        ]
+    if case == "no overlap":
+        write_boxes(boxes, [box(0, 0, 5, 5)], ["a"])
+        return ["info", scene, "--boxes", boxes], [
+            "boxes.gpkg",
+            "no box falls on any scene",
+            "(0, 0, 5, 5)",
+            "scene.tif (500000,",
+            "EPSG:32632",
+        ]
+    if case == "empty layer":
+        write_boxes(boxes, [], [])
+        return ["info", scene, "--boxes", boxes], ["boxes.gpkg", "has no features"]
+    if case == "non-polygon geometries":
+        write_boxes(boxes, [Point(500_001, 4_999_990)], ["a"])
+        return ["info", scene, "--boxes", boxes], ["boxes.gpkg", "need polygons, found 1 Point"]
+    if case == "coco images missing":
+        (tmp_path / "imgs").mkdir()
+        coco = {
+            "images": [{"id": 1, "file_name": "x.jpg", "width": 9, "height": 9}],
+            "categories": [{"id": 1, "name": "a"}],
+            "annotations": [],
+        }
+        (tmp_path / "c.json").write_text(json.dumps(coco))
+        return ["import", "coco", "c.json", "--images", "imgs", "--out", "o.gpkg"], [
+            "c.json",
+            "1 of 1 images",
+            "x.jpg",
+            "--images",
+        ]
+    if case == "unwritable output":
+        (tmp_path / "imgs").mkdir()
+        (tmp_path / "c.json").write_text(
+            json.dumps({"images": [], "categories": [], "annotations": []})
+        )
+        return ["import", "coco", "c.json", "--images", "imgs", "--out", "no/such/dir/o.gpkg"], [
+            "o.gpkg",
+            "does not exist",
+        ]
+    if case == "unknown output format":
+        (tmp_path / "imgs").mkdir()
+        (tmp_path / "c.json").write_text(
+            json.dumps({"images": [], "categories": [], "annotations": []})
+        )
+        return ["import", "coco", "c.json", "--images", "imgs", "--out", "o.csv"], [
+            "o.csv",
+            "cannot write '.csv'",
+            ".gpkg",
+        ]
+    if case == "inconsistent coco":
+        (tmp_path / "imgs").mkdir()
+        coco = {
+            "images": [],
+            "categories": [{"id": 1, "name": "a"}],
+            "annotations": [{"id": 1, "image_id": 5, "category_id": 1, "bbox": [0, 0, 1, 1]}],
+        }
+        (tmp_path / "c.json").write_text(json.dumps(coco))
+        return ["import", "coco", "c.json", "--images", "imgs", "--out", "o.gpkg"], [
+            "c.json",
+            "unknown image",
+        ]
+    raise AssertionError(case)
+
+
+BAD_INPUTS = [
+    "missing raster",
+    "unreadable raster",
+    "missing box file",
+    "class field absent",
+    "layer without CRS",
+    "no overlap",
+    "empty layer",
+    "non-polygon geometries",
+    "coco images missing",
+    "unwritable output",
+    "unknown output format",
+    "inconsistent coco",
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_clear_line(jmlgeo, tmp_path, case):
+    args, fragments = _bad_input(case, tmp_path)
+    before = set(os.listdir(tmp_path))
+    result = jmlgeo(*args)
+    assert_one_line_error(result, *fragments)
+    assert set(os.listdir(tmp_path)) == before  # nothing written, not even a partial file
