@@ -160,3 +160,22 @@ def test_bad_box_layers(tmp_path, case, expected):
     with pytest.raises((BoxLayerError, InputFileError)) as err:
         read_boxes(path)
     assert expected in str(err.value) and "boxes.gpkg" in str(err.value)
+
+
+@pytest.mark.shared_data
+def test_spacenet_labels_in_lonlat_land_where_the_utm_ones_do(tmp_path):
+    from conftest import needs_shared_data
+
+    root = needs_shared_data("spacenet_solaris_sample")
+    scene = open_scene(root / "sample_geotiff.tif")
+    assert (scene.crs_name, scene.dtype, scene.count) == ("EPSG:32616", "uint16", 1)
+    utm = boxes_for_scene(
+        read_boxes(root / "geotiff_labels.geojson", class_field="building"), scene
+    )
+    import geopandas as gpd
+
+    lonlat = gpd.read_file(root / "geotiff_labels.geojson").to_crs("EPSG:4326")
+    lonlat.to_file(tmp_path / "ll.gpkg")
+    moved = boxes_for_scene(read_boxes(tmp_path / "ll.gpkg", class_field="building"), scene)
+    assert len(utm) == len(moved) == 43
+    np.testing.assert_allclose(moved.xyxy, utm.xyxy, atol=1.0)
