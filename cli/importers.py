@@ -12,7 +12,7 @@ app = typer.Typer(
 )
 
 
-def _report(summary, out: Path, truth: Path | None = None) -> None:  # noqa: ANN001
+def _report(summary, out: Path, truth: Path | None = None) -> None:
     from rich.console import Console
 
     console = Console()

@@ -42,7 +42,7 @@ def _root(
     """Pixel-accurate maps from bounding boxes (JMLNet) for georeferenced scenes."""
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 

@@ -192,42 +192,34 @@ class SnappedGridGeoSampler(GridGeoSampler):
     """
 
     def __init__(self, dataset: GeoDataset, size: int, stride: int | None = None) -> None:
-        """Grid over ``dataset`` with square tiles of ``size`` pixels and ``stride`` pixels."""
+        """Grid over ``dataset`` with square tiles of ``size`` pixels every ``stride`` pixels."""
         super().__init__(dataset, size, stride, units=Units.PIXELS)
-        self.length = sum(r * c for r, c in self._grids())
-
-    def _grids(self) -> list[tuple[int, int]]:
-        return [
-            (
-                _count(ymax - ymin, self.size[0], self.stride[0]),
-                _count(xmax - xmin, self.size[1], self.stride[1]),
-            )
-            for xmin, ymin, xmax, ymax in (g.bounds for g in self.index.geometry)
-        ]
+        self.length = 0
+        for xmin, ymin, xmax, ymax in (g.bounds for g in self.index.geometry):
+            rows = _offsets(ymax - ymin, self.size[0], self.stride[0])
+            self.length += len(rows) * len(_offsets(xmax - xmin, self.size[1], self.stride[1]))
 
     def __iter__(self) -> Iterator[GeoSlice]:
         """Yield tiles row by row from the top-left (north-west) corner."""
         for i, geom in enumerate(self.index.geometry):
             xmin, ymin, xmax, ymax = geom.bounds
             t = slice(self.index.index[i].left, self.index.index[i].right)
-            rows, cols = (
-                _count(ymax - ymin, self.size[0], self.stride[0]),
-                _count(xmax - xmin, self.size[1], self.stride[1]),
-            )
-            for r in range(rows):
-                top = max(ymax - r * self.stride[0], ymin + self.size[0])
-                top = ymax if ymax - ymin < self.size[0] else top
-                for c in range(cols):
-                    left = min(xmin + c * self.stride[1], xmax - self.size[1])
-                    left = xmin if xmax - xmin < self.size[1] else left
+            for down in _offsets(ymax - ymin, self.size[0], self.stride[0]):
+                top = ymax - down
+                for right in _offsets(xmax - xmin, self.size[1], self.stride[1]):
+                    left = xmin + right
                     yield slice(left, left + self.size[1]), slice(top - self.size[0], top), t
 
 
-def _count(extent: float, size: float, stride: float) -> int:
-    """Tiles needed along one axis (at least one), with a small tolerance for float bounds."""
-    if extent <= size + 1e-9 * size:
-        return 1
-    return math.ceil((extent - size) / stride - 1e-9) + 1
+def _offsets(extent: float, size: float, stride: float) -> list[float]:
+    """Tile offsets along one axis from the starting edge, the last one snapped to the far edge.
+
+    An extent smaller than a tile gets one tile at offset 0. A tiny tolerance absorbs float
+    bounds (e.g. 255.99999 pixels' worth of metres).
+    """
+    last = max(extent - size, 0.0)
+    count = 1 if last <= 1e-9 * size else math.ceil(last / stride - 1e-9) + 1
+    return [min(k * stride, last) for k in range(count)]
 
 
 class ScenesTiles(Dataset):

@@ -61,7 +61,7 @@ def _mask(shapes: list[Polygon]) -> np.ndarray:
     ).astype(bool)
 
 
-def _paint(image: np.ndarray, mask: np.ndarray, colour, rng, noise: float = 6.0) -> None:  # noqa: ANN001
+def _paint(image: np.ndarray, mask: np.ndarray, colour, rng, noise: float = 6.0) -> None:
     values = np.asarray(colour, float)[None, :] + rng.normal(0, noise, (int(mask.sum()), 3))
     image[mask] = values
 

@@ -56,7 +56,7 @@ def pixel_box(col0: float, row0: float, col1: float, row1: float, res: float = 0
     )
 
 
-def write_boxes(path: Path, geometries, classes, crs: str | None = UTM, **columns) -> Path:  # noqa: ANN001
+def write_boxes(path: Path, geometries, classes, crs: str | None = UTM, **columns) -> Path:
     frame = gpd.GeoDataFrame({"class": classes, **columns}, geometry=list(geometries), crs=crs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -80,7 +80,7 @@ class CliResult:
 
 
 @pytest.fixture
-def jmlgeo(capsys, monkeypatch):  # noqa: ANN001, ANN201
+def jmlgeo(capsys, monkeypatch):
     """Run ``jmlgeo`` in-process; returns exit code, stdout and stderr."""
     from jmlnet_geo.cli.main import main
 
@@ -122,5 +122,5 @@ def needs_shared_data(*parts: str) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _in_tmp_cwd(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def _in_tmp_cwd(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)

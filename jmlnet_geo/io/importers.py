@@ -129,7 +129,7 @@ def _check_images_exist(names: Iterable[str], folder: str | os.PathLike[str], wh
         )
 
 
-def _segmentation_to_shape(segmentation, height: int, width: int) -> MultiPolygon:  # noqa: ANN001
+def _segmentation_to_shape(segmentation, height: int, width: int) -> MultiPolygon:
     """A COCO segmentation (polygon list or RLE) as a valid MultiPolygon in pixel coordinates."""
     if isinstance(segmentation, list):
         parts = [

@@ -78,7 +78,7 @@ class BoxLayer:
     empty: int = 0
 
     @property
-    def crs(self):  # noqa: ANN201 - pyproj.CRS or None
+    def crs(self):
         """The layer's CRS (pyproj), or None."""
         return self.frame.crs
 
@@ -287,7 +287,7 @@ def _matches_image(images: pd.Series, scene_name: str) -> pd.Series:
     return (names == scene_name) | (names == stem)
 
 
-def _crs_name(crs) -> str:  # noqa: ANN001 - pyproj.CRS
+def _crs_name(crs) -> str:
     epsg = crs.to_epsg()
     return f"EPSG:{epsg}" if epsg else crs.name
 
