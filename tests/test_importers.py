@@ -7,7 +7,7 @@ from conftest import needs_shared_data, write_scene
 
 from jmlnet_geo.errors import InputFileError
 from jmlnet_geo.io.importers import _decode_rle_string, _rle_to_mask, import_coco, import_dota
-from jmlnet_geo.io.raster import open_scenes
+from jmlnet_geo.io.raster import PlainImageWarning, open_scenes
 from jmlnet_geo.io.vector import boxes_for_scenes, read_boxes
 
 NWPU_COUNTS = {
@@ -109,7 +109,8 @@ def test_coco_import_boxes_truth_and_plain_scenes(tmp_path):
     truth = gpd.read_file(tmp_path / "truth.gpkg").set_index("annotation_id")
     assert truth.geometry.loc[1].area == pytest.approx(200)
     assert truth.geometry.loc[2].bounds == (5, 10, 9, 20) and truth.geometry.loc[2].area == 40
-    scenes = open_scenes([images / "one.png", images / "sub" / "two.png"])
+    with pytest.warns(PlainImageWarning, match="2 scene"):
+        scenes = open_scenes([images / "one.png", images / "sub" / "two.png"])
     one, two = boxes_for_scenes(read_boxes(tmp_path / "boxes.gpkg"), scenes)
     np.testing.assert_allclose(one.xyxy, [[10, 5, 30, 15], [5, 10, 9, 20]])
     np.testing.assert_allclose(two.xyxy, [[0, 0, 3, 3]])
