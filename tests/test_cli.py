@@ -198,3 +198,45 @@ def test_bad_input_is_one_clear_line(jmlgeo, tmp_path, case):
     result = jmlgeo(*args)
     assert_one_line_error(result, *fragments)
     assert set(os.listdir(tmp_path)) == before  # nothing written, not even a partial file
+
+
+def test_evaluate_truth_against_itself_and_a_shifted_copy(jmlgeo, tmp_path):
+    import rasterio
+
+    from jmlnet_geo.evaluate import truth_raster
+    from jmlnet_geo.io.raster import open_scene
+
+    scene = open_scene(SAMPLE / "scene.tif")
+    labels = truth_raster(scene, SAMPLE / "truth.gpkg")
+    profile = {
+        "driver": "GTiff",
+        "width": scene.width,
+        "height": scene.height,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": scene.crs,
+        "transform": scene.transform,
+    }
+    with rasterio.open(tmp_path / "perfect.tif", "w", **profile) as ds:
+        ds.write(labels, 1)
+    result = jmlgeo(
+        "evaluate",
+        "perfect.tif",
+        "--truth",
+        SAMPLE / "truth.gpkg",
+        "--out",
+        "r.json",
+        "--png",
+        "c.png",
+    )
+    assert result.code == 0, result.err
+    assert "mIoU 100.00" in result.out and "| building | storage_tank | vehicle |" in result.out
+    assert json.loads((tmp_path / "r.json").read_text())["miou"] == 1.0
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    with rasterio.open(tmp_path / "shifted.tif", "w", **profile) as ds:
+        ds.write(np.roll(labels, 3, axis=1), 1)
+    shifted = jmlgeo("evaluate", "shifted.tif", "--truth", SAMPLE / "truth.gpkg")
+    miou = float(shifted.out.strip().splitlines()[-1].split()[1])
+    assert 20 < miou < 95  # vehicles are ~4 px wide: a 3 px shift hurts them most
+    missing = jmlgeo("evaluate", "perfect.tif", "--truth", "nope.gpkg")
+    assert_one_line_error(missing, "nope.gpkg")
