@@ -46,6 +46,7 @@ class Scene:
         dtype: Numpy dtype name of the image bands (e.g. ``"uint8"``, ``"uint16"``, ``"float32"``).
         nodata: The nodata value, or None.
         band_names: A description per image band (GDAL description or colour interpretation).
+        alpha: 1-based index of the alpha band that masks every band, or None.
     """
 
     path: str
@@ -58,6 +59,7 @@ class Scene:
     dtype: str
     nodata: float | None
     band_names: tuple[str, ...] = field(default=())
+    alpha: int | None = None
 
     @property
     def name(self) -> str:
@@ -129,6 +131,7 @@ def _scene_from_dataset(path: str, ds: rasterio.DatasetReader) -> Scene:
             "warp it to a map grid first (gdalwarp scene.tif warped.tif)"
         )
     bands = tuple(i + 1 for i, interp in enumerate(ds.colorinterp) if interp != ColorInterp.alpha)
+    alphas = [i + 1 for i, interp in enumerate(ds.colorinterp) if interp == ColorInterp.alpha]
     if not bands:
         raise InputFileError(f"{shown}: has no image band (only alpha); pass the imagery")
     dtypes = {ds.dtypes[b - 1] for b in bands}
@@ -149,6 +152,7 @@ def _scene_from_dataset(path: str, ds: rasterio.DatasetReader) -> Scene:
         dtype=dtypes.pop(),
         nodata=ds.nodata,
         band_names=names,
+        alpha=alphas[0] if alphas else None,
     )
 
 
@@ -202,10 +206,8 @@ def read_window(
     # GDAL semantics: a pixel is valid where any band is valid (per-band nodata) ...
     valid = masks.any(axis=0)
     # ... and an alpha band, where there is one, masks every band.
-    alpha = [i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
-    if alpha:
-        alpha_mask = ds.read(alpha[0], window=window, boundless=True, fill_value=0) > 0
-        valid &= alpha_mask
+    if scene.alpha is not None:
+        valid &= ds.read(scene.alpha, window=window, boundless=True, fill_value=0) > 0
     return image, valid
 
 
@@ -239,9 +241,8 @@ def band_statistics(scene: Scene, max_pixels: int = 4_000_000) -> list[BandStats
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         data = ds.read(scene.bands, out_shape=(scene.count, out_h, out_w))
         masks = ds.read_masks(scene.bands, out_shape=(scene.count, out_h, out_w)) > 0
-        alpha = [i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
-        if alpha:
-            masks &= ds.read(alpha[0], out_shape=(out_h, out_w))[None] > 0
+        if scene.alpha is not None:
+            masks &= ds.read(scene.alpha, out_shape=(out_h, out_w))[None] > 0
     stats = []
     for i, band in enumerate(scene.bands):
         values = data[i][masks[i]].astype(np.float64)
