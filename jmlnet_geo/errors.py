@@ -34,6 +34,14 @@ class OutputError(JmlGeoError, OSError):
     """An output cannot be written where the user asked."""
 
 
+class OptionError(JmlGeoError, ValueError):
+    """An option has a value we do not know (e.g. an unknown method name)."""
+
+
+class CancelledError(JmlGeoError):
+    """The caller asked a long task to stop; nothing was written under a final name."""
+
+
 def display_path(path: str | os.PathLike[str]) -> str:
     """Return ``path`` as users typed it (relative when under the working directory)."""
     text = os.fspath(path)

@@ -31,6 +31,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from jmlnet_geo.errors import InputFileError, JmlGeoError, OutputError, display_path
+from jmlnet_geo.io.class_raster import read_class_names
 from jmlnet_geo.io.raster import Scene, open_dataset, open_scene, read_window
 from jmlnet_geo.io.vector import BACKGROUND, IGNORE, _frame_in_scene_space, read_boxes
 from jmlnet_geo.io.write import atomic_output
@@ -38,8 +39,6 @@ from jmlnet_geo.io.write import atomic_output
 #: Truth files with these extensions are polygon layers; anything else is read as a raster.
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb")
 
-#: Raster metadata tag listing the class names of ids 1..K, comma-separated.
-CLASS_NAMES_TAG = "class_names"
 
 #: Pixels read per strip (rows x width) when evaluating a scene.
 STRIP_PIXELS = 1 << 24
@@ -235,7 +234,7 @@ def evaluate(
     scene = open_scene(prediction_path)
     _check_class_raster(scene)
     with open_dataset(scene) as ds:
-        tagged = _tag_names(ds.tags().get(CLASS_NAMES_TAG))
+        tagged = read_class_names(ds)
     names = _drop_background(class_names) if class_names is not None else tagged
     source = _truth_source(scene, truth_path, class_field, names)
     names = names or source.classes
@@ -406,7 +405,7 @@ def _raster_truth(scene: Scene, truth_path: str | os.PathLike[str]) -> _TruthSou
     _check_class_raster(truth)
     _check_same_grid(scene, truth)
     with open_dataset(truth) as ds:
-        tagged = _tag_names(ds.tags().get(CLASS_NAMES_TAG))
+        tagged = read_class_names(ds)
 
     def read(window: Window) -> np.ndarray:
         with open_dataset(truth) as ds:
@@ -492,12 +491,6 @@ def _strips(scene: Scene) -> list[Window]:
         Window(0, row, scene.width, min(rows, scene.height - row))
         for row in range(0, scene.height, rows)
     ]
-
-
-def _tag_names(text: str | None) -> tuple[str, ...] | None:
-    if not text:
-        return None
-    return _drop_background([name.strip() for name in text.split(",")])
 
 
 def _drop_background(names: Sequence[str]) -> tuple[str, ...]:

@@ -202,13 +202,20 @@ def read_window(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         image = ds.read(scene.bands, window=window, boundless=True, fill_value=0)
+    return image, read_valid(ds, scene, window)
+
+
+def read_valid(ds: rasterio.DatasetReader, scene: Scene, window: Window) -> np.ndarray:
+    """Validity (bool (height, width)) of a window, as in :func:`read_window`, without the image."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
         masks = ds.read_masks(scene.bands, window=window, boundless=True)
-    # GDAL semantics: a pixel is valid where any band is valid (per-band nodata) ...
-    valid = masks.any(axis=0)
-    # ... and an alpha band, where there is one, masks every band.
-    if scene.alpha is not None:
-        valid &= ds.read(scene.alpha, window=window, boundless=True, fill_value=0) > 0
-    return image, valid
+        # GDAL semantics: a pixel is valid where any band is valid (per-band nodata) ...
+        valid = masks.any(axis=0)
+        # ... and an alpha band, where there is one, masks every band.
+        if scene.alpha is not None:
+            valid &= ds.read(scene.alpha, window=window, boundless=True, fill_value=0) > 0
+    return valid
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,127 @@
+"""``jmlgeo proposals``: pixel pseudo labels from boxes, one class raster per scene and method."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+from jmlnet_geo.cli.progress import PROGRESS_OPTION, ProgressDisplay, ProgressMode
+
+
+def proposals(
+    scenes: list[Path] = typer.Argument(..., help="Scenes (GeoTIFF or any GDAL-readable image)."),
+    boxes: Path = typer.Option(..., "--boxes", help="Box layer (.gpkg, .geojson, .shp, .fgb)."),
+    out: Path = typer.Option(..., "--out", help="Output folder for <scene>.<method>.tif."),
+    methods: str = typer.Option("box,crf,grabcut", "--methods", help="Comma-separated methods."),
+    class_field: str = typer.Option("class", "--class-field", help="Column with the class."),
+    classes: str | None = typer.Option(
+        None, "--classes", help="Fixed class order, comma-separated (default: sorted values)."
+    ),
+    workers: int = typer.Option(0, "--workers", help="Processes (0: all cores).", min=0),
+    preview: bool = typer.Option(False, "--preview", help="Also write a quick-look PNG each."),
+    margin: float = typer.Option(0.5, "--margin", help="Context around a box, x its size."),
+    max_side: int = typer.Option(
+        512, "--max-side", help="Larger crops are shrunk to this.", min=16
+    ),
+    bands: str | None = typer.Option(
+        None, "--bands", help="1-based bands shown to GrabCut/CRF as R,G,B (default 1,2,3)."
+    ),
+    grabcut_iterations: int = typer.Option(5, "--grabcut-iterations", min=1),
+    crf_fg_prob: float = typer.Option(
+        0.6, "--crf-fg-prob", help="CRF: class probability inside the box.", min=0.5, max=0.99
+    ),
+    crf_sxy: float = typer.Option(40.0, "--crf-sxy", help="CRF: bilateral spatial width (px)."),
+    crf_srgb: float = typer.Option(13.0, "--crf-srgb", help="CRF: bilateral colour width."),
+    crf_compat: float = typer.Option(10.0, "--crf-compat", help="CRF: bilateral weight."),
+    crf_iterations: int = typer.Option(10, "--crf-iterations", min=1),
+    progress: ProgressMode = PROGRESS_OPTION,
+) -> None:
+    """BOX, dense CRF and GrabCut proposals from boxes, as class rasters aligned to each scene."""
+    from dataclasses import replace
+
+    from jmlnet_geo.io.raster import open_scenes
+    from jmlnet_geo.io.vector import boxes_for_scenes, read_boxes
+    from jmlnet_geo.io.write import atomic_output
+    from jmlnet_geo.proposals.compose import (
+        ProposalOptions,
+        check_methods,
+        summary_dict,
+        write_proposals,
+    )
+    from jmlnet_geo.proposals.crf import CRFOptions
+    from jmlnet_geo.proposals.grabcut import GrabCutOptions
+
+    chosen = check_methods([m.strip().lower() for m in methods.split(",") if m.strip()])
+    options = ProposalOptions(
+        margin=margin,
+        max_side=max_side,
+        picture_bands=_bands(bands),
+        grabcut=GrabCutOptions(iterations=grabcut_iterations),
+        crf=replace(
+            CRFOptions(),
+            fg_prob=crf_fg_prob,
+            bilateral_sxy=crf_sxy,
+            bilateral_srgb=crf_srgb,
+            bilateral_compat=crf_compat,
+            iterations=crf_iterations,
+        ),
+    )
+    display = ProgressDisplay(progress)
+    opened = open_scenes(scenes)
+    if options.picture_bands and any(max(options.picture_bands) >= s.count for s in opened):
+        from jmlnet_geo.errors import OptionError
+
+        raise OptionError(f"--bands {bands}: a scene has fewer bands; run jmlgeo info to see them")
+    layer = read_boxes(boxes, class_field, _names(classes))
+    scene_boxes = boxes_for_scenes(layer, opened)
+    with display.stage("proposals", "boxes") as report:
+        summaries = write_proposals(
+            scene_boxes,
+            layer.classes.names,
+            chosen,
+            out,
+            options,
+            workers=workers or os.cpu_count() or 1,
+            progress=report,
+        )
+    if preview:
+        _previews(scene_boxes, summaries, options, len(layer.classes), display)
+    with atomic_output(out / "proposals.json") as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(summary_dict(summaries, options), f, indent=2)
+    for s in summaries:
+        for method, m in s.methods.items():
+            note = f", {m.fallbacks} fell back to the box" if m.fallbacks else ""
+            display.message(f"{m.path}: {m.boxes} boxes ({method}{note})")
+    display.done()
+
+
+def _names(classes: str | None) -> list[str] | None:
+    return [c.strip() for c in classes.split(",")] if classes else None
+
+
+def _bands(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    from jmlnet_geo.errors import OptionError
+
+    try:
+        values = tuple(int(v) - 1 for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 0:
+        raise OptionError(f"--bands {text}: give three 1-based band numbers, e.g. 3,2,1")
+    return values  # type: ignore[return-value]
+
+
+def _previews(scene_boxes, summaries, options, num_classes, display) -> None:
+    from jmlnet_geo.proposals.compose import pixel_boxes, scene_stretch
+    from jmlnet_geo.proposals.preview import save_preview
+
+    for sb, summary in zip(scene_boxes, summaries, strict=True):
+        stretch = scene_stretch(sb.scene, options)
+        for m in summary.methods.values():
+            png = Path(m.path).with_suffix(".png")
+            save_preview(png, sb.scene, stretch, m.path, pixel_boxes(sb), sb.class_ids, num_classes)
+            display.message(f"{png}: preview")

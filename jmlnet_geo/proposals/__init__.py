@@ -1,0 +1,1 @@
+"""Proposals: pixel pseudo labels made from boxes, one scene-aligned class raster per method."""
