@@ -507,3 +507,28 @@ def _percent(value: float) -> str:
 
 def _md_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def write_truth_raster(
+    path: str | os.PathLike[str],
+    scene: Scene,
+    truth_path: str | os.PathLike[str],
+    class_field: str = "class",
+    classes: Sequence[str] | None = None,
+) -> None:
+    """Rasterise truth onto ``scene``'s grid as a class raster, strip by strip (for training).
+
+    Args:
+        path: Output GeoTIFF.
+        scene: The scene whose grid the truth takes.
+        truth_path: Polygon layer or class raster (see :func:`truth_raster`).
+        class_field: The polygon layer's class column.
+        classes: Class names of ids 1..K (e.g. the box layer's), so ids agree.
+    """
+    from jmlnet_geo.io.class_raster import class_raster_writer
+
+    source = _truth_source(scene, truth_path, class_field, classes)
+    names = classes if classes is not None else (source.classes or ())
+    with class_raster_writer(path, scene, names, {"source": os.path.basename(truth_path)}) as ds:
+        for window in _strips(scene):
+            ds.write(source.read(window), 1, window=window)

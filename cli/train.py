@@ -1,0 +1,110 @@
+"""``jmlgeo train``: from boxes to a trained segmenter bundle in one command."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from jmlnet_geo.cli.progress import PROGRESS_OPTION, ProgressDisplay, ProgressMode
+
+
+def train(
+    scenes: list[Path] = typer.Argument(..., help="Scenes to train on (GeoTIFF or images)."),
+    boxes: Path = typer.Option(..., "--boxes", help="Box layer (.gpkg, .geojson, .shp, .fgb)."),
+    out: Path = typer.Option(Path("run"), "--out", help="Run folder (outputs, cache, bundle)."),
+    preset: str = typer.Option("fast", "--preset", help="fast (CPU-friendly) or paper."),
+    proposals: str | None = typer.Option(
+        None, "--proposals", help="Stage-2 proposals, comma-separated (e.g. grabcut,crf)."
+    ),
+    stage1_proposal: str | None = typer.Option(None, "--stage1-proposal", help="Stage-1 label."),
+    loss: str | None = typer.Option(None, "--loss", help="Stage-2 loss: ce, ma, mm or bmm."),
+    stage1_steps: int | None = typer.Option(None, "--stage1-steps", min=0),
+    stage2_steps: int | None = typer.Option(None, "--stage2-steps", min=0),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1),
+    tile_size: int | None = typer.Option(None, "--tile-size", min=32),
+    lr: float | None = typer.Option(None, "--lr", help="Initial learning rate."),
+    weights: str | None = typer.Option(
+        None, "--weights", help="imagenet, a torchvision weight name, a file, or none."
+    ),
+    seed: int | None = typer.Option(None, "--seed"),
+    class_field: str = typer.Option("class", "--class-field", help="Column with the class."),
+    classes: str | None = typer.Option(None, "--classes", help="Fixed class order, a,b,c."),
+    truth: Path | None = typer.Option(None, "--truth", help="Truth for validation mIoU."),
+    masks: Path | None = typer.Option(None, "--masks", help="True masks: full supervision."),
+    masks_fraction: float = typer.Option(
+        0.0, "--masks-fraction", help="With --masks: fraction of scenes on true masks."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    devices: int = typer.Option(1, "--devices", min=1, help="Processes / GPUs."),
+    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy, e.g. ddp."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Proposal processes (0: all)."),
+    loader_workers: int | None = typer.Option(None, "--loader-workers", min=0),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
+    force: bool = typer.Option(False, "--force", help="Delete a previous run in --out."),
+    progress: ProgressMode = PROGRESS_OPTION,
+) -> None:
+    """Proposals, segmenter stage 1 (CE) and stage 2 (multi-label loss), then the bundle."""
+    import dataclasses
+
+    from jmlnet_geo.config import override, preset_config
+    from jmlnet_geo.train.pipeline import TrainInputs
+    from jmlnet_geo.train.pipeline import train as run
+
+    config = override(
+        preset_config(preset),
+        proposals=_names(proposals),
+        stage1_proposal=stage1_proposal,
+        loss=loss,
+        stage1_steps=stage1_steps,
+        stage2_steps=stage2_steps,
+        batch_size=batch_size,
+        tile_size=tile_size,
+        lr=lr,
+        seed=seed,
+        loader_workers=loader_workers,
+    )
+    if weights is not None:
+        config = override(config, weights=None if weights.lower() == "none" else weights)
+        if weights.lower() == "none":
+            config = dataclasses.replace(
+                config, segmenter=dataclasses.replace(config.segmenter, weights=None)
+            )
+    config = dataclasses.replace(
+        config,
+        class_field=class_field,
+        masks_fraction=masks_fraction,
+        device=device,
+        devices=devices,
+        strategy=strategy,
+    )
+    display = ProgressDisplay(progress)
+    inputs = TrainInputs(
+        scenes=tuple(scenes),
+        boxes=boxes,
+        classes=_names(classes),
+        truth=truth,
+        masks=masks,
+    )
+    result = run(
+        inputs,
+        config,
+        out,
+        resume=resume,
+        force=force,
+        workers=workers or os.cpu_count() or 1,
+        stage_progress=display.stage,
+        message=display.message,
+    )
+    if result.reused:
+        display.message(f"reused finished stages: {', '.join(result.reused)}")
+    if result.validation:
+        display.message(f"validation mIoU {100 * result.validation['miou']:.2f}")
+    display.message(f"bundle: {result.bundle}")
+    display.done()
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return tuple(t.strip().lower() for t in text.split(",") if t.strip())

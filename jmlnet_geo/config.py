@@ -1,0 +1,132 @@
+"""Training settings and the two presets.
+
+``paper`` follows the JMLNet paper (section 3.1): DeepLab v3 ResNet-50, 512-pixel tiles, batch 20,
+SGD lr 0.007 with poly decay (power 0.9), CE on CAMCut for 50k iterations then a 10k-iteration
+finetune with BMM over {GrabCut, DetCAM, CAMCut}. ``fast`` keeps the method and shrinks the
+budget for CPUs: DeepLab v3 on an ImageNet-pretrained EfficientNet-Lite0 (offline weights), 256
+tiles, batch 8. A preset only sets defaults; every value can be overridden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from jmlnet_geo.errors import OptionError
+
+PRESETS = ("fast", "paper")
+LOSS_NAMES = ("ce", "ma", "mm", "bmm")
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """How the segmenter is trained (both stages).
+
+    Attributes:
+        preset: Architecture preset, ``fast`` or ``paper`` (see :mod:`jmlnet_geo.models`).
+        weights: ``imagenet`` (offline weights of the preset), a torchvision weight name, a
+            local weights file, or None (from scratch).
+        tile_size: Square training tile side, pixels.
+        batch_size: Tiles per step.
+        lr: Initial learning rate (SGD, momentum 0.9).
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        poly_power: lr(step) = lr * (1 - step / steps) ** poly_power.
+        stage1_steps: Steps of stage 1 (CE on ``stage1_proposal``).
+        stage2_steps: Steps of stage 2 (``loss`` over ``proposals``, from stage 1's weights).
+        stage1_proposal: The proposal stage 1 learns from.
+        proposals: The proposals stage 2 learns from (Z label maps).
+        loss: Stage 2 loss: ``ce`` (first proposal), ``ma``, ``mm`` or ``bmm``.
+        stage2_lr_scale: Stage 2 starts at ``lr * stage2_lr_scale``.
+        val_every: Validate every this many steps (when truth is given).
+        checkpoint_every: Save a resumable checkpoint every this many steps.
+        loader_workers: DataLoader worker processes.
+        seed: Seed of tile sampling, flips and initialisation.
+    """
+
+    preset: str = "fast"
+    weights: str | None = "imagenet"
+    tile_size: int = 256
+    batch_size: int = 8
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    stage1_steps: int = 300
+    stage2_steps: int = 150
+    stage1_proposal: str = "grabcut"
+    proposals: tuple[str, ...] = ("grabcut", "crf")
+    loss: str = "bmm"
+    stage2_lr_scale: float = 0.1
+    val_every: int = 100
+    checkpoint_every: int = 50
+    loader_workers: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``jmlgeo train`` needs besides its input files.
+
+    Attributes:
+        preset: The preset the defaults came from.
+        segmenter: Segmenter settings.
+        class_field: Class column of the box layer.
+        masks_fraction: Fraction of scenes trained on true masks (0: weak, 1: full supervision).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        devices: Devices (processes) for distributed training.
+        strategy: Lightning strategy (``auto``, ``ddp``, ...).
+        precision: Lightning precision; ``auto``: 16-mixed on CUDA, 32 on CPU.
+    """
+
+    preset: str = "fast"
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    class_field: str = "class"
+    masks_fraction: float = 0.0
+    device: str = "auto"
+    devices: int = 1
+    strategy: str = "auto"
+    precision: str = "auto"
+
+
+_PAPER_SEGMENTER = SegmenterConfig(
+    preset="paper",
+    weights=None,
+    tile_size=512,
+    batch_size=20,
+    lr=0.007,
+    weight_decay=1e-4,
+    stage1_steps=50_000,
+    stage2_steps=10_000,
+    stage1_proposal="camcut",
+    proposals=("grabcut", "detcam", "camcut"),
+    loss="bmm",
+    stage2_lr_scale=1.0,
+    val_every=2_000,
+    checkpoint_every=1_000,
+    loader_workers=8,
+)
+
+
+def preset_config(preset: str) -> TrainConfig:
+    """The defaults of a preset.
+
+    Raises:
+        OptionError: An unknown preset; the message lists the valid ones.
+    """
+    if preset == "fast":
+        return TrainConfig(preset="fast")
+    if preset == "paper":
+        return TrainConfig(preset="paper", segmenter=_PAPER_SEGMENTER)
+    raise OptionError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
+
+
+def override(config: TrainConfig, **segmenter_values: object) -> TrainConfig:
+    """A copy of ``config`` with the segmenter values that are not None replaced."""
+    changes = {k: v for k, v in segmenter_values.items() if v is not None}
+    return dataclasses.replace(config, segmenter=dataclasses.replace(config.segmenter, **changes))
+
+
+def config_dict(config: TrainConfig) -> dict:
+    """JSON-ready form of a configuration (for the model card and the run's fingerprint)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,1 @@
+"""Training: Lightning modules for the segmenter (and detector) and the `jmlgeo train` pipeline."""

@@ -1,0 +1,563 @@
+"""``jmlgeo train``: boxes -> proposals -> segmenter stage 1 -> stage 2 -> bundle, with caching.
+
+A run folder holds every stage's outputs and ``run.json``, which records for each stage a
+fingerprint of its inputs (files by size and modification time) and settings. A stage whose
+fingerprint is unchanged is reused; an interrupted training stage resumes from its last
+checkpoint with ``resume=True``. A folder holding a run of other settings is refused unless
+``resume`` (reuse what still matches, redo the rest) or ``force`` (start over) is given.
+
+Layout of a run folder::
+
+    run.json                      stages, fingerprints, configuration
+    proposals/<scene>.<m>.tif     proposal rasters (class rasters on each scene's grid)
+    truth/<scene>.truth.tif       rasterised truth (validation, --masks)
+    stage1/ stage2/               last.ckpt (resumable), weights.safetensors when finished
+    logs/stage1/ logs/stage2/     CSV (and TensorBoard when installed) logs
+    model.safetensors             the bundle
+    training_curve.png            loss and validation mIoU per step
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jmlnet_geo import __version__
+from jmlnet_geo.config import LOSS_NAMES, TrainConfig, config_dict
+from jmlnet_geo.errors import JmlGeoError, OptionError, OutputError, display_path
+from jmlnet_geo.io.raster import Scene, open_scenes
+from jmlnet_geo.io.vector import SceneBoxes, boxes_for_scenes, read_boxes
+from jmlnet_geo.io.write import atomic_output
+from jmlnet_geo.proposals.compose import CLASSIC_METHODS, ProposalOptions
+
+Progress = Callable[[int, int], None]
+StageProgress = Callable[[str, str], contextlib.AbstractContextManager[Progress]]
+
+BUNDLE_NAME = "model.safetensors"
+
+# Settings that change what each training stage learns (its fingerprint); how often it validates
+# or checkpoints, and how many loader workers it uses, do not.
+_STAGE1_KEYS = (
+    "preset", "weights", "tile_size", "batch_size", "lr", "momentum", "weight_decay",
+    "poly_power", "stage1_steps", "stage1_proposal", "seed",
+)  # fmt: skip
+_STAGE2_KEYS = ("proposals", "loss", "stage2_steps", "stage2_lr_scale")
+MASK = "mask"  # the extra raster name of true masks
+
+
+class RunFolderError(JmlGeoError, ValueError):
+    """The run folder holds another run, or an interrupted one, and no --resume/--force."""
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """The files a training run reads.
+
+    Attributes:
+        scenes: Scenes to train on.
+        boxes: Box layer.
+        classes: Fixed class order (default: the layer's sorted values).
+        truth: Truth polygons or class raster for validation mIoU during training.
+        masks: True masks (polygons) for full or semi supervision (``masks_fraction``).
+    """
+
+    scenes: tuple[Path, ...]
+    boxes: Path
+    classes: tuple[str, ...] | None = None
+    truth: Path | None = None
+    masks: Path | None = None
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    bundle: Path
+    validation: dict[str, Any]
+    reused: list[str]
+
+
+def train(
+    inputs: TrainInputs,
+    config: TrainConfig,
+    run_dir: str | os.PathLike[str],
+    resume: bool = False,
+    force: bool = False,
+    workers: int = 1,
+    stage_progress: StageProgress | None = None,
+    message: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Run the whole pipeline and write the bundle ``run_dir/model.safetensors``.
+
+    Args:
+        inputs: Scenes, boxes and optional truth/masks.
+        config: Settings (a preset with overrides).
+        run_dir: The run folder (created when missing).
+        resume: Reuse finished stages whose fingerprint matches and continue interrupted ones.
+        force: Delete a previous run in ``run_dir`` and start over.
+        workers: Processes for the per-box proposals.
+        stage_progress: ``stage_progress(name, unit)`` gives a ``progress(done, total)``
+            context manager per stage.
+        message: Receives one-line notes for the user.
+
+    Raises:
+        RunFolderError: ``run_dir`` holds another or an interrupted run (see module docs).
+        OptionError: Unknown proposal or loss names.
+        BoxLayerError: Masks with a class the boxes do not have; unusable layers.
+    """
+    say = message or (lambda text: None)
+    progress_of = stage_progress or _no_progress
+    seg = config.segmenter
+    methods = _check_config(config)
+    run = _RunFolder(Path(run_dir), resume=resume, force=force)
+
+    scenes = open_scenes(inputs.scenes)
+    layer = read_boxes(inputs.boxes, config.class_field, inputs.classes)
+    names = layer.classes.names
+    scene_boxes = boxes_for_scenes(layer, scenes)
+    if inputs.masks is not None:  # a class the boxes lack fails here, before any work
+        read_boxes(inputs.masks, config.class_field, names)
+    files = [*inputs.scenes, inputs.boxes]
+    base = {"files": _file_stamps(files), "classes": list(names)}
+    options = ProposalOptions()
+
+    # proposals
+    fp = _fingerprint(base, methods, asdict(options))
+    if not run.reusable("proposals", fp):
+        with progress_of("proposals", "boxes") as report:
+            from jmlnet_geo.proposals.compose import write_proposals
+
+            write_proposals(
+                scene_boxes, names, methods, run.path / "proposals", options, workers, report
+            )
+        run.finish("proposals", fp)
+    proposal_fp = fp
+
+    # truth rasters (validation and/or masks)
+    truth_files = {}
+    for kind, source in (("truth", inputs.truth), (MASK, inputs.masks)):
+        if source is None:
+            continue
+        fp = _fingerprint(base, _file_stamps([source]), kind)
+        folder = run.path / kind
+        paths = {s.path: folder / f"{Path(s.path).stem}.{kind}.tif" for s in scenes}
+        if not run.reusable(kind, fp):
+            from jmlnet_geo.evaluate import write_truth_raster
+
+            folder.mkdir(parents=True, exist_ok=True)
+            for s in scenes:
+                write_truth_raster(paths[s.path], s, source, config.class_field, names)
+            run.finish(kind, fp)
+        truth_files[kind] = paths
+
+    mask_scenes = _mask_scenes(scenes, config, inputs.masks is not None)
+    if mask_scenes:
+        say(f"{len(mask_scenes)} of {len(scenes)} scene(s) train on true masks")
+
+    from jmlnet_geo.train.data import scene_normalization
+
+    normalization = scene_normalization(scenes)
+    stage_inputs = dict(
+        run=run,
+        scene_boxes=scene_boxes,
+        names=names,
+        normalization=normalization,
+        truth=truth_files.get("truth"),
+        masks=truth_files.get(MASK),
+        mask_scenes=mask_scenes,
+        config=config,
+        progress_of=progress_of,
+        say=say,
+    )
+    settings = config_dict(config)["segmenter"]
+    fp1 = _fingerprint(
+        proposal_fp, {k: settings[k] for k in _STAGE1_KEYS}, sorted(mask_scenes), "stage1"
+    )
+    s1 = dict(proposals=[seg.stage1_proposal], loss="ce", steps=seg.stage1_steps, lr=seg.lr)
+    scores1 = _train_stage("stage1", fp1, init=None, **s1, **stage_inputs)
+    fp2 = _fingerprint(fp1, {k: settings[k] for k in _STAGE2_KEYS}, "stage2")
+    s2 = dict(
+        proposals=list(seg.proposals),
+        loss=seg.loss,
+        steps=seg.stage2_steps,
+        lr=seg.lr * seg.stage2_lr_scale,
+    )
+    init = run.path / "stage1" / "weights.safetensors"
+    scores2 = _train_stage("stage2", fp2, init=init, **s2, **stage_inputs)
+    validation = scores2 or scores1
+
+    bundle = run.path / BUNDLE_NAME
+    fp = _fingerprint(fp2, "bundle")
+    if not run.reusable("bundle", fp) or not bundle.exists():
+        _write_bundle(bundle, run, scenes, scene_boxes, names, normalization, config, validation)
+        _training_curve(run.path)
+        run.finish("bundle", fp)
+    return TrainResult(bundle, validation, run.reused)
+
+
+# --- stages -----------------------------------------------------------------------------------
+
+
+def _train_stage(
+    name: str,
+    fp: str,
+    init: Path | None,
+    proposals: Sequence[str],
+    loss: str,
+    steps: int,
+    lr: float,
+    run: _RunFolder,
+    scene_boxes: Sequence[SceneBoxes],
+    names: Sequence[str],
+    normalization,
+    truth: dict[str, Path] | None,
+    masks: dict[str, Path] | None,
+    mask_scenes: set[str],
+    config: TrainConfig,
+    progress_of: StageProgress,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Train one stage (or reuse it); returns its last validation scores."""
+    folder = run.path / name
+    weights = folder / "weights.safetensors"
+    if run.reusable(name, fp) and weights.exists():
+        return run.state["stages"][name].get("validation", {})
+    if steps <= 0:
+        raise OptionError(f"{name}: give it at least one step")
+    checkpoint = folder / "last.ckpt"
+    if checkpoint.exists() and not run.resume:
+        raise RunFolderError(
+            f"{display_path(run.path)}: {name} was interrupted; pass --resume to continue it "
+            "or --force to start over"
+        )
+    if not checkpoint.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+    from jmlnet_geo.models.backbones import describe_weights
+    from jmlnet_geo.models.segmenter import build_segmenter
+    from jmlnet_geo.train.data import grid_loader, tiles_dataset, train_loader
+    from jmlnet_geo.train.segmenter import SegmenterTask
+
+    seg = config.segmenter
+    _quiet_lightning()
+    L.seed_everything(seg.seed, workers=True, verbose=False)
+    extras = []
+    for sb in scene_boxes:
+        stem = Path(sb.scene.path).stem
+        layers = {p: str(run.path / "proposals" / f"{stem}.{p}.tif") for p in proposals}
+        if sb.scene.path in mask_scenes and masks is not None:
+            layers = {p: str(masks[sb.scene.path]) for p in proposals}
+        extras.append(layers)
+    data = tiles_dataset(scene_boxes, extras)
+    loaders = [
+        train_loader(data, seg.tile_size, steps, seg.batch_size, seg.loader_workers, seg.seed)
+    ]
+    val_every = None
+    if truth is not None:
+        val_data = tiles_dataset(
+            scene_boxes, [{"truth": str(truth[sb.scene.path])} for sb in scene_boxes]
+        )
+        loaders.append(grid_loader(val_data, seg.tile_size, seg.batch_size, seg.loader_workers))
+        val_every = min(seg.val_every, steps)
+
+    weights_arg = None if init is not None else seg.weights
+    model = build_segmenter(seg.preset, len(names) + 1, scene_boxes[0].scene.count, weights_arg)
+    if init is not None:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(init))
+    elif not checkpoint.exists():
+        say(f"{name}: {describe_weights(model)}")
+    task = SegmenterTask(
+        model,
+        len(names) + 1,
+        normalization,
+        proposals,
+        loss,
+        steps,
+        lr,
+        seg.momentum,
+        seg.weight_decay,
+        seg.poly_power,
+        seg.seed,
+    )
+
+    class _Report(Callback):
+        def __init__(self, report: Progress) -> None:
+            self.report = report
+
+        def on_train_batch_end(self, trainer, *args: object) -> None:
+            self.report(trainer.global_step, steps)
+
+    accelerator = _accelerator(config.device)
+    precision = config.precision
+    if precision == "auto":
+        precision = "16-mixed" if accelerator == "cuda" else "32-true"
+    loggers = [L.pytorch.loggers.CSVLogger(run.path / "logs", name=name, version="")]
+    with contextlib.suppress(ModuleNotFoundError, ImportError):
+        loggers.append(
+            L.pytorch.loggers.TensorBoardLogger(run.path / "logs", name=name, version="tb")
+        )
+    with progress_of(f"segmenter {name} ({loss})", "steps") as report:
+        trainer = L.Trainer(
+            max_steps=steps,
+            max_epochs=1,
+            accelerator=accelerator,
+            devices=config.devices,
+            strategy=config.strategy,
+            precision=precision,
+            logger=loggers,
+            callbacks=[
+                ModelCheckpoint(folder, save_last=True, every_n_train_steps=seg.checkpoint_every),
+                _Report(report),
+            ],
+            val_check_interval=val_every,
+            limit_val_batches=None if val_every else 0,
+            num_sanity_val_steps=0,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            log_every_n_steps=1,
+            use_distributed_sampler=False,
+            deterministic=False,
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*not resumable.*")
+            trainer.fit(
+                task,
+                train_dataloaders=loaders[0],
+                val_dataloaders=loaders[1] if len(loaders) > 1 else None,
+                ckpt_path=str(checkpoint) if checkpoint.exists() else None,
+            )
+    if not trainer.is_global_zero:
+        return {}
+    validation = {}
+    if "val_miou" in trainer.callback_metrics:
+        validation = {"miou": float(trainer.callback_metrics["val_miou"])}
+    from safetensors.torch import save_file
+
+    with atomic_output(weights) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+    torch.cuda.empty_cache() if accelerator == "cuda" else None
+    run.finish(name, fp, validation=validation)
+    return validation
+
+
+def _write_bundle(path, run, scenes, scene_boxes, names, normalization, config, validation):
+    import platform
+
+    import torch
+    import torchvision
+    from safetensors.torch import load_file
+
+    from jmlnet_geo.bundle import ModelCard, save_bundle
+    from jmlnet_geo.io.class_raster import class_colours
+
+    first = scenes[0]
+    counts: dict[str, int] = {}
+    for sb in scene_boxes:
+        for class_id, n in zip(*np.unique(sb.class_ids, return_counts=True), strict=True):
+            counts[names[class_id - 1]] = counts.get(names[class_id - 1], 0) + int(n)
+    card = ModelCard(
+        classes=list(names),
+        colours=[list(c) for c in class_colours(len(names))],
+        bands=first.count,
+        band_names=list(first.band_names),
+        normalization={"mean": list(normalization.mean), "std": list(normalization.std)},
+        tile_size=config.segmenter.tile_size,
+        resolution=list(first.res) if first.georeferenced else None,
+        crs_units=(first.crs.linear_units if first.crs is not None else None),
+        architecture={
+            "segmenter": "deeplabv3",
+            "preset": config.segmenter.preset,
+            "num_classes": len(names) + 1,
+            "in_channels": first.count,
+        },
+        config=config_dict(config),
+        versions={
+            "jmlnet_geo": __version__,
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "python": platform.python_version(),
+        },
+        training_data={
+            "scenes": [os.path.basename(s.path) for s in scenes],
+            "boxes_per_class": counts,
+            "pixels": int(sum(s.width * s.height for s in scenes)),
+        },
+        validation=validation,
+    )
+    save_bundle(path, load_file(run.path / "stage2" / "weights.safetensors"), card)
+
+
+def _training_curve(run_path: Path) -> None:
+    """Plot train loss and validation mIoU of both stages to ``training_curve.png``."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 4))
+    offset = 0
+    for stage in ("stage1", "stage2"):
+        metrics = run_path / "logs" / stage / "metrics.csv"
+        if not metrics.exists():
+            continue
+        with open(metrics, newline="") as f:
+            rows = list(csv.DictReader(f))
+        loss = [
+            (int(r["step"]) + offset, float(r["train_loss"])) for r in rows if r.get("train_loss")
+        ]
+        miou = [(int(r["step"]) + offset, float(r["val_miou"])) for r in rows if r.get("val_miou")]
+        if loss:
+            ax_loss.plot(*zip(*loss, strict=True), label=stage, linewidth=0.8)
+        if miou:
+            ax_miou.plot(*zip(*miou, strict=True), marker="o", label=stage)
+        offset = max([offset] + [s for s, _ in loss]) + 1
+    ax_loss.set(xlabel="step", ylabel="train loss", title="training loss")
+    ax_miou.set(xlabel="step", ylabel="mIoU", title="validation mIoU")
+    for ax in (ax_loss, ax_miou):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.tight_layout()
+    with atomic_output(run_path / "training_curve.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+# --- the run folder ---------------------------------------------------------------------------
+
+
+class _RunFolder:
+    """``run.json`` and the rules for reusing, resuming or refusing a run folder."""
+
+    def __init__(self, path: Path, resume: bool, force: bool) -> None:
+        self.path, self.resume, self.reused = path, resume, []
+        state_file = path / "run.json"
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"{display_path(path)}: is a file; give a folder for the run")
+        if state_file.exists() and force:
+            shutil.rmtree(path)
+        elif path.exists() and any(path.iterdir()) and not state_file.exists():
+            raise RunFolderError(
+                f"{display_path(path)}: not empty and not a jmlgeo run folder; give a new folder"
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(f"{display_path(path)}: cannot create ({err.strerror})") from None
+        if not os.access(path, os.W_OK):
+            raise OutputError(f"{display_path(path)}: not writable; choose another folder")
+        self.state = {"stages": {}}
+        if state_file.exists():
+            self.state = json.loads(state_file.read_text())
+
+    def reusable(self, stage: str, fp: str) -> bool:
+        """True when ``stage`` finished with this fingerprint; a mismatch fails unless resuming."""
+        entry = self.state["stages"].get(stage)
+        if entry is None:
+            return False
+        if entry.get("fingerprint") == fp and entry.get("done"):
+            self.reused.append(stage)
+            return True
+        if not self.resume:
+            raise RunFolderError(
+                f"{display_path(self.path)}: holds a run with other inputs or settings "
+                f"(stage {stage} differs); pass --resume to reuse what still matches, "
+                "--force to start over, or another --out"
+            )
+        self.state["stages"].pop(stage)
+        return False
+
+    def finish(self, stage: str, fp: str, **extra: Any) -> None:
+        """Record a finished stage."""
+        self.state["stages"][stage] = {"fingerprint": fp, "done": True, **extra}
+        with atomic_output(self.path / "run.json") as tmp:
+            Path(tmp).write_text(json.dumps(self.state, indent=2))
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _check_config(config: TrainConfig) -> list[str]:
+    """The proposal methods the run needs; unknown proposal or loss names fail."""
+    seg = config.segmenter
+    known = (*CLASSIC_METHODS, MASK)
+    wanted = [seg.stage1_proposal, *seg.proposals]
+    unknown = [p for p in wanted if p not in known]
+    if unknown:
+        raise OptionError(
+            f"unknown proposal '{unknown[0]}'; choose from {', '.join(CLASSIC_METHODS)}"
+        )
+    if seg.loss not in LOSS_NAMES:
+        raise OptionError(f"unknown loss '{seg.loss}'; choose from {', '.join(LOSS_NAMES)}")
+    if not 0.0 <= config.masks_fraction <= 1.0:
+        raise OptionError(f"--masks-fraction {config.masks_fraction}: give a value in 0..1")
+    return [m for m in dict.fromkeys(wanted) if m != MASK]
+
+
+def _mask_scenes(scenes: Sequence[Scene], config: TrainConfig, have_masks: bool) -> set[str]:
+    """Scenes trained on true masks: a seeded ``masks_fraction`` of them (all when 1)."""
+    if not have_masks:
+        if config.masks_fraction > 0:
+            raise OptionError("--masks-fraction needs --masks (the true masks)")
+        return set()
+    fraction = config.masks_fraction if config.masks_fraction > 0 else 1.0
+    count = round(fraction * len(scenes))
+    if fraction > 0 and count == 0:
+        count = 1
+    order = np.random.default_rng(config.segmenter.seed).permutation(len(scenes))
+    return {scenes[i].path for i in sorted(order[:count])}
+
+
+def _file_stamps(paths: Sequence[Path]) -> list[list]:
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        out.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _fingerprint(*parts: object) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _accelerator(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise OptionError(f"unknown device '{device}'; choose from auto, cpu, cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise OptionError("--device cuda: no CUDA device is available here; use --device cpu")
+    return device
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _no_progress(name: str, unit: str) -> Iterator[Progress]:
+    yield lambda done, total: None

@@ -1,0 +1,115 @@
+"""The segmenter's Lightning module: DeepLab v3 on proposal stacks with a multi-label loss.
+
+One module serves both of the paper's stages: stage 1 is ``loss="ce"`` on one proposal, stage 2
+the chosen multi-label loss over Z proposals, starting from stage 1's weights. Validation, when
+a ``truth`` raster is among the batch keys, accumulates a confusion matrix and logs ``val_miou``
+(background included, as the paper).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch import nn
+
+from jmlnet_geo.losses import multi_label_loss
+from jmlnet_geo.train.data import Normalization, box_masks, random_flips
+
+IGNORE = 255
+
+
+class SegmenterTask(L.LightningModule):
+    """Train a segmenter (logits (N, K+1, H, W)) from proposal rasters named in ``proposals``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        normalization: Normalization,
+        proposals: Sequence[str],
+        loss: str,
+        steps: int,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        poly_power: float = 0.9,
+        seed: int = 0,
+    ) -> None:
+        """Set up the task.
+
+        Args:
+            model: Maps float32 (N, C, H, W) standardised tiles to logits (N, num_classes, H, W).
+            num_classes: K + 1 (background included).
+            normalization: Band standardisation (applied here, on the device).
+            proposals: Batch keys of the Z proposal rasters, in order.
+            loss: ``ce`` (on the first proposal), ``ma``, ``mm`` or ``bmm``.
+            steps: Total optimiser steps of this stage (for the poly schedule).
+            lr: Initial learning rate.
+            momentum: SGD momentum.
+            weight_decay: SGD weight decay.
+            poly_power: Exponent of the poly decay.
+            seed: Seed of the random flips.
+        """
+        super().__init__()
+        self.model = model
+        self.num_classes = num_classes
+        self.normalization = normalization
+        self.proposals = list(proposals)
+        self.loss_name = loss
+        self.steps, self.lr, self.momentum = steps, lr, momentum
+        self.weight_decay, self.poly_power = weight_decay, poly_power
+        self.flips = torch.Generator().manual_seed(seed)
+        self.register_buffer("confusion", torch.zeros(num_classes, num_classes, dtype=torch.int64))
+
+    def forward(self, image: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw float32 (N, C, H, W) tiles -> logits (N, num_classes, H, W)."""
+        return self.model(self.normalization.apply(image, valid))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """One step: flips, proposal stack (N, Z, H, W), box mask, loss."""
+        batch = random_flips(batch, ["valid", *self.proposals], self.flips)
+        logits = self(batch["image"], batch["valid"])
+        labels = torch.stack([batch[p] for p in self.proposals], dim=1).long()
+        labels[~batch["valid"].unsqueeze(1).expand_as(labels)] = IGNORE
+        inside = box_masks(batch["boxes"], logits.shape[-2], logits.shape[-1])
+        loss = multi_label_loss(self.loss_name, logits, labels, inside)
+        self.log("train_loss", loss, prog_bar=False, on_step=True, batch_size=len(labels))
+        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, batch_size=1)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Accumulate the confusion matrix of the tiles against ``batch["truth"]``."""
+        logits = self(batch["image"], batch["valid"])
+        pred = logits.argmax(1)
+        truth = batch["truth"].long()
+        counted = (truth != IGNORE) & batch["valid"]
+        index = truth[counted] * self.num_classes + pred[counted]
+        self.confusion += torch.bincount(index, minlength=self.num_classes**2).view(
+            self.num_classes, self.num_classes
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val_miou`` (classes present in truth or prediction) and reset the matrix."""
+        confusion = self.trainer.strategy.reduce(self.confusion, reduce_op="sum")
+        tp = confusion.diag().double()
+        union = confusion.sum(0).double() + confusion.sum(1).double() - tp
+        present = union > 0
+        miou = (tp[present] / union[present]).mean() if present.any() else tp.new_zeros(())
+        self.log("val_miou", miou.float(), sync_dist=False)
+        self.confusion.zero_()
+
+    def configure_optimizers(self) -> dict:
+        """SGD with poly decay per step, as the paper."""
+        optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+        )
+        steps, power = max(1, self.steps), self.poly_power
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: max(0.0, 1.0 - step / steps) ** power
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
