@@ -28,6 +28,12 @@ def train(
         None, "--weights", help="imagenet, a torchvision weight name, a file, or none."
     ),
     seed: int | None = typer.Option(None, "--seed"),
+    val_every: int | None = typer.Option(
+        None, "--val-every", min=1, help="Validate every N steps."
+    ),
+    checkpoint_every: int | None = typer.Option(
+        None, "--checkpoint-every", min=1, help="Save a resumable checkpoint every N steps."
+    ),
     class_field: str = typer.Option("class", "--class-field", help="Column with the class."),
     classes: str | None = typer.Option(None, "--classes", help="Fixed class order, a,b,c."),
     truth: Path | None = typer.Option(None, "--truth", help="Truth for validation mIoU."),
@@ -48,7 +54,7 @@ def train(
     import dataclasses
 
     from jmlnet_geo.config import override, preset_config
-    from jmlnet_geo.train.pipeline import TrainInputs
+    from jmlnet_geo.train.pipeline import TrainInputs, is_primary_process
     from jmlnet_geo.train.pipeline import train as run
 
     config = override(
@@ -63,13 +69,14 @@ def train(
         lr=lr,
         seed=seed,
         loader_workers=loader_workers,
+        val_every=val_every,
+        checkpoint_every=checkpoint_every,
     )
-    if weights is not None:
-        config = override(config, weights=None if weights.lower() == "none" else weights)
-        if weights.lower() == "none":
-            config = dataclasses.replace(
-                config, segmenter=dataclasses.replace(config.segmenter, weights=None)
-            )
+    if weights is not None:  # "none" must reach the config as None (override skips None)
+        chosen = None if weights.lower() == "none" else weights
+        config = dataclasses.replace(
+            config, segmenter=dataclasses.replace(config.segmenter, weights=chosen)
+        )
     config = dataclasses.replace(
         config,
         class_field=class_field,
@@ -78,7 +85,7 @@ def train(
         devices=devices,
         strategy=strategy,
     )
-    display = ProgressDisplay(progress)
+    display = ProgressDisplay(progress if is_primary_process() else ProgressMode.none)
     inputs = TrainInputs(
         scenes=tuple(scenes),
         boxes=boxes,
@@ -96,6 +103,8 @@ def train(
         stage_progress=display.stage,
         message=display.message,
     )
+    if not is_primary_process():
+        return
     if result.reused:
         display.message(f"reused finished stages: {', '.join(result.reused)}")
     if result.validation:

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -118,6 +119,8 @@ def train(
     """
     say = message or (lambda text: None)
     progress_of = stage_progress or _no_progress
+    if not is_primary_process():  # DDP children stay silent; rank 0 reports
+        say, progress_of = (lambda text: None), _no_progress
     seg = config.segmenter
     methods = _check_config(config)
     run = _RunFolder(Path(run_dir), resume=resume, force=force)
@@ -199,7 +202,7 @@ def train(
 
     bundle = run.path / BUNDLE_NAME
     fp = _fingerprint(fp2, "bundle")
-    if not run.reusable("bundle", fp) or not bundle.exists():
+    if run.primary and (not run.reusable("bundle", fp) or not bundle.exists()):
         _write_bundle(bundle, run, scenes, scene_boxes, names, normalization, config, validation)
         _training_curve(run.path)
         run.finish("bundle", fp)
@@ -231,19 +234,22 @@ def _train_stage(
     """Train one stage (or reuse it); returns its last validation scores."""
     folder = run.path / name
     weights = folder / "weights.safetensors"
-    if run.reusable(name, fp) and weights.exists():
-        return run.state["stages"][name].get("validation", {})
-    if steps <= 0:
-        raise OptionError(f"{name}: give it at least one step")
     checkpoint = folder / "last.ckpt"
-    if checkpoint.exists() and not run.resume:
+    if not run.primary:  # a DDP child: reuse what rank 0 finished, else join the stage's fit
+        if run.finished(name, fp):
+            return run.state["stages"][name].get("validation", {})
+    elif run.reusable(name, fp) and weights.exists():
+        return run.state["stages"][name].get("validation", {})
+    elif steps <= 0:
+        raise OptionError(f"{name}: give it at least one step")
+    elif checkpoint.exists() and not run.resume:
         raise RunFolderError(
             f"{display_path(run.path)}: {name} was interrupted; pass --resume to continue it "
             "or --force to start over"
         )
-    if not checkpoint.exists():
+    elif not checkpoint.exists():
         shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
 
     import lightning as L
     import torch
@@ -339,14 +345,17 @@ def _train_stage(
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*not resumable.*")
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
             trainer.fit(
                 task,
                 train_dataloaders=loaders[0],
                 val_dataloaders=loaders[1] if len(loaders) > 1 else None,
                 ckpt_path=str(checkpoint) if checkpoint.exists() else None,
             )
-    if not trainer.is_global_zero:
-        return {}
+    if not run.primary:  # rank 0 writes the weights; wait for them before the next stage
+        run.wait_for(name, fp)
+        return run.state["stages"][name].get("validation", {})
     validation = {}
     if "val_miou" in trainer.callback_metrics:
         validation = {"miou": float(trainer.callback_metrics["val_miou"])}
@@ -454,7 +463,7 @@ class _RunFolder:
         state_file = path / "run.json"
         if path.exists() and not path.is_dir():
             raise OutputError(f"{display_path(path)}: is a file; give a folder for the run")
-        if state_file.exists() and force:
+        if state_file.exists() and force and is_primary_process():
             shutil.rmtree(path)
         elif path.exists() and any(path.iterdir()) and not state_file.exists():
             raise RunFolderError(
@@ -466,12 +475,35 @@ class _RunFolder:
             raise OutputError(f"{display_path(path)}: cannot create ({err.strerror})") from None
         if not os.access(path, os.W_OK):
             raise OutputError(f"{display_path(path)}: not writable; choose another folder")
+        self.primary = is_primary_process()
         self.state = {"stages": {}}
         if state_file.exists():
             self.state = json.loads(state_file.read_text())
 
+    def finished(self, stage: str, fp: str) -> bool:
+        """Whether ``run.json`` on disk (re-read) records ``stage`` done with this fingerprint."""
+        state_file = self.path / "run.json"
+        if state_file.exists():
+            self.state = json.loads(state_file.read_text())
+        entry = self.state["stages"].get(stage, {})
+        return entry.get("fingerprint") == fp and bool(entry.get("done"))
+
+    def wait_for(self, stage: str, fp: str, timeout: float = 3600.0) -> None:
+        """Block (a DDP child) until rank 0 records ``stage`` as done."""
+        deadline = time.monotonic() + timeout
+        while not self.finished(stage, fp):
+            if time.monotonic() > deadline:
+                raise RunFolderError(f"{display_path(self.path)}: rank 0 never finished {stage}")
+            time.sleep(0.5)
+
     def reusable(self, stage: str, fp: str) -> bool:
-        """True when ``stage`` finished with this fingerprint; a mismatch fails unless resuming."""
+        """Whether ``stage`` finished with this fingerprint; a mismatch fails unless resuming.
+
+        In a DDP child, waits until rank 0 finished the stage and returns True.
+        """
+        if not self.primary:
+            self.wait_for(stage, fp)
+            return True
         entry = self.state["stages"].get(stage)
         if entry is None:
             return False
@@ -539,6 +571,14 @@ def _file_stamps(paths: Sequence[Path]) -> list[list]:
 def _fingerprint(*parts: object) -> str:
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def is_primary_process() -> bool:
+    """False in the extra processes of distributed training (they must not write)."""
+    for variable in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        if int(os.environ.get(variable, "0") or 0) != 0:
+            return False
+    return True
 
 
 def _accelerator(device: str) -> str:

@@ -1,0 +1,199 @@
+"""`jmlgeo train` end to end on tiny data: stages, caching, resume after a kill, DDP, bundles."""
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_one_line_error, pixel_box, write_boxes, write_scene
+
+from jmlnet_geo.bundle import ModelCard, build_model, load_bundle, save_bundle
+from jmlnet_geo.errors import InputFileError
+from jmlnet_geo.train.data import box_masks, random_flips, scene_normalization
+
+FAST = ["--tile-size", "64", "--batch-size", "2", "--loader-workers", "0", "--workers", "1"]
+FAST += ["--progress", "none"]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A 96 x 96 scene with two bright discs and two dark squares, boxes and truth polygons."""
+    rng = np.random.default_rng(0)
+    data = rng.normal(100, 15, (3, 96, 96))
+    rows, cols = np.mgrid[:96, :96]
+    truth = []
+    for r, c in [(24, 24), (70, 60)]:
+        disc = (rows + 0.5 - r) ** 2 + (cols + 0.5 - c) ** 2 <= 10**2
+        data[:, disc] = 220
+        truth.append(pixel_box(c - 10, r - 10, c + 10, r + 10).buffer(-3))
+    squares = [(60, 10), (15, 65)]
+    for r, c in squares:
+        data[:, r : r + 12, c : c + 12] = 20
+    scene = write_scene(tmp_path / "tiny.tif", np.clip(data, 0, 255).astype(np.uint8))
+    boxes = [pixel_box(c - 11, r - 11, c + 11, r + 11) for r, c in [(24, 24), (70, 60)]]
+    boxes += [pixel_box(c - 1, r - 1, c + 13, r + 13) for r, c in squares]
+    names = ["tank", "tank", "pond", "pond"]
+    box_path = write_boxes(tmp_path / "boxes.gpkg", boxes, names)
+    truth += [pixel_box(c, r, c + 12, r + 12) for r, c in squares]
+    truth_path = write_boxes(tmp_path / "truth.gpkg", truth, names)
+    return scene, box_path, truth_path
+
+
+def train_args(tiny, out, *more):
+    scene, boxes, truth = tiny
+    return ["train", scene, "--boxes", boxes, "--out", out, *FAST, *more]
+
+
+def test_tiny_run_writes_a_bundle_and_reuses_its_stages(jmlgeo, tmp_path, tiny):
+    out = tmp_path / "run"
+    steps = ["--stage1-steps", "2", "--stage2-steps", "2", "--truth", tiny[2], "--val-every", "2"]
+    result = jmlgeo(*train_args(tiny, out, *steps))
+    assert result.code == 0, result.err
+    state, card = load_bundle(out / "model.safetensors")
+    assert card.classes == ["pond", "tank"] and card.bands == 3 and card.tile_size == 64
+    assert card.architecture["num_classes"] == 3
+    assert card.training_data["boxes_per_class"] == {"pond": 2, "tank": 2}
+    assert 0.0 <= card.validation["miou"] <= 1.0
+    assert card.config["segmenter"]["loss"] == "bmm"
+    model = build_model(card, state)
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+    for name in ("run.json", "training_curve.png", "proposals/tiny.grabcut.tif"):
+        assert (out / name).exists(), name
+    assert (out / "logs" / "stage1" / "metrics.csv").exists()
+
+    again = jmlgeo(*train_args(tiny, out, *steps))
+    assert again.code == 0, again.err
+    assert "reused finished stages: proposals, truth, stage1, stage2, bundle" in again.err
+
+    other = jmlgeo(*train_args(tiny, out, *steps, "--loss", "ma"))
+    assert_one_line_error(other, "other inputs or settings", "--resume", "--force")
+    resumed = jmlgeo(*train_args(tiny, out, *steps, "--loss", "ma", "--resume"))
+    assert resumed.code == 0, resumed.err
+    assert "stage1" in resumed.err and "stage2" not in resumed.err.split("reused")[1]
+    assert load_bundle(out / "model.safetensors")[1].config["segmenter"]["loss"] == "ma"
+
+
+def test_full_supervision_from_masks(jmlgeo, tmp_path, tiny):
+    out = tmp_path / "full"
+    args = ["--masks", tiny[2], "--stage1-steps", "1", "--stage2-steps", "1"]
+    result = jmlgeo(*train_args(tiny, out, *args))
+    assert result.code == 0, result.err
+    assert "1 of 1 scene(s) train on true masks" in result.out + result.err
+    assert (out / "mask" / "tiny.mask.tif").exists()
+
+
+def test_bad_training_inputs_are_one_clear_line(jmlgeo, tmp_path, tiny):
+    out = tmp_path / "bad"
+    assert_one_line_error(
+        jmlgeo(*train_args(tiny, out, "--proposals", "grabcut,snake")), "snake", "grabcut"
+    )
+    assert_one_line_error(jmlgeo(*train_args(tiny, out, "--loss", "dice")), "dice", "bmm")
+    assert_one_line_error(jmlgeo(*train_args(tiny, out, "--preset", "huge")), "huge", "paper")
+    plane = write_boxes(tmp_path / "m.gpkg", [pixel_box(1, 1, 9, 9)], ["plane"])
+    assert_one_line_error(jmlgeo(*train_args(tiny, out, "--masks", plane)), "plane")
+    assert not out.exists() or not list(out.rglob("*.tif"))
+    (tmp_path / "notrun").mkdir()
+    (tmp_path / "notrun" / "x.txt").write_text("mine")
+    assert_one_line_error(jmlgeo(*train_args(tiny, tmp_path / "notrun")), "not a jmlgeo run")
+
+
+def test_resume_after_the_process_was_killed(tmp_path, tiny):
+    out = tmp_path / "killed"
+    exe = Path(sys.executable).with_name("jmlgeo")
+    args = train_args(tiny, out, "--stage1-steps", "60", "--stage2-steps", "1")
+    args += ["--checkpoint-every", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([exe, *map(str, args)], env=env, cwd=tmp_path)
+    checkpoint = out / "stage1" / "last.ckpt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists() and not (out / "model.safetensors").exists()
+
+    again = subprocess.run([exe, *map(str, args)], capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode == 1 and "interrupted; pass --resume" in again.stderr
+    resumed = subprocess.run(
+        [exe, *map(str, args), "--resume"], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_bundle(out / "model.safetensors")[1].classes == ["pond", "tank"]
+
+
+def test_bundle_round_trips_bit_exactly(tmp_path):
+    card = ModelCard(
+        classes=["a"],
+        colours=[[1, 2, 3]],
+        bands=4,
+        band_names=["b", "g", "r", "nir"],
+        normalization={"mean": [1.0] * 4, "std": [2.0] * 4},
+        tile_size=64,
+        resolution=[0.5, 0.5],
+        crs_units="metre",
+        architecture={"preset": "fast", "num_classes": 2, "in_channels": 4},
+    )
+    state = {"w": torch.randn(3, 5), "b": torch.arange(7, dtype=torch.int64)}
+    save_bundle(tmp_path / "m.safetensors", state, card)
+    loaded, card2 = load_bundle(tmp_path / "m.safetensors")
+    assert card2 == card
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value) and loaded[key].dtype == value.dtype
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {Path.cwd() / 'pwned'}",))
+
+
+def test_a_malicious_pickle_is_refused_without_running_it(tmp_path):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(pickle.dumps(_Exploit()))
+    torch.save({"x": _Exploit()}, tmp_path / "model.ckpt")
+    for path in (bad, tmp_path / "model.ckpt"):
+        with pytest.raises(InputFileError, match="not a jmlgeo bundle"):
+            load_bundle(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_box_masks_flips_and_normalization(tmp_path, tiny):
+    boxes = [torch.tensor([[1.0, 2.0, 3.0, 5.0]]), torch.zeros((0, 4))]
+    mask = box_masks(boxes, 6, 4)
+    expected = np.zeros((6, 4), bool)
+    expected[2:5, 1:3] = True
+    np.testing.assert_array_equal(mask[0].numpy(), expected)
+    assert not mask[1].any()
+    image = torch.arange(2 * 1 * 6 * 4, dtype=torch.float32).reshape(2, 1, 6, 4)
+    batch = {"image": image, "valid": mask, "boxes": boxes, "labels": []}
+    for seed in range(4):  # every flip keeps the box on its masked pixels
+        out = random_flips(batch, ["valid"], torch.Generator().manual_seed(seed))
+        np.testing.assert_array_equal(box_masks(out["boxes"], 6, 4)[0], out["valid"][0])
+    from jmlnet_geo.io.raster import open_scene
+
+    norm = scene_normalization([open_scene(tiny[0])])
+    assert len(norm.mean) == 3 and all(s > 0 for s in norm.std)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed")
+def test_ddp_with_two_cpu_processes(tmp_path, tiny):
+    out = tmp_path / "ddp"
+    exe = Path(sys.executable).with_name("jmlgeo")
+    args = train_args(tiny, out, "--stage1-steps", "2", "--stage2-steps", "2")
+    args += ["--device", "cpu", "--devices", "2", "--strategy", "ddp"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [exe, *map(str, args)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "[rank1]" not in done.stderr, done.stderr[-3000:]
+    assert (done.stdout + done.stderr).count("bundle:") == 1  # the second process is silent
+    state, card = load_bundle(out / "model.safetensors")
+    assert card.config["devices"] == 2 and card.config["strategy"] == "ddp"
