@@ -8,7 +8,11 @@ JSON lines go to standard output, one object per line, flushed at once::
     {"event": "stage", "stage": "proposals", "total": 174}
     {"event": "progress", "stage": "proposals", "done": 40, "total": 174, "fraction": 0.2299}
     {"event": "message", "text": "wrote out/scene.grabcut.tif"}
+    {"event": "output", "kind": "proposal", "path": "/abs/out/scene.grabcut.tif"}
     {"event": "done"}
+
+``output`` events name every file a command wrote (absolute paths), with its kind: ``proposal``,
+``bundle``, ``classes``, ``probabilities``, ``polygons``, ``style``, ``report`` or ``preview``.
 
 Errors are not part of the stream: they go to standard error as ``error: <message>``.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -68,6 +73,11 @@ class ProgressDisplay:
             _emit({"event": "message", "text": text})
         else:
             print(text, file=sys.stderr if self.mode is ProgressMode.none else sys.stdout)
+
+    def output(self, kind: str, path: str | os.PathLike[str]) -> None:
+        """Announce a file the command wrote (JSON mode only; the bar mode prints messages)."""
+        if self.mode is ProgressMode.json:
+            _emit({"event": "output", "kind": kind, "path": os.path.abspath(path)})
 
     def done(self) -> None:
         """The command finished successfully."""

@@ -94,6 +94,7 @@ def proposals(
         for method, m in s.methods.items():
             note = f", {m.fallbacks} fell back to the box" if m.fallbacks else ""
             display.message(f"{m.path}: {m.boxes} boxes ({method}{note})")
+            display.output("proposal", m.path)
     display.done()
 
 
@@ -125,3 +126,4 @@ def _previews(scene_boxes, summaries, options, num_classes, display) -> None:
             png = Path(m.path).with_suffix(".png")
             save_preview(png, sb.scene, stretch, m.path, pixel_boxes(sb), sb.class_ids, num_classes)
             display.message(f"{png}: preview")
+            display.output("preview", png)

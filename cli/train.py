@@ -110,6 +110,7 @@ def train(
     if result.validation:
         display.message(f"validation mIoU {100 * result.validation['miou']:.2f}")
     display.message(f"bundle: {result.bundle}")
+    display.output("bundle", result.bundle)
     display.done()
 
 
