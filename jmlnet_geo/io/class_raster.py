@@ -51,14 +51,16 @@ def class_colours(num_classes: int) -> list[tuple[int, int, int]]:
     return colours
 
 
-def colour_table(class_names: Sequence[str]) -> dict[int, tuple[int, int, int, int]]:
+def colour_table(
+    class_names: Sequence[str], colours: Sequence[Sequence[int]] | None = None
+) -> dict[int, tuple[int, int, int, int]]:
     """GDAL colour table: background black, classes in :func:`class_colours`, 255 transparent.
 
     GeoTIFF palettes keep no alpha; QGIS hides 255 as nodata, and a ``.qml`` style can hide 0.
     """
     table = {0: (0, 0, 0, 0), IGNORE: (0, 0, 0, 0)}
-    for class_id, rgb in enumerate(class_colours(len(class_names)), start=1):
-        table[class_id] = (*rgb, 255)
+    for class_id, rgb in enumerate(colours or class_colours(len(class_names)), start=1):
+        table[class_id] = (*(int(v) for v in rgb[:3]), 255)
     return table
 
 
@@ -94,6 +96,7 @@ def class_raster_writer(
     scene: Scene,
     class_names: Sequence[str],
     tags: Mapping[str, str] | None = None,
+    colours: Sequence[Sequence[int]] | None = None,
 ) -> Iterator[rasterio.io.DatasetWriter]:
     """Open a class raster on ``scene``'s grid for windowed writes; rename it into place at the end.
 
@@ -102,6 +105,7 @@ def class_raster_writer(
         scene: Gives the grid (size, CRS, transform); plain images give a plain GeoTIFF.
         class_names: Names of class ids 1..K (written to the metadata and the colour table).
         tags: More metadata tags (e.g. the proposal method).
+        colours: RGB of ids 1..K (default: :func:`class_colours`).
 
     Yields:
         The open dataset; write uint8 (rows, cols) arrays with ``ds.write(a, 1, window=w)``.
@@ -115,7 +119,7 @@ def class_raster_writer(
         rasterio.open(tmp, "w", **class_raster_profile(scene)) as ds,
     ):
         ds.update_tags(**{CLASS_NAMES_TAG: ",".join(class_names)}, **(tags or {}))
-        ds.write_colormap(1, colour_table(class_names))
+        ds.write_colormap(1, colour_table(class_names, colours))
         ds.set_band_description(1, "class id")
         yield ds
 
@@ -127,3 +131,64 @@ def read_class_names(ds: rasterio.DatasetReader) -> tuple[str, ...] | None:
         return None
     names = tuple(name.strip() for name in text.split(","))
     return names[1:] if names and names[0].lower() == "background" else names
+
+
+def copy_to_cog(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Copy a class raster to a Cloud-Optimised GeoTIFF (tiled, DEFLATE, nearest overviews).
+
+    The destination appears only when complete (see :func:`jmlnet_geo.io.write.atomic_output`).
+    Colour table, nodata and metadata tags travel with the copy.
+    """
+    import rasterio.shutil
+
+    with atomic_output(dst) as tmp, rasterio.Env(GDAL_PAM_ENABLED=False):
+        rasterio.shutil.copy(
+            src,
+            tmp,
+            driver="COG",
+            compress="DEFLATE",
+            predictor="2",
+            blocksize=512,
+            overview_resampling="NEAREST",
+            resampling="NEAREST",
+            overviews="AUTO",
+        )
+
+
+def write_qml(
+    path: str | os.PathLike[str],
+    class_names: Sequence[str],
+    colours: Sequence[Sequence[int]] | None = None,
+) -> None:
+    """Write a QGIS raster style (paletted renderer) with a label and colour per class id.
+
+    Background (0) is transparent, so the classes lie over the scene; 255 is nodata.
+    """
+    from xml.sax.saxutils import quoteattr
+
+    colours = colours or class_colours(len(class_names))
+    entries = ['        <paletteEntry value="0" color="#000000" alpha="0" label="background"/>']
+    for class_id, (name, rgb) in enumerate(zip(class_names, colours, strict=True), start=1):
+        hex_colour = "#{:02x}{:02x}{:02x}".format(*rgb[:3])
+        entries.append(
+            f'        <paletteEntry value="{class_id}" color="{hex_colour}" alpha="255" '
+            f"label={quoteattr(name)}/>"
+        )
+    text = "\n".join(
+        [
+            "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>",
+            '<qgis version="3.22" styleCategories="AllStyleCategories">',
+            "  <pipe>",
+            '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1">',
+            "      <colorPalette>",
+            *entries,
+            "      </colorPalette>",
+            "    </rasterrenderer>",
+            "  </pipe>",
+            "  <blendMode>0</blendMode>",
+            "</qgis>",
+            "",
+        ]
+    )
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)

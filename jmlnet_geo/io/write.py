@@ -84,3 +84,21 @@ def write_vector(frame: gpd.GeoDataFrame, path: str | os.PathLike[str], layer: s
         # Layers for plain images have no CRS on purpose (pixel coordinates).
         warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")
         frame.to_file(tmp, driver=driver, layer=layer if driver == "GPKG" else None)
+
+
+def output_folder(path: str | os.PathLike[str], what: str = "the outputs") -> str:
+    """Create ``path`` (and its parents) when missing and check that it is a writable folder.
+
+    Raises:
+        OutputError: ``path`` is a file, cannot be created, or is not writable.
+    """
+    shown = display_path(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputError(f"{shown}: is a file; give a folder for {what}")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{shown}: cannot create the folder ({err.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"{shown}: folder is not writable; choose another")
+    return os.fspath(path)

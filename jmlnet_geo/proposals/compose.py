@@ -29,7 +29,7 @@ from jmlnet_geo.errors import CancelledError, OptionError, OutputError, display_
 from jmlnet_geo.io.class_raster import class_raster_writer, strips
 from jmlnet_geo.io.raster import Scene, band_statistics, open_dataset, read_valid
 from jmlnet_geo.io.vector import IGNORE, SceneBoxes
-from jmlnet_geo.io.write import check_writable
+from jmlnet_geo.io.write import check_writable, output_folder
 from jmlnet_geo.proposals.crf import CRFOptions
 from jmlnet_geo.proposals.crop import Stretch, box_pixels, full_size, picture_stretch, read_crop
 from jmlnet_geo.proposals.grabcut import GrabCutOptions
@@ -221,15 +221,7 @@ def pixel_boxes(scene_boxes: SceneBoxes) -> np.ndarray:
 def _output_paths(
     scene_boxes: Sequence[SceneBoxes], methods: Sequence[str], out_dir: str | os.PathLike[str]
 ) -> dict[tuple[str, str], Path]:
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{display_path(out)}: is a file; give a folder for the proposals")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(
-            f"{display_path(out)}: cannot create the folder ({err.strerror})"
-        ) from None
+    out = Path(output_folder(out_dir, "the proposals"))
     stems: dict[str, str] = {}
     paths = {}
     for sb in scene_boxes:

@@ -39,7 +39,7 @@ from jmlnet_geo.config import LOSS_NAMES, TrainConfig, config_dict
 from jmlnet_geo.errors import JmlGeoError, OptionError, OutputError, display_path
 from jmlnet_geo.io.raster import Scene, open_scenes
 from jmlnet_geo.io.vector import SceneBoxes, boxes_for_scenes, read_boxes
-from jmlnet_geo.io.write import atomic_output
+from jmlnet_geo.io.write import atomic_output, output_folder
 from jmlnet_geo.proposals.compose import CLASSIC_METHODS, ProposalOptions
 
 Progress = Callable[[int, int], None]
@@ -255,6 +255,7 @@ def _train_stage(
     import torch
     from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+    from jmlnet_geo.devices import resolve_device
     from jmlnet_geo.models.backbones import describe_weights
     from jmlnet_geo.models.segmenter import build_segmenter
     from jmlnet_geo.train.data import grid_loader, tiles_dataset, train_loader
@@ -311,7 +312,7 @@ def _train_stage(
         def on_train_batch_end(self, trainer, *args: object) -> None:
             self.report(trainer.global_step, steps)
 
-    accelerator = _accelerator(config.device)
+    accelerator = resolve_device(config.device).type
     precision = config.precision
     if precision == "auto":
         precision = "16-mixed" if accelerator == "cuda" else "32-true"
@@ -469,12 +470,7 @@ class _RunFolder:
             raise RunFolderError(
                 f"{display_path(path)}: not empty and not a jmlgeo run folder; give a new folder"
             )
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OutputError(f"{display_path(path)}: cannot create ({err.strerror})") from None
-        if not os.access(path, os.W_OK):
-            raise OutputError(f"{display_path(path)}: not writable; choose another folder")
+        output_folder(path, "the run")
         self.primary = is_primary_process()
         self.state = {"stages": {}}
         if state_file.exists():
@@ -579,18 +575,6 @@ def is_primary_process() -> bool:
         if int(os.environ.get(variable, "0") or 0) != 0:
             return False
     return True
-
-
-def _accelerator(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise OptionError(f"unknown device '{device}'; choose from auto, cpu, cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise OptionError("--device cuda: no CUDA device is available here; use --device cpu")
-    return device
 
 
 def _quiet_lightning() -> None:

@@ -1,0 +1,74 @@
+"""``jmlgeo predict`` and ``jmlgeo vectorize``: class rasters and polygons from a bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from jmlnet_geo.cli.progress import PROGRESS_OPTION, ProgressDisplay, ProgressMode
+
+
+def predict(
+    bundle: Path = typer.Argument(..., help="Bundle written by jmlgeo train."),
+    scenes: list[Path] = typer.Argument(..., help="Scenes to predict."),
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    polygons: bool = typer.Option(False, "--polygons", help="Also write <scene>.polygons.gpkg."),
+    probabilities: bool = typer.Option(
+        False, "--probabilities", help="Also write per-class probabilities (uint8 0-255)."
+    ),
+    tile: int | None = typer.Option(None, "--tile", min=32, help="Window side (default: bundle)."),
+    overlap: int | None = typer.Option(None, "--overlap", min=0, help="Default: tile / 4."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    tta: bool = typer.Option(False, "--tta", help="Average with flipped windows (3x slower)."),
+    min_area: float = typer.Option(0.0, "--min-area", help="Polygons: drop smaller (map units²)."),
+    simplify: float = typer.Option(0.0, "--simplify", help="Polygons: tolerance (map units)."),
+    loader_workers: int = typer.Option(1, "--loader-workers", min=0),
+    progress: ProgressMode = PROGRESS_OPTION,
+) -> None:
+    """Predict scenes of any size to class COGs (and polygons), streaming strip by strip."""
+    from jmlnet_geo.predict import PredictOptions, Predictor
+    from jmlnet_geo.vectorize import write_polygons
+
+    display = ProgressDisplay(progress)
+    predictor = Predictor(bundle, device)
+    options = PredictOptions(
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        device=device,
+        tta=tta,
+        probabilities=probabilities,
+        loader_workers=loader_workers,
+    )
+    for scene in scenes:
+        with display.stage(f"predict {scene.name}", "windows") as report:
+            result = predictor.predict(scene, out, options, progress=report)
+        mpx = result.pixels / 1e6
+        display.message(f"{result.classes}: {mpx:.1f} Mpx in {result.seconds:.1f} s")
+        display.output("classes", result.classes)
+        display.output("style", result.style)
+        if result.probabilities is not None:
+            display.output("probabilities", result.probabilities)
+        if polygons:
+            path = out / f"{Path(result.scene).stem}.polygons.gpkg"
+            frame = write_polygons(result.classes, path, min_area=min_area, simplify=simplify)
+            display.message(f"{path}: {len(frame)} polygons")
+            display.output("polygons", path)
+    display.done()
+
+
+def vectorize(
+    class_raster: Path = typer.Argument(..., help="Class raster (prediction or proposal)."),
+    out: Path | None = typer.Option(None, "--out", help="Default: <raster>.polygons.gpkg."),
+    min_area: float = typer.Option(0.0, "--min-area", help="Drop smaller regions (map units²)."),
+    simplify: float = typer.Option(0.0, "--simplify", help="Tolerance in map units."),
+    classes: str | None = typer.Option(None, "--classes", help="Names of ids 1..K, a,b,c."),
+) -> None:
+    """Polygons (class id, class name, area) of a class raster."""
+    from jmlnet_geo.vectorize import write_polygons
+
+    target = out or class_raster.with_name(class_raster.stem + ".polygons.gpkg")
+    names = [c.strip() for c in classes.split(",")] if classes else None
+    frame = write_polygons(class_raster, target, names, min_area, simplify)
+    print(f"{target}: {len(frame)} polygons")

@@ -1,0 +1,193 @@
+"""Streaming prediction: blending, grids, nodata, COG layout, polygons, interruption, bad input."""
+
+import warnings
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from conftest import assert_one_line_error, write_scene
+
+from jmlnet_geo.bundle import ModelCard, save_bundle
+from jmlnet_geo.errors import CancelledError
+from jmlnet_geo.io.raster import open_scene
+from jmlnet_geo.models.segmenter import build_segmenter
+from jmlnet_geo.predict import PredictOptions, Predictor, ResolutionWarning, _Blender
+from jmlnet_geo.tiling import GridTiles, ScenesTiles, SceneTiles, window_of
+from jmlnet_geo.vectorize import vectorize
+
+CLASSES = ["car", "roof"]
+
+
+def make_bundle(path, bands=3, tile=64, resolution=0.5, seed=0):
+    """A randomly initialised fast segmenter as a bundle (no training needed for these tests)."""
+    torch.manual_seed(seed)
+    model = build_segmenter("fast", len(CLASSES) + 1, bands, weights=None)
+    card = ModelCard(
+        classes=CLASSES,
+        colours=[[255, 0, 0], [0, 0, 255]],
+        bands=bands,
+        band_names=[f"b{i}" for i in range(bands)],
+        normalization={"mean": [100.0] * bands, "std": [40.0] * bands},
+        tile_size=tile,
+        resolution=[resolution, resolution],
+        crs_units="metre",
+        architecture={"preset": "fast", "num_classes": 3, "in_channels": bands},
+    )
+    save_bundle(path, model.state_dict(), card)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("bundle") / "model.safetensors")
+
+
+def scene_data(height, width, bands=3, seed=0, dtype=np.uint8):
+    rng = np.random.default_rng(seed)
+    data = rng.normal(100, 40, (bands, height, width))
+    data[:, height // 3 : height // 2, width // 4 : width // 2] += 120  # something to classify
+    return np.clip(data, 1, 250).astype(dtype)
+
+
+def read(path):
+    with rasterio.open(path) as ds:
+        return ds.read(1), ds.profile, ds
+
+
+@pytest.mark.parametrize("size", [(70, 100), (30, 40), (128, 128)])
+def test_blended_windows_reproduce_a_globally_consistent_field(tmp_path, size):
+    """When every window sees the same global logits, blending must return them exactly."""
+    height, width = size
+    scene = open_scene(write_scene(tmp_path / "s.tif", scene_data(height, width)))
+    field = np.random.default_rng(1).normal(0, 1, (3, height, width)).astype(np.float32)
+    blender = _Blender(scene, 3, tile=32, overlap=8)
+    data = ScenesTiles([SceneTiles(scene)])
+    out = np.zeros_like(field)
+    strips = []
+    for _, query in GridTiles(data, 32, 24):
+        w = window_of(scene, data.datasets[0]._disambiguate_slice(query))
+        window_logits = np.zeros((3, 32, 32), np.float32)
+        h, wd = min(32, height - w.row_off), min(32, width - w.col_off)
+        window_logits[:, :h, :wd] = field[:, w.row_off : w.row_off + h, w.col_off : w.col_off + wd]
+        strips += list(blender.add([w.col_off, w.row_off, 32, 32], window_logits))
+    strips += list(blender.finish())
+    for row, strip in strips:
+        out[:, row : row + strip.shape[1]] = strip
+    assert sum(s.shape[1] for _, s in strips) == height
+    np.testing.assert_allclose(out, field, rtol=1e-5, atol=1e-5)
+
+
+def test_prediction_keeps_the_grid_and_nodata(tmp_path, bundle):
+    data = scene_data(100, 140)
+    data[:, :, 120:] = 0
+    scene = write_scene(tmp_path / "scene.tif", data, nodata=0)
+    result = Predictor(bundle).predict(scene, tmp_path / "out", PredictOptions(loader_workers=0))
+    classes, profile, _ = read(result.classes)
+    with rasterio.open(scene) as src:
+        assert profile["crs"] == src.crs and profile["transform"] == src.transform
+        assert (profile["width"], profile["height"]) == (src.width, src.height)
+    assert (classes[:, 120:] == 255).all() and (classes[:, :120] < 3).all()
+    with rasterio.open(result.classes) as ds:
+        assert ds.tags()["class_names"] == "car,roof"
+        assert ds.colormap(1)[1][:3] == (255, 0, 0)
+        assert ds.nodata == 255
+    assert result.style.read_text().count("paletteEntry") == 3
+
+
+def test_windows_and_tta_agree_with_one_whole_forward_where_unaffected(tmp_path, bundle):
+    """A window as large as the scene gives the plain forward pass of the model."""
+    scene = write_scene(tmp_path / "s.tif", scene_data(64, 64))
+    predictor = Predictor(bundle)
+    result = predictor.predict(scene, tmp_path / "a", PredictOptions(tile=64, loader_workers=0))
+    classes, *_ = read(result.classes)
+    with rasterio.open(scene) as ds:
+        image = torch.from_numpy(ds.read().astype(np.float32))[None]
+    logits = predictor.logits(image, torch.ones(1, 64, 64, dtype=torch.bool))
+    np.testing.assert_array_equal(classes, logits.argmax(1)[0].numpy())
+    tta = predictor.predict(scene, tmp_path / "b", PredictOptions(tta=True, loader_workers=0))
+    assert read(tta.classes)[0].shape == (64, 64)
+
+
+def test_uint16_multiband_small_scene_probabilities_and_polygons(tmp_path):
+    bundle = make_bundle(tmp_path / "ms.safetensors", bands=4)
+    scene = write_scene(tmp_path / "ms.tif", scene_data(50, 45, bands=4, dtype=np.uint16))
+    options = PredictOptions(probabilities=True, loader_workers=0)
+    result = Predictor(bundle).predict(scene, tmp_path / "out", options)
+    classes, *_ = read(result.classes)
+    assert classes.shape == (50, 45)
+    with rasterio.open(result.probabilities) as ds:
+        probs = ds.read()
+    assert probs.shape == (3, 50, 45)
+    assert np.abs(probs.astype(int).sum(0) - 255).max() <= 2
+    np.testing.assert_array_equal(probs.argmax(0)[classes < 3], classes[classes < 3])
+
+
+def test_polygon_areas_match_the_raster(tmp_path):
+    rng = np.random.default_rng(3)
+    ids = np.zeros((300, 260), np.uint8)
+    for _ in range(40):
+        r, c = rng.integers(0, 280), rng.integers(0, 240)
+        ids[r : r + rng.integers(3, 30), c : c + rng.integers(3, 30)] = rng.integers(1, 3)
+    ids[250:] = 255
+    path = write_scene(tmp_path / "ids.tif", ids[None], nodata=255)
+    with rasterio.open(path, "r+") as ds:
+        ds.update_tags(class_names="car,roof")
+    frame = vectorize(path, strip_rows=64)  # regions cross strip borders on purpose
+    for class_id in (1, 2):
+        expected = (ids == class_id).sum() * 0.25
+        got = frame.loc[frame.class_id == class_id, "area"].sum()
+        assert abs(got - expected) <= 0.01 * expected
+    whole = vectorize(path, strip_rows=10_000)
+    assert len(frame) == len(whole)
+    assert set(frame.class_name) == {"car", "roof"}
+    big = vectorize(path, min_area=20.0)
+    assert (big.area >= 20.0).all() and len(big) < len(whole)
+
+
+def test_cog_layout_with_overviews(tmp_path, bundle):
+    scene = write_scene(tmp_path / "big.tif", scene_data(1100, 1100))
+    options = PredictOptions(tile=256, overlap=32, batch_size=8, loader_workers=0)
+    result = Predictor(bundle).predict(scene, tmp_path / "out", options)
+    with rasterio.open(result.classes) as ds:
+        assert ds.profile["tiled"] and ds.profile["blockxsize"] == 512
+        assert ds.overviews(1), "a COG of this size has overviews"
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert ds.compression.name.lower() == "deflate"
+
+
+def test_interrupted_prediction_leaves_no_final_file(tmp_path, bundle):
+    scene = write_scene(tmp_path / "s.tif", scene_data(200, 200))
+    out = tmp_path / "out"
+    with pytest.raises(CancelledError):
+        Predictor(bundle).predict(
+            scene, out, PredictOptions(tile=64, loader_workers=0), should_stop=lambda: True
+        )
+    assert list(out.iterdir()) == []
+
+
+def test_resolution_far_from_training_warns_with_both_values(tmp_path):
+    bundle = make_bundle(tmp_path / "m.safetensors", resolution=0.3)
+    scene = write_scene(tmp_path / "s.tif", scene_data(40, 40), res=2.0)
+    with pytest.warns(ResolutionWarning, match="2 is far from the bundle's 0.3"):
+        Predictor(bundle).predict(scene, tmp_path / "out", PredictOptions(loader_workers=0))
+
+
+def test_cli_predict_and_bad_inputs(jmlgeo, tmp_path, bundle):
+    scene = write_scene(tmp_path / "s.tif", scene_data(60, 80))
+    out = tmp_path / "pred"
+    result = jmlgeo("predict", bundle, scene, "--out", out, "--polygons", "--loader-workers", "0")
+    assert result.code == 0, result.err
+    assert (out / "s.classes.tif").exists() and (out / "s.polygons.gpkg").exists()
+    fake = tmp_path / "fake.safetensors"
+    fake.write_bytes(b"\x80\x04not a bundle")
+    assert_one_line_error(jmlgeo("predict", fake, scene, "--out", out), "not a jmlgeo bundle")
+    two = write_scene(tmp_path / "two.tif", scene_data(20, 20, bands=2))
+    assert_one_line_error(jmlgeo("predict", bundle, two, "--out", out), "2 band(s)", "trained on 3")
+    assert_one_line_error(jmlgeo("predict", bundle, tmp_path / "nope.tif", "--out", out), "nope")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = jmlgeo("predict", bundle, scene, "--out", blocker / "sub")
+    assert_one_line_error(result, "file")
