@@ -28,6 +28,7 @@ app.command(name="train")(train.train)
 app.command(name="proposals")(proposals.proposals)
 app.command(name="predict")(predict.predict)
 app.command(name="vectorize")(predict.vectorize)
+app.command(name="export")(predict.export)
 app.command(name="evaluate")(evaluate.evaluate)
 app.add_typer(importers.app, name="import")
 

@@ -72,3 +72,14 @@ def vectorize(
     names = [c.strip() for c in classes.split(",")] if classes else None
     frame = write_polygons(class_raster, target, names, min_area, simplify)
     print(f"{target}: {len(frame)} polygons")
+
+
+def export(
+    bundle: Path = typer.Argument(..., help="Bundle written by jmlgeo train."),
+    out: Path = typer.Argument(..., help="The .onnx file to write."),
+) -> None:
+    """ONNX model (probabilities) with the metadata the Deepness QGIS plugin reads."""
+    from jmlnet_geo.export import export_onnx
+
+    meta = export_onnx(bundle, out)
+    print(f"{out}: ONNX, tiles {meta['tiles_size']} px, classes {meta['class_names']}")

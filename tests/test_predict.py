@@ -191,3 +191,28 @@ def test_cli_predict_and_bad_inputs(jmlgeo, tmp_path, bundle):
         warnings.simplefilter("ignore")
         result = jmlgeo("predict", bundle, scene, "--out", blocker / "sub")
     assert_one_line_error(result, "file")
+
+
+def test_onnx_export_matches_pytorch_and_carries_deepness_metadata(jmlgeo, tmp_path, bundle):
+    import json
+
+    import onnx
+    import onnxruntime
+
+    from jmlnet_geo.bundle import build_model, load_bundle
+
+    out = tmp_path / "model.onnx"
+    result = jmlgeo("export", bundle, out)
+    assert result.code == 0, result.err
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert json.loads(meta["model_type"]) == "Segmentor"
+    assert json.loads(meta["class_names"]) == {"0": "background", "1": "car", "2": "roof"}
+    assert json.loads(meta["tiles_size"]) == 64 and json.loads(meta["resolution"]) == 50.0
+    assert json.loads(meta["standardization_mean"]) == pytest.approx([100 / 255] * 3)
+    x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
+    got = onnxruntime.InferenceSession(str(out)).run(None, {"image": x})[0]
+    state, card = load_bundle(bundle)
+    model = build_model(card, state)
+    with torch.no_grad():
+        expected = torch.softmax(model((torch.from_numpy(x) * 255 - 100) / 40), 1).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
