@@ -10,8 +10,12 @@ $(STAMP): pyproject.toml tools/setup-venv.sh
 	VENV=$(VENV) tools/setup-venv.sh
 	touch $(STAMP)
 
+# Train from the sample's boxes (fast preset), predict the scene, score it against the true masks.
+# Finished stages are reused when `make demo` runs again; `rm -rf demo/` starts over.
 demo: $(STAMP)
-	$(BIN)/jmlgeo info sample_data/scene.tif --boxes sample_data/boxes.gpkg
+	$(BIN)/jmlgeo train sample_data/scene.tif --boxes sample_data/boxes.gpkg --out demo/run
+	$(BIN)/jmlgeo predict demo/run/model.safetensors sample_data/scene.tif --out demo/prediction --polygons
+	$(BIN)/jmlgeo evaluate demo/prediction/scene.classes.tif --truth sample_data/truth.gpkg --out demo/report.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
