@@ -197,3 +197,24 @@ def test_ddp_with_two_cpu_processes(tmp_path, tiny):
     assert (done.stdout + done.stderr).count("bundle:") == 1  # the second process is silent
     state, card = load_bundle(out / "model.safetensors")
     assert card.config["devices"] == 2 and card.config["strategy"] == "ddp"
+
+
+def test_masks_fraction_picks_a_seeded_share_of_scenes():
+    from types import SimpleNamespace
+
+    from jmlnet_geo.config import preset_config
+    from jmlnet_geo.errors import OptionError
+    from jmlnet_geo.train.pipeline import _mask_scenes
+
+    scenes = [SimpleNamespace(path=f"s{i}.tif") for i in range(10)]
+    config = preset_config("fast")
+    half = config.__class__(**{**config.__dict__, "masks_fraction": 0.5})
+    picked = _mask_scenes(scenes, half, have_masks=True)
+    assert len(picked) == 5 and picked == _mask_scenes(scenes, half, have_masks=True)
+    assert len(_mask_scenes(scenes, config, have_masks=True)) == 10  # --masks alone: all
+    assert _mask_scenes(scenes, config, have_masks=False) == set()
+    tenth = config.__class__(**{**config.__dict__, "masks_fraction": 0.1})
+    with pytest.raises(OptionError, match="rounds to no scene"):
+        _mask_scenes(scenes[:2], tenth, have_masks=True)
+    with pytest.raises(OptionError, match="needs --masks"):
+        _mask_scenes(scenes, tenth, have_masks=False)

@@ -550,8 +550,11 @@ def _mask_scenes(scenes: Sequence[Scene], config: TrainConfig, have_masks: bool)
         return set()
     fraction = config.masks_fraction if config.masks_fraction > 0 else 1.0
     count = round(fraction * len(scenes))
-    if fraction > 0 and count == 0:
-        count = 1
+    if count == 0:
+        raise OptionError(
+            f"--masks-fraction {fraction:g} of {len(scenes)} scene(s) rounds to no scene; "
+            "give more scenes (masks are mixed in per scene) or a larger fraction"
+        )
     order = np.random.default_rng(config.segmenter.seed).permutation(len(scenes))
     return {scenes[i].path for i in sorted(order[:count])}
 
