@@ -52,8 +52,8 @@ class SegmenterConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
-    stage1_steps: int = 300
-    stage2_steps: int = 150
+    stage1_steps: int = 200
+    stage2_steps: int = 100
     stage1_proposal: str = "grabcut"
     proposals: tuple[str, ...] = ("grabcut", "crf")
     loss: str = "bmm"
