@@ -39,7 +39,7 @@ class CRFOptions:
     outside_fg_prob: float = 0.001
     gaussian_sxy: float = 3.0
     gaussian_compat: float = 3.0
-    bilateral_sxy: float = 40.0
+    bilateral_sxy: float = 20.0
     bilateral_srgb: float = 13.0
     bilateral_compat: float = 10.0
     iterations: int = 10
