@@ -1,0 +1,205 @@
+"""Shared helpers of the benchmark scripts: the machine, the code version, and BENCHMARKS.md.
+
+Each benchmark script owns one section of BENCHMARKS.md (at the repository root), delimited by
+``<!-- bench:NAME:start -->`` and ``<!-- bench:NAME:end -->``; :func:`update_section` rewrites
+that section only, so scripts can be re-run independently and in any order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from importlib import metadata
+from pathlib import Path
+
+#: The repository root (bench/ lives directly under it).
+REPO = Path(__file__).resolve().parents[1]
+
+#: Written at the top of a new BENCHMARKS.md.
+HEADER = (
+    "# Benchmarks\n\n"
+    "Figures measured by the scripts under bench/; each section says the machine and the command.\n"
+)
+
+
+def machine_description() -> str:
+    """One line: CPU model, cores, RAM, OS, Python and torch versions (and the GPU, if any).
+
+    torch is optional: its version is read from the installed package metadata, without importing
+    it; the GPU is named only when the caller has already imported torch and CUDA is available.
+    """
+    cores = os.cpu_count() or 1
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = cores
+    core_text = f"{cores} cores" if usable == cores else f"{usable} of {cores} cores usable"
+    parts = [_cpu_model(), core_text]
+    ram = _ram_bytes()
+    if ram:
+        parts.append(f"{ram / 2**30:.0f} GiB RAM")
+    parts.append(platform.platform(terse=True))
+    parts.append(f"Python {platform.python_version()}")
+    torch_version = _package_version("torch")
+    if torch_version:
+        parts.append(f"torch {torch_version}")
+        gpu = _gpu_name()
+        parts.append(f"GPU {gpu}" if gpu else "no GPU used")
+    return ", ".join(parts)
+
+
+def package_versions(names: Sequence[str]) -> str:
+    """``name version`` of each installed distribution, comma-separated (absent ones skipped)."""
+    found = [(n, _package_version(n)) for n in names]
+    return ", ".join(f"{n} {v}" for n, v in found if v)
+
+
+def code_version() -> str:
+    """The repository's commit (short hash), with a note when the working tree has changes."""
+    try:
+        commit = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{commit} + uncommitted changes" if dirty else commit
+
+
+def markdown_table(
+    header: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None
+) -> str:
+    """A Markdown table; ``align`` has one letter per column, ``l`` or ``r`` (default: the first
+    column left, the others right). Cells are converted with ``str``; ``|`` is escaped.
+    """
+    align = align or "l" + "r" * (len(header) - 1)
+    if len(align) != len(header):
+        raise ValueError(f"align {align!r} has {len(align)} letters for {len(header)} columns")
+
+    def row(cells: Sequence[object]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    marks = ["---:" if a == "r" else "---" for a in align]
+    return "\n".join([row(header), "|" + "|".join(marks) + "|", *(row(r) for r in rows)]) + "\n"
+
+
+def update_section(
+    name: str, markdown: str, path: str | os.PathLike[str] = "BENCHMARKS.md"
+) -> Path:
+    """Replace the text between the section's markers, appending the section if it is absent.
+
+    Args:
+        name: Section name (letters, digits, ``_``, ``-``, ``.``): markers
+            ``<!-- bench:NAME:start -->`` and ``<!-- bench:NAME:end -->``.
+        markdown: The section's new content (without the markers).
+        path: The file; a relative path is taken from the repository root. Created with a short
+            header when missing.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: A bad name, or the file holds the markers more than once or out of order.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"section name {name!r}: use letters, digits, '_', '-' or '.'")
+    target = Path(path)
+    if not target.is_absolute():
+        target = REPO / target
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    block = f"{start}\n{markdown.strip()}\n{end}"
+    with _locked(target):
+        text = target.read_text(encoding="utf-8") if target.exists() else HEADER
+        n_start, n_end = text.count(start), text.count(end)
+        if n_start == n_end == 0:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+        elif n_start == n_end == 1 and text.index(start) < text.index(end):
+            head, rest = text.split(start, 1)
+            tail = rest.split(end, 1)[1]
+            text = head + block + tail
+        else:
+            raise ValueError(
+                f"{target}: the markers of section {name!r} appear {n_start} and {n_end} times "
+                "or out of order; fix the file by hand"
+            )
+        _write_atomically(target, text)
+    return target
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _ram_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _gpu_name() -> str | None:
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    try:
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except Exception:  # a broken CUDA setup must not stop a benchmark report
+        return None
+    return None
+
+
+def _git(*args: str) -> str:
+    out = subprocess.run(
+        ["git", *args], cwd=REPO, check=True, capture_output=True, text=True, timeout=30
+    )
+    return out.stdout.strip()
+
+
+@contextlib.contextmanager
+def _locked(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock for ``target`` (benchmarks run side by side may update it)."""
+    digest = hashlib.sha1(os.fsencode(target.resolve())).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir()) / f"jmlgeo-bench-{digest}.lock"
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _write_atomically(target: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
