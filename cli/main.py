@@ -10,7 +10,7 @@ import sys
 import warnings
 
 import typer
-from jmlnet_geo.cli import evaluate, importers, info, predict, proposals, train
+from jmlnet_geo.cli import detect, evaluate, importers, info, predict, proposals, train
 
 from jmlnet_geo import __version__
 from jmlnet_geo.errors import JmlGeoError
@@ -26,6 +26,8 @@ app = typer.Typer(
 app.command(name="info")(info.info)
 app.command(name="train")(train.train)
 app.command(name="proposals")(proposals.proposals)
+app.command(name="train-detector")(detect.train_detector)
+app.command(name="detect")(detect.detect)
 app.command(name="predict")(predict.predict)
 app.command(name="vectorize")(predict.vectorize)
 app.command(name="export")(predict.export)

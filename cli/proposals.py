@@ -14,7 +14,11 @@ def proposals(
     scenes: list[Path] = typer.Argument(..., help="Scenes (GeoTIFF or any GDAL-readable image)."),
     boxes: Path = typer.Option(..., "--boxes", help="Box layer (.gpkg, .geojson, .shp, .fgb)."),
     out: Path = typer.Option(..., "--out", help="Output folder for <scene>.<method>.tif."),
-    methods: str = typer.Option("box,crf,grabcut", "--methods", help="Comma-separated methods."),
+    methods: str = typer.Option(
+        "box,crf,grabcut",
+        "--methods",
+        help="Comma-separated: box, crf, grabcut, detcam, camcut (the last two use a detector).",
+    ),
     class_field: str = typer.Option("class", "--class-field", help="Column with the class."),
     classes: str | None = typer.Option(
         None, "--classes", help="Fixed class order, comma-separated (default: sorted values)."
@@ -36,15 +40,33 @@ def proposals(
     crf_srgb: float = typer.Option(13.0, "--crf-srgb", help="CRF: bilateral colour width."),
     crf_compat: float = typer.Option(10.0, "--crf-compat", help="CRF: bilateral weight."),
     crf_iterations: int = typer.Option(10, "--crf-iterations", min=1),
+    detector: Path | None = typer.Option(
+        None,
+        "--detector",
+        help="detcam/camcut: a detector.safetensors (default: train one into OUT/detector/).",
+    ),
+    detector_steps: int | None = typer.Option(
+        None, "--detector-steps", min=1, help="Steps of the detector trained when none is given."
+    ),
+    tau_low: float = typer.Option(0.15, "--tau-low", help="DetCAM low threshold (D_l = D > it)."),
+    tau_high: float = typer.Option(
+        0.8, "--tau-high", help="DetCAM high threshold: CAMCut's sure foreground."
+    ),
+    heatmap: bool = typer.Option(
+        False, "--heatmap", help="Also write <scene>.detcam_heat.tif (DetCAM, 0-255)."
+    ),
+    device: str = typer.Option("auto", "--device", help="Detector device: auto, cpu or cuda."),
     progress: ProgressMode = PROGRESS_OPTION,
 ) -> None:
-    """BOX, dense CRF and GrabCut proposals from boxes, as class rasters aligned to each scene."""
+    """BOX, dense CRF, GrabCut, DetCAM and CAMCut proposals, as class rasters on each scene."""
     from dataclasses import replace
 
     from jmlnet_geo.io.raster import open_scenes
     from jmlnet_geo.io.vector import boxes_for_scenes, read_boxes
     from jmlnet_geo.io.write import atomic_output
     from jmlnet_geo.proposals.compose import (
+        CLASSIC_METHODS,
+        DETECTOR_METHODS,
         ProposalOptions,
         check_methods,
         summary_dict,
@@ -53,7 +75,19 @@ def proposals(
     from jmlnet_geo.proposals.crf import CRFOptions
     from jmlnet_geo.proposals.grabcut import GrabCutOptions
 
-    chosen = check_methods([m.strip().lower() for m in methods.split(",") if m.strip()])
+    chosen = check_methods(
+        [m.strip().lower() for m in methods.split(",") if m.strip()],
+        (*CLASSIC_METHODS, *DETECTOR_METHODS),
+    )
+    classic = [m for m in chosen if m in CLASSIC_METHODS]
+    detector_methods = [m for m in chosen if m in DETECTOR_METHODS]
+    if detector_methods:
+        from jmlnet_geo.proposals.detcam import check_thresholds
+        from jmlnet_geo.train.detector import read_detector_card
+
+        check_thresholds(tau_low, tau_high)
+        if detector is not None:
+            read_detector_card(detector)  # a missing file or a pickle fails before any work
     options = ProposalOptions(
         margin=margin,
         max_side=max_side,
@@ -76,26 +110,90 @@ def proposals(
         raise OptionError(f"--bands {bands}: a scene has fewer bands; run jmlgeo info to see them")
     layer = read_boxes(boxes, class_field, _names(classes))
     scene_boxes = boxes_for_scenes(layer, opened)
-    with display.stage("proposals", "boxes") as report:
-        summaries = write_proposals(
-            scene_boxes,
-            layer.classes.names,
-            chosen,
-            out,
-            options,
-            workers=workers or os.cpu_count() or 1,
-            progress=report,
+    summaries = []
+    if classic:
+        with display.stage("proposals", "boxes") as report:
+            summaries = write_proposals(
+                scene_boxes,
+                layer.classes.names,
+                classic,
+                out,
+                options,
+                workers=workers or os.cpu_count() or 1,
+                progress=report,
+            )
+    record: dict = {}
+    if detector_methods:
+        detector = detector or _train_detector(
+            scene_boxes, layer.classes.names, opened, out, detector_steps, device, display
         )
+        from jmlnet_geo.proposals.detector_proposals import write_detector_proposals
+
+        with display.stage(",".join(detector_methods), "boxes") as report:
+            found = write_detector_proposals(
+                scene_boxes,
+                layer.classes.names,
+                detector_methods,
+                out,
+                detector,
+                tau_low=tau_low,
+                tau_high=tau_high,
+                heatmap=heatmap,
+                device=device,
+                progress=report,
+                options=options,
+            )
+        summaries = _merge(summaries, found)
+        record = {"detector": os.path.abspath(detector), "tau_low": tau_low, "tau_high": tau_high}
     if preview:
         _previews(scene_boxes, summaries, options, len(layer.classes), display)
     with atomic_output(out / "proposals.json") as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(summary_dict(summaries, options), f, indent=2)
+        json.dump({**summary_dict(summaries, options), **record}, f, indent=2)
     for s in summaries:
         for method, m in s.methods.items():
             note = f", {m.fallbacks} fell back to the box" if m.fallbacks else ""
             display.message(f"{m.path}: {m.boxes} boxes ({method}{note})")
             display.output("proposal", m.path)
+    if detector_methods and heatmap:
+        from jmlnet_geo.proposals.detector_proposals import heat_path
+
+        for sb in scene_boxes:
+            display.message(f"{heat_path(out, sb.scene)}: DetCAM heat map")
+            display.output("heatmap", heat_path(out, sb.scene))
     display.done()
+
+
+def _train_detector(scene_boxes, class_names, scenes, out, steps, device, display) -> Path:
+    """Train (or reuse, same data and settings) the fast-preset detector in OUT/detector/."""
+    from jmlnet_geo.train.data import scene_normalization
+    from jmlnet_geo.train.detector import train_detector
+
+    extra = {"steps": steps} if steps is not None else {}
+    with display.stage("detector", "steps") as report:
+        path = train_detector(
+            scene_boxes,
+            class_names,
+            scene_normalization(scenes),
+            out / "detector",
+            preset="fast",
+            device=device,
+            resume=True,
+            progress=report,
+            message=display.message,
+            **extra,
+        )
+    display.message(f"detector: {path}")
+    display.output("detector", path)
+    return path
+
+
+def _merge(first, second):
+    """Scene summaries of two runs over the same scenes, methods of both."""
+    if not first:
+        return second
+    for a, b in zip(first, second, strict=True):
+        a.methods.update(b.methods)
+    return first
 
 
 def _names(classes: str | None) -> list[str] | None:

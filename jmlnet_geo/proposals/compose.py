@@ -36,6 +36,8 @@ from jmlnet_geo.proposals.grabcut import GrabCutOptions
 
 #: Methods that need nothing but the boxes and the image, in the paper's order.
 CLASSIC_METHODS = ("box", "crf", "grabcut")
+#: Methods that need a trained detector too (:mod:`jmlnet_geo.proposals.detector_proposals`).
+DETECTOR_METHODS = ("detcam", "camcut")
 
 Progress = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
