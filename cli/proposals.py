@@ -36,7 +36,7 @@ def proposals(
     crf_fg_prob: float = typer.Option(
         0.6, "--crf-fg-prob", help="CRF: class probability inside the box.", min=0.5, max=0.99
     ),
-    crf_sxy: float = typer.Option(40.0, "--crf-sxy", help="CRF: bilateral spatial width (px)."),
+    crf_sxy: float = typer.Option(20.0, "--crf-sxy", help="CRF: bilateral spatial width (px)."),
     crf_srgb: float = typer.Option(13.0, "--crf-srgb", help="CRF: bilateral colour width."),
     crf_compat: float = typer.Option(10.0, "--crf-compat", help="CRF: bilateral weight."),
     crf_iterations: int = typer.Option(10, "--crf-iterations", min=1),
