@@ -24,12 +24,15 @@ go to ``--work`` (default: a temporary folder under /tmp, deleted at the end).
 
 Commands, from the repository root::
 
-    .venv/bin/python bench/proposals.py            # full run: ~15 min on 2 idle cores
-    .venv/bin/python bench/proposals.py --quick    # NWPU --limit 40, smaller sweeps: ~4 min
+    .venv/bin/python bench/proposals.py            # full run (see below)
+    .venv/bin/python bench/proposals.py --quick    # NWPU --limit 40, smaller sweeps: ~4-8 min
     .venv/bin/python bench/proposals.py --limit 100 --no-update   # print only, no BENCHMARKS.md
     .venv/bin/python bench/proposals.py --parts crf --sxys 10,20 --fg-probs 0.6,0.7   # a probe
 
 Only a run of all four parts updates BENCHMARKS.md (``--parts`` picks some for a quick look).
+The full run needs about 23 CPU-minutes (2 workers): 37 min wall clock were measured on 2 cores
+shared with other jobs (load average 4-7), roughly 15 min are expected on 2 idle cores; the CRF
+sweep (16 settings) is more than half of it.
 """
 
 from __future__ import annotations

@@ -314,9 +314,6 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-_DATASETS: dict[str, object] = {}
-
-
 def _masks_of(
     job: _SceneJob, indexes: Sequence[int], methods: Sequence[str], options: ProposalOptions
 ) -> dict[int, dict[str, _BoxResult]]:
@@ -330,9 +327,11 @@ def _masks_of(
         "grabcut": lambda crop: grabcut_mask(crop, options.grabcut),
         "crf": lambda crop: crf_mask(crop, options.crf),
     }
-    ds = _DATASETS.get(job.scene.path)
-    if ds is None:
-        ds = _DATASETS[job.scene.path] = open_dataset(job.scene)
+    with open_dataset(job.scene) as ds:  # one open per chunk: no handle outlives the call
+        return _masks_in(ds, job, indexes, methods, options, run)
+
+
+def _masks_in(ds, job, indexes, methods, options, run) -> dict[int, dict[str, _BoxResult]]:
     found = {}
     for i in indexes:
         box = tuple(int(v) for v in job.boxes[i])
