@@ -19,7 +19,7 @@ def train_detector(
     steps: int | None = typer.Option(None, "--steps", min=1, help="Optimiser steps [500]."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Tiles a step [4]."),
     tile_size: int | None = typer.Option(None, "--tile-size", min=32, help="Tile side [256]."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (SGD) [0.01]."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (AdamW) [5e-4]."),
     weights: str | None = typer.Option(
         None, "--weights", help="default, imagenet, a torchvision weight name, a file, or none."
     ),

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import assert_one_line_error, pixel_box, write_boxes, write_scene
+from conftest import REPO, assert_one_line_error, pixel_box, write_boxes, write_scene
 from rasterio.windows import Window
 from torch import nn
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
-from jmlnet_geo.errors import JmlGeoError, OptionError
+from jmlnet_geo.errors import CancelledError, JmlGeoError, OptionError
 from jmlnet_geo.io.raster import open_scenes
 from jmlnet_geo.io.vector import IGNORE, boxes_for_scenes, read_boxes
 from jmlnet_geo.models.detector import TileTransform
@@ -24,6 +24,7 @@ from jmlnet_geo.proposals.compose import pixel_boxes
 from jmlnet_geo.proposals.crop import BoxCrop
 from jmlnet_geo.proposals.detcam import (
     DetCAMOptions,
+    DetCAMWarning,
     box_context,
     box_heat,
     check_thresholds,
@@ -126,6 +127,16 @@ def test_detcam_matches_the_hand_computation_and_peaks_where_the_logit_looks():
     assert heat1[:, :12].mean() > 0.8 and heat1[:, 20:].max() < 0.1
     assert heat2[:, 20:].mean() > 0.8 and heat2[:, :12].max() < 0.1
     assert all(p.grad is None for p in model.parameters())  # nothing but M_k differentiated
+
+
+def test_a_head_without_spatial_layer_uses_the_roialign_output_and_says_so():
+    weight = class_weights()
+    model = HandDetector(weight).eval()
+    model.roi_heads.box_head = nn.Sequential(nn.Flatten())  # torchvision TwoMLPHead-like
+    image, boxes, labels = two_channel_image(), torch.cat([BOX, BOX]), torch.tensor([1, 2])
+    with pytest.warns(DetCAMWarning, match="RoIAlign output"):
+        got = detcam_window(model, image, boxes, labels)
+    torch.testing.assert_close(got, hand_detcam(image, boxes, labels, weight), atol=1e-6, rtol=0)
 
 
 def test_all_boxes_of_a_window_take_one_backward_pass(monkeypatch, tmp_path):
@@ -328,6 +339,17 @@ def test_detector_rasters_are_aligned_with_255_on_nodata_and_deterministic(tmp_p
         assert (tmp_path / "b" / path.name).read_bytes() == path.read_bytes()
 
 
+def test_a_stop_request_leaves_no_raster(tmp_path, trained):
+    scenes = open_scenes([trained["scene"]])
+    layer = read_boxes(trained["boxes"])
+    with pytest.raises(CancelledError):
+        write_detector_proposals(
+            boxes_for_scenes(layer, scenes), layer.classes.names, ["detcam", "camcut"],
+            tmp_path / "stopped", trained["detector"], device="cpu", should_stop=lambda: True,
+        )  # fmt: skip
+    assert not list((tmp_path / "stopped").glob("*.tif"))
+
+
 def test_bad_detector_inputs_are_clear(tmp_path, trained):
     scenes = open_scenes([trained["scene"]])
     layer = read_boxes(trained["boxes"])
@@ -371,16 +393,24 @@ def test_cli_proposals_detcam_camcut_with_a_detector(jmlgeo, tmp_path, trained):
     assert {e.get("kind") for e in events if e["event"] == "output"} >= {"proposal", "heatmap"}
 
 
-def test_cli_proposals_trains_a_detector_when_none_is_given(jmlgeo, tmp_path, trained):
+def test_cli_trains_a_detector_on_the_sample_data_and_writes_aligned_rasters(jmlgeo, tmp_path):
+    sample = REPO / "sample_data"
     out = tmp_path / "out"
-    args = (
-        "proposals", trained["scene"], "--boxes", trained["boxes"], "--out", out,
-        "--methods", "detcam", "--detector-steps", "1", "--progress", "none",
+    result = jmlgeo(
+        "proposals", sample / "scene.tif", "--boxes", sample / "boxes.gpkg", "--out", out,
+        "--methods", "detcam,camcut", "--detector-steps", "1", "--progress", "none",
     )  # fmt: skip
-    result = jmlgeo(*args)
     assert result.code == 0, result.err
     assert (out / "detector" / "detector.safetensors").exists()
-    assert (out / "discs.detcam.tif").exists()
+    with rasterio.open(sample / "scene.tif") as src:
+        grid = (src.crs, src.transform, src.shape)
+        nodata = ~src.read_masks(1).astype(bool)
+    for method in ("detcam", "camcut"):
+        with rasterio.open(out / f"scene.{method}.tif") as ds:
+            assert (ds.crs, ds.transform, ds.shape) == grid
+            values = ds.read(1)
+        assert (values[nodata] == IGNORE).all() and set(np.unique(values)) <= {0, 1, 2, 3, IGNORE}
+        assert (values[~nodata] != 0).mean() > 0.01  # the objects are painted
 
 
 def test_cli_bad_inputs_are_one_clear_line(jmlgeo, tmp_path, trained):

@@ -5,7 +5,9 @@ For every annotated box (not a detection) on a window of the scene:
 1. the window goes through the detector's backbone (and FPN): features F^b;
 2. RoIAlign (the detector's own ``roi_heads.box_roi_pool``) pools the box from F^b: F^roi;
 3. the box head runs to its last spatial feature map M_k, (N, C, 7, 7)
-   (:func:`jmlnet_geo.models.detector.box_head_feature_layer`, hooked);
+   (:func:`jmlnet_geo.models.detector.box_head_feature_layer`, hooked); a head without a
+   spatial layer (torchvision's ``TwoMLPHead``) has the RoIAlign output as M_k, with a
+   :class:`DetCAMWarning`;
 4. the box predictor gives the logit s of the box's *annotated* class;
 5. alpha_k = spatial mean of ds/dM_k (Eq. 9);
 6. D = ReLU(sum_k alpha_k M_k) (Eq. 10 with Grad-CAM's ReLU), scaled to [0, 1] per box
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -112,14 +115,12 @@ def detcam_window(
         float32 (N, h, w) in [0, 1] on the CPU (h = w = 7 for the presets): D of each box over
         its own extent (cell (0, 0) is the box's top-left corner).
 
-    Raises:
-        JmlGeoError: The box head has no spatial layer.
+    Warns:
+        DetCAMWarning: The box head has no spatial layer: the RoIAlign output is M_k.
     """
-    from jmlnet_geo.models.detector import box_head_feature_layer
-
     if len(boxes) == 0:
         return torch.zeros((0, 7, 7))
-    layer = box_head_feature_layer(model)
+    layer = feature_layer(model)
     captured: list[torch.Tensor] = []
 
     def hook(module: nn.Module, args: object, output: torch.Tensor) -> torch.Tensor:
@@ -127,7 +128,7 @@ def detcam_window(
         captured.append(leaf)
         return leaf
 
-    handle = layer.register_forward_hook(hook)
+    handle = layer.register_forward_hook(hook) if layer is not None else None
     training = model.training
     model.eval()  # batch norms on running statistics: every RoI independent of the others
     try:
@@ -140,17 +141,47 @@ def detcam_window(
                     features, [targets[0]["boxes"]], images.image_sizes
                 )
             with torch.enable_grad():
+                if layer is None:  # no spatial layer in the head: M_k = F^roi
+                    rois = rois.detach().requires_grad_(True)
+                    captured.append(rois)
                 x = model.roi_heads.box_head(rois)  # step 3: M_k (captured by the hook)
                 logits, _ = model.roi_heads.box_predictor(x)  # step 4
                 score = logits.gather(1, labels.long().view(-1, 1).to(logits.device)).sum()
                 (grad,) = torch.autograd.grad(score, captured[-1])  # one pass, all boxes
     finally:
-        handle.remove()
+        if handle is not None:
+            handle.remove()
         model.train(training)
     maps = captured[-1].detach()
     alpha = grad.mean(dim=(2, 3))  # Eq. 9: (N, C)
     cam = torch.relu((alpha[:, :, None, None] * maps).sum(dim=1))  # Eq. 10: (N, h, w)
     return normalize_maps(cam).float().cpu()
+
+
+class DetCAMWarning(UserWarning):
+    """DetCAM runs on a detector whose box head has no spatial layer (see feature_layer)."""
+
+
+def feature_layer(model: nn.Module) -> nn.Module | None:
+    """The box-head layer whose output is M_k, or None (with a warning) when there is none.
+
+    Heads with convolutions (both presets' ``FastRCNNConvFCHead``) give their last conv block
+    (:func:`jmlnet_geo.models.detector.box_head_feature_layer`); heads that flatten at once
+    (torchvision's ``TwoMLPHead``) give None: DetCAM then uses the RoIAlign output as M_k.
+    """
+    from jmlnet_geo.errors import JmlGeoError
+    from jmlnet_geo.models.detector import box_head_feature_layer
+
+    try:
+        return box_head_feature_layer(model)
+    except JmlGeoError:
+        warnings.warn(
+            "the detector's box head has no convolution before it flattens the RoI features: "
+            "DetCAM uses the RoIAlign output (F^roi) as M_k",
+            DetCAMWarning,
+            stacklevel=3,
+        )
+        return None
 
 
 def normalize_maps(cam: torch.Tensor) -> torch.Tensor:
@@ -334,11 +365,13 @@ __all__ = [
     "TAU_HIGH",
     "TAU_LOW",
     "DetCAMOptions",
+    "DetCAMWarning",
     "WindowPlan",
     "box_context",
     "box_heat",
     "check_thresholds",
     "detcam_window",
+    "feature_layer",
     "low_high",
     "normalize_maps",
     "plan_windows",

@@ -131,7 +131,8 @@ def write_detector_proposals(
             with the classic methods (default ``ProposalOptions()``).
         detcam_options: DetCAM windows (default ``DetCAMOptions()``).
         camcut_options: GrabCut iterations of CAMCut (default ``CAMCutOptions()``).
-        should_stop: Polled between windows and boxes; True stops with :class:`CancelledError`.
+        should_stop: Polled between windows and boxes; True stops with :class:`CancelledError`
+            before any raster is written.
 
     Returns:
         One summary per scene (methods ``detcam`` / ``camcut``).
@@ -165,20 +166,13 @@ def write_detector_proposals(
             progress(done, total)
 
     advance(0)
-    summaries = []
+    computed = []  # everything first, so a stop request leaves no raster behind
     for sb, scene_labels in zip(scene_boxes, labels, strict=True):
         boxes = pixel_boxes(sb)
         heats, seconds = scene_detcam(
-            model,
-            normalization,
-            sb.scene,
-            boxes,
-            scene_labels,
-            detcam_options,
-            advance,
+            model, normalization, sb.scene, boxes, scene_labels, detcam_options, advance,
             should_stop,
-        )
-        per_method: dict[str, MethodSummary] = {}
+        )  # fmt: skip
         found: dict[str, tuple[list[np.ndarray], list[bool], np.ndarray]] = {}
         if "detcam" in methods:
             masks, fallbacks = detcam_masks(heats, tau_low, options.min_fraction)
@@ -189,6 +183,10 @@ def write_detector_proposals(
                 should_stop,
             )  # fmt: skip
             found["camcut"] = (masks, fallbacks, seconds + own)
+        computed.append((boxes, found, [heat_values(h) for h in heats] if heatmap else None))
+    summaries = []
+    for sb, (boxes, found, heats) in zip(scene_boxes, computed, strict=True):
+        per_method: dict[str, MethodSummary] = {}
         for method in methods:
             masks, fallbacks, secs = found[method]
             path = paths[(sb.scene.path, method)]
@@ -199,7 +197,7 @@ def write_detector_proposals(
                 fallbacks=int(sum(fallbacks)),
                 seconds=float(np.sum(secs)),
             )
-        if heatmap:
+        if heats is not None:
             write_heat_raster(heat_path(out_dir, sb.scene), sb.scene, boxes, heats)
         summaries.append(SceneSummary(sb.scene.path, len(sb), per_method))
     del model
@@ -284,6 +282,11 @@ def camcut_masks(
     return masks, fallbacks, seconds
 
 
+def heat_values(heat: np.ndarray) -> np.ndarray:
+    """A box's DetCAM (float in [0, 1]) as the heat raster stores it: uint8 round(255 * D)."""
+    return np.rint(255.0 * np.clip(heat, 0.0, 1.0)).astype(np.uint8)
+
+
 def write_heat_raster(
     path: str | os.PathLike[str], scene: Scene, boxes: np.ndarray, heats: Sequence[np.ndarray]
 ) -> None:
@@ -296,14 +299,14 @@ def write_heat_raster(
         path: Output GeoTIFF on ``scene``'s grid.
         scene: The scene.
         boxes: int64 (N, 4) col0, row0, col1, row1 in scene pixels, end exclusive.
-        heats: Per box, float32 (rows, cols) DetCAM in [0, 1].
+        heats: Per box, (rows, cols) DetCAM: float in [0, 1], or uint8 from :func:`heat_values`.
     """
     import rasterio
 
     profile = {**class_raster_profile(scene), "nodata": None}
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     order = np.lexsort((np.arange(len(boxes)), -areas))
-    values = [np.rint(255.0 * np.clip(h, 0.0, 1.0)).astype(np.uint8) for h in heats]
+    values = [h if h.dtype == np.uint8 else heat_values(h) for h in heats]
     with (
         atomic_output(path) as tmp,
         rasterio.Env(GDAL_PAM_ENABLED=False),
