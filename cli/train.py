@@ -34,6 +34,17 @@ def train(
     checkpoint_every: int | None = typer.Option(
         None, "--checkpoint-every", min=1, help="Save a resumable checkpoint every N steps."
     ),
+    detector_steps: int | None = typer.Option(
+        None, "--detector-steps", min=1, help="detcam/camcut: steps of the detector."
+    ),
+    detector_batch_size: int | None = typer.Option(None, "--detector-batch-size", min=1),
+    detector_tile_size: int | None = typer.Option(None, "--detector-tile-size", min=32),
+    tau_low: float | None = typer.Option(
+        None, "--tau-low", help="DetCAM threshold of D_l (the DetCAM proposal)."
+    ),
+    tau_high: float | None = typer.Option(
+        None, "--tau-high", help="DetCAM threshold of D_h (CAMCut's sure foreground)."
+    ),
     class_field: str = typer.Option("class", "--class-field", help="Column with the class."),
     classes: str | None = typer.Option(None, "--classes", help="Fixed class order, a,b,c."),
     truth: Path | None = typer.Option(None, "--truth", help="Truth for validation mIoU."),
@@ -50,10 +61,13 @@ def train(
     force: bool = typer.Option(False, "--force", help="Delete a previous run in --out."),
     progress: ProgressMode = PROGRESS_OPTION,
 ) -> None:
-    """Proposals, segmenter stage 1 (CE) and stage 2 (multi-label loss), then the bundle."""
+    """Proposals, segmenter stage 1 (CE) and stage 2 (multi-label loss), then the bundle.
+
+    detcam or camcut among the proposals first trains a detector on the boxes.
+    """
     import dataclasses
 
-    from jmlnet_geo.config import override, preset_config
+    from jmlnet_geo.config import override, override_detector, preset_config
     from jmlnet_geo.train.pipeline import TrainInputs, is_primary_process
     from jmlnet_geo.train.pipeline import train as run
 
@@ -72,6 +86,7 @@ def train(
         val_every=val_every,
         checkpoint_every=checkpoint_every,
     )
+    config = override_detector(config, steps=detector_steps, tau_low=tau_low, tau_high=tau_high)
     if weights is not None:  # "none" must reach the config as None (override skips None)
         chosen = None if weights.lower() == "none" else weights
         config = dataclasses.replace(

@@ -65,12 +65,36 @@ class SegmenterConfig:
 
 
 @dataclass(frozen=True)
+class DetectorConfig:
+    """The Faster R-CNN trained on the boxes when DetCAM or CAMCut proposals are asked for.
+
+    Attributes:
+        preset: ``fast`` (FPN over EfficientNet-Lite0) or ``paper`` (ResNet-50-FPN v2).
+        steps: Optimiser steps (AdamW, warm-up then cosine decay).
+        batch_size: Tiles per step.
+        tile_size: Square training tile side, pixels.
+        lr: Peak learning rate.
+        tau_low: D_l = DetCAM > tau_low: the DetCAM proposal and CAMCut's sure background.
+        tau_high: D_h = DetCAM > tau_high: CAMCut's sure foreground.
+    """
+
+    preset: str = "fast"
+    steps: int = 500
+    batch_size: int = 4
+    tile_size: int = 256
+    lr: float = 5e-4
+    tau_low: float = 0.15
+    tau_high: float = 0.8
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything ``jmlgeo train`` needs besides its input files.
 
     Attributes:
         preset: The preset the defaults came from.
         segmenter: Segmenter settings.
+        detector: Detector settings (used only for ``detcam``/``camcut`` proposals).
         class_field: Class column of the box layer.
         masks_fraction: Fraction of scenes trained on true masks (0: weak, 1: full supervision).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -81,6 +105,7 @@ class TrainConfig:
 
     preset: str = "fast"
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
     class_field: str = "class"
     masks_fraction: float = 0.0
     device: str = "auto"
@@ -107,6 +132,8 @@ _PAPER_SEGMENTER = SegmenterConfig(
     loader_workers=8,
 )
 
+_PAPER_DETECTOR = DetectorConfig(preset="paper", steps=20_000, batch_size=8, tile_size=512)
+
 
 def preset_config(preset: str) -> TrainConfig:
     """The defaults of a preset.
@@ -117,7 +144,7 @@ def preset_config(preset: str) -> TrainConfig:
     if preset == "fast":
         return TrainConfig(preset="fast")
     if preset == "paper":
-        return TrainConfig(preset="paper", segmenter=_PAPER_SEGMENTER)
+        return TrainConfig(preset="paper", segmenter=_PAPER_SEGMENTER, detector=_PAPER_DETECTOR)
     raise OptionError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
 
 
@@ -125,6 +152,12 @@ def override(config: TrainConfig, **segmenter_values: object) -> TrainConfig:
     """A copy of ``config`` with the segmenter values that are not None replaced."""
     changes = {k: v for k, v in segmenter_values.items() if v is not None}
     return dataclasses.replace(config, segmenter=dataclasses.replace(config.segmenter, **changes))
+
+
+def override_detector(config: TrainConfig, **detector_values: object) -> TrainConfig:
+    """A copy of ``config`` with the detector values that are not None replaced."""
+    changes = {k: v for k, v in detector_values.items() if v is not None}
+    return dataclasses.replace(config, detector=dataclasses.replace(config.detector, **changes))
 
 
 def config_dict(config: TrainConfig) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 from conftest import assert_one_line_error, pixel_box, write_boxes, write_scene
 
@@ -89,6 +90,32 @@ def test_full_supervision_from_masks(jmlgeo, tmp_path, tiny):
     assert (out / "mask" / "tiny.mask.tif").exists()
 
 
+def test_detcam_and_camcut_proposals_train_a_detector_first(jmlgeo, tmp_path, tiny):
+    out = tmp_path / "detcam"
+    args = ["--proposals", "grabcut,detcam,camcut", "--stage1-proposal", "camcut"]
+    args += ["--stage1-steps", "1", "--stage2-steps", "1", "--detector-steps", "1"]
+    args += ["--detector-tile-size", "64", "--detector-batch-size", "2", "--device", "cpu"]
+    result = jmlgeo(*train_args(tiny, out, *args))
+    assert result.code == 0, result.err
+    assert (out / "detector" / "detector.safetensors").exists()
+    scene = rasterio.open(tiny[0])
+    for method in ("grabcut", "detcam", "camcut"):
+        with rasterio.open(out / "proposals" / f"tiny.{method}.tif") as src:
+            assert src.transform == scene.transform and src.shape == scene.shape
+            assert set(np.unique(src.read(1))) <= {0, 1, 2}
+    card = load_bundle(out / "model.safetensors")[1]
+    assert card.config["segmenter"]["proposals"] == ["grabcut", "detcam", "camcut"]
+    assert card.config["detector"]["steps"] == 1
+
+    again = jmlgeo(*train_args(tiny, out, *args))
+    assert again.code == 0, again.err
+    assert "detector, detector_proposals, stage1" in again.err
+    other = jmlgeo(*train_args(tiny, out, *args, "--tau-low", "0.05", "--resume"))
+    assert other.code == 0, other.err
+    reused = other.err.split("reused finished stages:")[1].splitlines()[0]
+    assert "detector" in reused and "detector_proposals" not in reused and "stage1" not in reused
+
+
 def test_bad_training_inputs_are_one_clear_line(jmlgeo, tmp_path, tiny):
     out = tmp_path / "bad"
     assert_one_line_error(
@@ -96,6 +123,8 @@ def test_bad_training_inputs_are_one_clear_line(jmlgeo, tmp_path, tiny):
     )
     assert_one_line_error(jmlgeo(*train_args(tiny, out, "--loss", "dice")), "dice", "bmm")
     assert_one_line_error(jmlgeo(*train_args(tiny, out, "--preset", "huge")), "huge", "paper")
+    taus = ["--proposals", "detcam", "--tau-low", "0.9", "--tau-high", "0.5"]
+    assert_one_line_error(jmlgeo(*train_args(tiny, out, *taus)), "--tau-low", "--tau-high")
     plane = write_boxes(tmp_path / "m.gpkg", [pixel_box(1, 1, 9, 9)], ["plane"])
     assert_one_line_error(jmlgeo(*train_args(tiny, out, "--masks", plane)), "plane")
     assert not out.exists() or not list(out.rglob("*.tif"))
@@ -218,3 +247,18 @@ def test_masks_fraction_picks_a_seeded_share_of_scenes():
         _mask_scenes(scenes[:2], tenth, have_masks=True)
     with pytest.raises(OptionError, match="needs --masks"):
         _mask_scenes(scenes, tenth, have_masks=False)
+
+
+def test_detector_defaults_of_the_fast_preset_are_the_library_defaults():
+    from jmlnet_geo.config import preset_config
+    from jmlnet_geo.proposals import detcam
+    from jmlnet_geo.train import detector
+
+    det = preset_config("fast").detector
+    assert (det.steps, det.batch_size, det.tile_size, det.lr) == (
+        detector.DEFAULT_STEPS,
+        detector.DEFAULT_BATCH_SIZE,
+        detector.DEFAULT_TILE_SIZE,
+        detector.DEFAULT_LR,
+    )
+    assert (det.tau_low, det.tau_high) == (detcam.TAU_LOW, detcam.TAU_HIGH)

@@ -1,5 +1,8 @@
 """``jmlgeo train``: boxes -> proposals -> segmenter stage 1 -> stage 2 -> bundle, with caching.
 
+Proposals are the classic ones (box, crf, grabcut) and, when asked for, DetCAM and CAMCut: a
+Faster R-CNN is then trained on the boxes first (stage ``detector``).
+
 A run folder holds every stage's outputs and ``run.json``, which records for each stage a
 fingerprint of its inputs (files by size and modification time) and settings. A stage whose
 fingerprint is unchanged is reused; an interrupted training stage resumes from its last
@@ -10,6 +13,7 @@ Layout of a run folder::
 
     run.json                      stages, fingerprints, configuration
     proposals/<scene>.<m>.tif     proposal rasters (class rasters on each scene's grid)
+    detector/                     detector.safetensors, its last.ckpt and logs (detcam/camcut)
     truth/<scene>.truth.tif       rasterised truth (validation, --masks)
     stage1/ stage2/               last.ckpt (resumable), weights.safetensors when finished
     logs/stage1/ logs/stage2/     CSV (and TensorBoard when installed) logs
@@ -40,7 +44,7 @@ from jmlnet_geo.errors import JmlGeoError, OptionError, OutputError, display_pat
 from jmlnet_geo.io.raster import Scene, open_scenes
 from jmlnet_geo.io.vector import SceneBoxes, boxes_for_scenes, read_boxes
 from jmlnet_geo.io.write import atomic_output, output_folder
-from jmlnet_geo.proposals.compose import CLASSIC_METHODS, ProposalOptions
+from jmlnet_geo.proposals.compose import CLASSIC_METHODS, DETECTOR_METHODS, ProposalOptions
 
 Progress = Callable[[int, int], None]
 StageProgress = Callable[[str, str], contextlib.AbstractContextManager[Progress]]
@@ -134,18 +138,29 @@ def train(
     files = [*inputs.scenes, inputs.boxes]
     base = {"files": _file_stamps(files), "classes": list(names)}
     options = ProposalOptions()
+    from jmlnet_geo.train.data import scene_normalization
 
-    # proposals
-    fp = _fingerprint(base, methods, asdict(options))
-    if not run.reusable("proposals", fp):
+    normalization = scene_normalization(scenes)
+
+    # proposals: the classic ones, then the detector and its DetCAM/CAMCut
+    classic = [m for m in methods if m in CLASSIC_METHODS]
+    fp = _fingerprint(base, classic, asdict(options))
+    if classic and not run.reusable("proposals", fp):
         with progress_of("proposals", "boxes") as report:
             from jmlnet_geo.proposals.compose import write_proposals
 
             write_proposals(
-                scene_boxes, names, methods, run.path / "proposals", options, workers, report
+                scene_boxes, names, classic, run.path / "proposals", options, workers, report
             )
         run.finish("proposals", fp)
     proposal_fp = fp
+    detector_methods = [m for m in methods if m in DETECTOR_METHODS]
+    if detector_methods:
+        detector_fp = _detector_proposals(
+            detector_methods, base, options, run, scene_boxes, names, normalization, config,
+            progress_of, say,
+        )  # fmt: skip
+        proposal_fp = _fingerprint(proposal_fp, detector_fp)
 
     # truth rasters (validation and/or masks)
     truth_files = {}
@@ -168,9 +183,6 @@ def train(
     if mask_scenes:
         say(f"{len(mask_scenes)} of {len(scenes)} scene(s) train on true masks")
 
-    from jmlnet_geo.train.data import scene_normalization
-
-    normalization = scene_normalization(scenes)
     stage_inputs = dict(
         run=run,
         scene_boxes=scene_boxes,
@@ -210,6 +222,76 @@ def train(
 
 
 # --- stages -----------------------------------------------------------------------------------
+
+
+def _detector_proposals(
+    methods: Sequence[str],
+    base: dict[str, Any],
+    options: ProposalOptions,
+    run: _RunFolder,
+    scene_boxes: Sequence[SceneBoxes],
+    names: Sequence[str],
+    normalization,
+    config: TrainConfig,
+    progress_of: StageProgress,
+    say: Callable[[str], None],
+) -> str:
+    """Train the detector (stage ``detector``), then write DetCAM/CAMCut into ``proposals/``.
+
+    Both stages are cached like the others. The detector's folder keeps its own checkpoint, so
+    an interrupted detector continues from it with ``--resume``. Returns the fingerprint of the
+    detector proposals (it covers the detector's).
+    """
+    det = config.detector
+    folder = run.path / "detector"
+    trained_by = {k: v for k, v in asdict(det).items() if k not in ("tau_low", "tau_high")}
+    fp_det = _fingerprint(base, trained_by, config.segmenter.seed, "detector")
+    detector = folder / "detector.safetensors"
+    if not run.reusable("detector", fp_det) or not detector.exists():
+        if run.primary and (folder / "last.ckpt").exists() and not run.resume:
+            raise RunFolderError(
+                f"{display_path(run.path)}: the detector was interrupted; pass --resume to "
+                "continue it or --force to start over"
+            )
+        from jmlnet_geo.train.detector import train_detector
+
+        with progress_of(f"detector ({det.preset})", "steps") as report:
+            detector = train_detector(
+                scene_boxes,
+                names,
+                normalization,
+                folder,
+                preset=det.preset,
+                steps=det.steps,
+                batch_size=det.batch_size,
+                tile_size=det.tile_size,
+                lr=det.lr,
+                device=config.device,
+                resume=True,  # its own fingerprint decides between reuse, resume and restart
+                progress=report,
+                seed=config.segmenter.seed,
+                message=say,
+            )
+        run.finish("detector", fp_det)
+    fp = _fingerprint(fp_det, methods, asdict(options), det.tau_low, det.tau_high)
+    if not run.reusable("detector_proposals", fp):
+        from jmlnet_geo.proposals.detector_proposals import write_detector_proposals
+
+        with progress_of(",".join(methods), "boxes") as report:
+            write_detector_proposals(
+                scene_boxes,
+                names,
+                methods,
+                run.path / "proposals",
+                detector,
+                tau_low=det.tau_low,
+                tau_high=det.tau_high,
+                device=config.device,
+                progress=report,
+                options=options,
+            )
+        run.finish("detector_proposals", fp)
+    return fp
 
 
 def _train_stage(
@@ -528,15 +610,19 @@ class _RunFolder:
 def _check_config(config: TrainConfig) -> list[str]:
     """The proposal methods the run needs; unknown proposal or loss names fail."""
     seg = config.segmenter
-    known = (*CLASSIC_METHODS, MASK)
+    known = (*CLASSIC_METHODS, *DETECTOR_METHODS, MASK)
     wanted = [seg.stage1_proposal, *seg.proposals]
     unknown = [p for p in wanted if p not in known]
     if unknown:
-        raise OptionError(
-            f"unknown proposal '{unknown[0]}'; choose from {', '.join(CLASSIC_METHODS)}"
-        )
+        raise OptionError(f"unknown proposal '{unknown[0]}'; choose from {', '.join(known[:-1])}")
     if seg.loss not in LOSS_NAMES:
         raise OptionError(f"unknown loss '{seg.loss}'; choose from {', '.join(LOSS_NAMES)}")
+    if any(p in DETECTOR_METHODS for p in wanted):
+        from jmlnet_geo.proposals.detcam import check_thresholds
+
+        check_thresholds(config.detector.tau_low, config.detector.tau_high)
+        if config.detector.steps <= 0:
+            raise OptionError(f"--detector-steps {config.detector.steps}: give at least 1")
     if not 0.0 <= config.masks_fraction <= 1.0:
         raise OptionError(f"--masks-fraction {config.masks_fraction}: give a value in 0..1")
     return [m for m in dict.fromkeys(wanted) if m != MASK]
