@@ -71,7 +71,8 @@ def test_tiny_run_writes_a_bundle_and_reuses_its_stages(jmlgeo, tmp_path, tiny):
 
     again = jmlgeo(*train_args(tiny, out, *steps))
     assert again.code == 0, again.err
-    assert "reused finished stages: proposals, truth, stage1, stage2, bundle" in again.err
+    reused = "proposals:grabcut, proposals:crf, truth, stage1, stage2, bundle"
+    assert f"reused finished stages: {reused}" in again.err
 
     other = jmlgeo(*train_args(tiny, out, *steps, "--loss", "ma"))
     assert_one_line_error(other, "other inputs or settings", "--resume", "--force")
@@ -109,11 +110,12 @@ def test_detcam_and_camcut_proposals_train_a_detector_first(jmlgeo, tmp_path, ti
 
     again = jmlgeo(*train_args(tiny, out, *args))
     assert again.code == 0, again.err
-    assert "detector, detector_proposals, stage1" in again.err
+    assert "proposals:grabcut, detector, proposals:camcut, proposals:detcam, stage1" in again.err
     other = jmlgeo(*train_args(tiny, out, *args, "--tau-low", "0.05", "--resume"))
     assert other.code == 0, other.err
     reused = other.err.split("reused finished stages:")[1].splitlines()[0]
-    assert "detector" in reused and "detector_proposals" not in reused and "stage1" not in reused
+    assert "proposals:grabcut, detector" in reused  # only what the thresholds touch is redone
+    assert "proposals:detcam" not in reused and "stage1" not in reused
 
 
 def test_bad_training_inputs_are_one_clear_line(jmlgeo, tmp_path, tiny):

@@ -142,25 +142,26 @@ def train(
 
     normalization = scene_normalization(scenes)
 
-    # proposals: the classic ones, then the detector and its DetCAM/CAMCut
+    # proposals, each method its own stage: the classic ones, then the detector's DetCAM/CAMCut
     classic = [m for m in methods if m in CLASSIC_METHODS]
-    fp = _fingerprint(base, classic, asdict(options))
-    if classic and not run.reusable("proposals", fp):
-        with progress_of("proposals", "boxes") as report:
+    fps = {m: _fingerprint(base, m, asdict(options)) for m in classic}
+    missing = [m for m in classic if not run.reusable(_proposal_stage(m), fps[m])]
+    if missing:
+        with progress_of(f"proposals ({', '.join(missing)})", "boxes") as report:
             from jmlnet_geo.proposals.compose import write_proposals
 
             write_proposals(
-                scene_boxes, names, classic, run.path / "proposals", options, workers, report
+                scene_boxes, names, missing, run.path / "proposals", options, workers, report
             )
-        run.finish("proposals", fp)
-    proposal_fp = fp
+        for m in missing:
+            run.finish(_proposal_stage(m), fps[m])
     detector_methods = [m for m in methods if m in DETECTOR_METHODS]
     if detector_methods:
-        detector_fp = _detector_proposals(
+        fps |= _detector_proposals(
             detector_methods, base, options, run, scene_boxes, names, normalization, config,
             progress_of, say,
         )  # fmt: skip
-        proposal_fp = _fingerprint(proposal_fp, detector_fp)
+    proposal_fp = _fingerprint([fps[m] for m in methods])
 
     # truth rasters (validation and/or masks)
     truth_files = {}
@@ -235,12 +236,14 @@ def _detector_proposals(
     config: TrainConfig,
     progress_of: StageProgress,
     say: Callable[[str], None],
-) -> str:
+) -> dict[str, str]:
     """Train the detector (stage ``detector``), then write DetCAM/CAMCut into ``proposals/``.
 
-    Both stages are cached like the others. The detector's folder keeps its own checkpoint, so
-    an interrupted detector continues from it with ``--resume``. Returns the fingerprint of the
-    detector proposals (it covers the detector's).
+    Both are cached like the other stages (one stage per method). The detector's folder keeps
+    its own checkpoint, so an interrupted detector continues from it with ``--resume``.
+
+    Returns:
+        The fingerprint of each method's rasters (covering the detector's).
     """
     det = config.detector
     folder = run.path / "detector"
@@ -273,15 +276,16 @@ def _detector_proposals(
                 message=say,
             )
         run.finish("detector", fp_det)
-    fp = _fingerprint(fp_det, methods, asdict(options), det.tau_low, det.tau_high)
-    if not run.reusable("detector_proposals", fp):
+    fps = {m: _fingerprint(fp_det, m, asdict(options), det.tau_low, det.tau_high) for m in methods}
+    missing = [m for m in methods if not run.reusable(_proposal_stage(m), fps[m])]
+    if missing:
         from jmlnet_geo.proposals.detector_proposals import write_detector_proposals
 
-        with progress_of(",".join(methods), "boxes") as report:
+        with progress_of(", ".join(missing), "boxes") as report:
             write_detector_proposals(
                 scene_boxes,
                 names,
-                methods,
+                missing,
                 run.path / "proposals",
                 detector,
                 tau_low=det.tau_low,
@@ -290,8 +294,14 @@ def _detector_proposals(
                 progress=report,
                 options=options,
             )
-        run.finish("detector_proposals", fp)
-    return fp
+        for m in missing:
+            run.finish(_proposal_stage(m), fps[m])
+    return fps
+
+
+def _proposal_stage(method: str) -> str:
+    """The stage name of one proposal method in ``run.json``."""
+    return f"proposals:{method}"
 
 
 def _train_stage(
