@@ -14,6 +14,9 @@ def train(
     boxes: Path = typer.Option(..., "--boxes", help="Box layer (.gpkg, .geojson, .shp, .fgb)."),
     out: Path = typer.Option(Path("run"), "--out", help="Run folder (outputs, cache, bundle)."),
     preset: str = typer.Option("fast", "--preset", help="fast (CPU-friendly) or paper."),
+    head: str | None = typer.Option(
+        None, "--head", help="deeplabv3plus (fast's default) or deeplabv3 (paper's)."
+    ),
     proposals: str | None = typer.Option(
         None, "--proposals", help="Stage-2 proposals, comma-separated (e.g. grabcut,crf)."
     ),
@@ -74,6 +77,7 @@ def train(
     config = override(
         preset_config(preset),
         proposals=_names(proposals),
+        head=head,
         stage1_proposal=stage1_proposal,
         loss=loss,
         stage1_steps=stage1_steps,

@@ -114,6 +114,7 @@ def build_model(card: ModelCard, state_dict: Mapping[str, torch.Tensor]) -> torc
     from jmlnet_geo.models.segmenter import build_segmenter
 
     arch = card.architecture
-    model = build_segmenter(arch["preset"], card.num_classes, card.bands, weights=None)
+    head = arch.get("segmenter", "deeplabv3")
+    model = build_segmenter(arch["preset"], card.num_classes, card.bands, weights=None, head=head)
     model.load_state_dict(state_dict)
     return model.eval()

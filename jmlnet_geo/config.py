@@ -24,6 +24,8 @@ class SegmenterConfig:
 
     Attributes:
         preset: Architecture preset, ``fast`` or ``paper`` (see :mod:`jmlnet_geo.models`).
+        head: ``deeplabv3plus`` (fast's default) or ``deeplabv3`` (paper: the only one); see
+            :data:`jmlnet_geo.models.segmenter.DEFAULT_HEADS`.
         weights: ``imagenet`` (offline weights of the preset), a torchvision weight name, a
             local weights file, or None (from scratch).
         tile_size: Square training tile side, pixels.
@@ -45,6 +47,7 @@ class SegmenterConfig:
     """
 
     preset: str = "fast"
+    head: str = "deeplabv3plus"
     weights: str | None = "imagenet"
     tile_size: int = 256
     batch_size: int = 8
@@ -116,6 +119,7 @@ class TrainConfig:
 
 _PAPER_SEGMENTER = SegmenterConfig(
     preset="paper",
+    head="deeplabv3",
     weights=None,
     tile_size=512,
     batch_size=20,

@@ -138,6 +138,29 @@ def test_fast_segmenter_shapes_and_pretrained_encoder(bands, lite0):
             assert model(torch.randn(1, 4, 70, 90)).shape == (1, 3, 70, 90)
 
 
+@pytest.mark.parametrize("head", ["deeplabv3", "deeplabv3plus"])
+def test_fast_heads_share_the_encoder_and_keep_small_objects_resolvable(head, lite0):
+    model = build_segmenter("fast", num_classes=2, in_channels=3, head=head).eval()
+    assert (head == "deeplabv3plus") == hasattr(model.decoder, "block1")  # v3+'s stride-4 skip
+    assert torch.equal(model.encoder.model.conv_stem.weight, lite0["conv_stem.weight"])
+    # A bright 4 x 4 patch changes the logits where it is (full-resolution output, any head).
+    x = torch.zeros(1, 3, 64, 64)
+    y = x.clone()
+    y[..., 30:34, 30:34] = 5.0
+    with torch.no_grad():
+        diff = (model(y) - model(x)).abs().sum(1)[0]
+    assert diff.shape == (64, 64) and diff[32, 32] > 0
+
+
+def test_unknown_head_is_a_clear_error():
+    from jmlnet_geo.errors import OptionError
+
+    with pytest.raises(OptionError, match="deeplabv3 or deeplabv3plus"):
+        build_segmenter("fast", 2, 3, weights=None, head="unet")
+    with pytest.raises(OptionError, match="paper preset takes deeplabv3$"):
+        build_segmenter("paper", 2, 3, weights=None, head="deeplabv3plus")
+
+
 def test_fast_segmenter_from_scratch_says_so():
     model = build_segmenter("fast", num_classes=2, in_channels=3, weights=None)
     assert weights_info(model).from_scratch

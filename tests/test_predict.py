@@ -32,7 +32,12 @@ def make_bundle(path, bands=3, tile=64, resolution=0.5, seed=0):
         tile_size=tile,
         resolution=[resolution, resolution],
         crs_units="metre",
-        architecture={"preset": "fast", "num_classes": 3, "in_channels": bands},
+        architecture={
+            "segmenter": "deeplabv3plus",
+            "preset": "fast",
+            "num_classes": 3,
+            "in_channels": bands,
+        },
     )
     save_bundle(path, model.state_dict(), card)
     return path

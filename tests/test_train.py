@@ -125,6 +125,9 @@ def test_bad_training_inputs_are_one_clear_line(jmlgeo, tmp_path, tiny):
     )
     assert_one_line_error(jmlgeo(*train_args(tiny, out, "--loss", "dice")), "dice", "bmm")
     assert_one_line_error(jmlgeo(*train_args(tiny, out, "--preset", "huge")), "huge", "paper")
+    assert_one_line_error(jmlgeo(*train_args(tiny, out, "--head", "unet")), "unet", "deeplabv3")
+    paper_plus = train_args(tiny, out, "--preset", "paper", "--head", "deeplabv3plus")
+    assert_one_line_error(jmlgeo(*paper_plus), "deeplabv3plus", "paper")
     taus = ["--proposals", "detcam", "--tau-low", "0.9", "--tau-high", "0.5"]
     assert_one_line_error(jmlgeo(*train_args(tiny, out, *taus)), "--tau-low", "--tau-high")
     plane = write_boxes(tmp_path / "m.gpkg", [pixel_box(1, 1, 9, 9)], ["plane"])

@@ -54,7 +54,7 @@ BUNDLE_NAME = "model.safetensors"
 # Settings that change what each training stage learns (its fingerprint); how often it validates
 # or checkpoints, and how many loader workers it uses, do not.
 _STAGE1_KEYS = (
-    "preset", "weights", "tile_size", "batch_size", "lr", "momentum", "weight_decay",
+    "preset", "head", "weights", "tile_size", "batch_size", "lr", "momentum", "weight_decay",
     "poly_power", "stage1_steps", "stage1_proposal", "seed",
 )  # fmt: skip
 _STAGE2_KEYS = ("proposals", "loss", "stage2_steps", "stage2_lr_scale")
@@ -376,7 +376,8 @@ def _train_stage(
         val_every = min(seg.val_every, steps)
 
     weights_arg = None if init is not None else seg.weights
-    model = build_segmenter(seg.preset, len(names) + 1, scene_boxes[0].scene.count, weights_arg)
+    bands = scene_boxes[0].scene.count
+    model = build_segmenter(seg.preset, len(names) + 1, bands, weights_arg, head=seg.head)
     if init is not None:
         from safetensors.torch import load_file
 
@@ -486,7 +487,7 @@ def _write_bundle(path, run, scenes, scene_boxes, names, normalization, config, 
         resolution=list(first.res) if first.georeferenced else None,
         crs_units=(first.crs.linear_units if first.crs is not None else None),
         architecture={
-            "segmenter": "deeplabv3",
+            "segmenter": config.segmenter.head,
             "preset": config.segmenter.preset,
             "num_classes": len(names) + 1,
             "in_channels": first.count,
@@ -625,6 +626,13 @@ def _check_config(config: TrainConfig) -> list[str]:
     unknown = [p for p in wanted if p not in known]
     if unknown:
         raise OptionError(f"unknown proposal '{unknown[0]}'; choose from {', '.join(known[:-1])}")
+    from jmlnet_geo.models.segmenter import DEFAULT_HEADS, HEADS
+
+    if seg.head not in HEADS or (seg.preset == "paper" and seg.head != DEFAULT_HEADS["paper"]):
+        allowed = HEADS if seg.preset == "fast" else (DEFAULT_HEADS["paper"],)
+        raise OptionError(
+            f"--head {seg.head}: the {seg.preset} preset takes {' or '.join(allowed)}"
+        )
     if seg.loss not in LOSS_NAMES:
         raise OptionError(f"unknown loss '{seg.loss}'; choose from {', '.join(LOSS_NAMES)}")
     if any(p in DETECTOR_METHODS for p in wanted):
