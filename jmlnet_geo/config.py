@@ -3,8 +3,9 @@
 ``paper`` follows the JMLNet paper (section 3.1): DeepLab v3 ResNet-50, 512-pixel tiles, batch 20,
 SGD lr 0.007 with poly decay (power 0.9), CE on CAMCut for 50k iterations then a 10k-iteration
 finetune with BMM over {GrabCut, DetCAM, CAMCut}. ``fast`` keeps the method and shrinks the
-budget for CPUs: DeepLab v3 on an ImageNet-pretrained EfficientNet-Lite0 (offline weights), 256
-tiles, batch 8. A preset only sets defaults; every value can be overridden.
+budget for CPUs: DeepLab v3 (ASPP) with the v3+ stride-4 decoder on an ImageNet-pretrained
+EfficientNet-Lite0 (offline weights), 256 tiles, batch 8. A preset only sets defaults; every value
+can be overridden.
 """
 
 from __future__ import annotations
