@@ -18,6 +18,7 @@ band per class, background first) and ``<stem>.polygons.gpkg`` (see :mod:`jmlnet
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 import time
@@ -208,6 +209,7 @@ class Predictor:
     ) -> None:
         data = ScenesTiles([SceneTiles(scene)])
         sampler = GridTiles(data, tile, tile - overlap)
+        cache = gdal_cache_bytes(scene, tile)
         loader = torch.utils.data.DataLoader(
             data,
             sampler=sampler,
@@ -216,10 +218,12 @@ class Predictor:
             collate_fn=collate_tiles,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if options.loader_workers else None,
+            worker_init_fn=functools.partial(_limit_gdal_cache, cache),
         )
         total, done = len(sampler), 0
         buffer = _Blender(scene, self.card.num_classes, tile, overlap)
         with (
+            rasterio.Env(GDAL_CACHEMAX=cache),
             _writers(scene, self.card, classes_path, probs_path) as write,
             ThreadPoolExecutor(1) as writer,
         ):
@@ -274,6 +278,24 @@ class _Blender:
         self.weight[:-rows] = self.weight[rows:].copy()
         self.weight[-rows:] = 0
         self.top += rows
+
+
+def gdal_cache_bytes(scene: Scene, tile: int) -> int:
+    """GDAL block cache for streaming ``scene``: four rows of tiles across it, 32-512 MiB.
+
+    Windows move row by row, so a few rows of blocks are all the reads and strip writes reuse.
+    GDAL's default (5 % of the RAM) lets the cache, and the process, grow with the scene.
+    """
+    itemsize = np.dtype(scene.dtype).itemsize
+    need = 4 * tile * scene.width * scene.count * itemsize
+    return int(min(max(need, 32 * 2**20), 512 * 2**20))
+
+
+def _limit_gdal_cache(cache: int, worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: the reader worker's GDAL cache limit, in bytes."""
+    from rasterio.env import set_gdal_config
+
+    set_gdal_config("GDAL_CACHEMAX", cache)
 
 
 def _ramp(tile: int, overlap: int) -> np.ndarray:

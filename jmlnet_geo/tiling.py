@@ -41,7 +41,7 @@ from torchgeo.datasets import GeoDataset
 from torchgeo.samplers import GridGeoSampler, RandomGeoSampler, Units
 
 from jmlnet_geo.errors import InputFileError, display_path
-from jmlnet_geo.io.raster import Scene, open_dataset, read_window
+from jmlnet_geo.io.raster import Scene, open_dataset, read_padded, read_window
 from jmlnet_geo.io.vector import IGNORE, SceneBoxes
 
 #: A torchgeo query: (x slice, y slice, t slice) in a scene's tiling space.
@@ -129,10 +129,7 @@ class SceneTiles(GeoDataset):
         sample["boxes"] = torch.from_numpy(boxes)
         sample["labels"] = torch.from_numpy(labels)
         for name in self.extras:
-            with np.errstate(all="ignore"):
-                layer = self._dataset(name).read(
-                    1, window=window, boundless=True, fill_value=IGNORE
-                )
+            layer = read_padded(self._dataset(name), [1], window, IGNORE)[0]
             layer[~valid] = IGNORE
             sample[name] = torch.from_numpy(layer.astype(np.uint8))
         return sample

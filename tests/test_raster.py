@@ -108,3 +108,22 @@ def test_bad_scenes_raise_one_clear_error(tmp_path, case):
         "not_raster": "cannot be read",
         "rotated": "gdalwarp",
     }[case] in message
+
+
+@pytest.mark.parametrize("col, row", [(-40, -10), (50, 60), (90, -5), (-300, 10), (0, 0)])
+def test_read_padded_matches_a_boundless_read(tmp_path, col, row):
+    from jmlnet_geo.io.raster import read_padded
+
+    data = np.random.default_rng(1).integers(1, 250, (3, 100, 120), dtype=np.uint8)
+    data[:, :10, :10] = 0
+    path = write_scene(tmp_path / "s.tif", data, nodata=0)
+    window = Window(col, row, 64, 48)
+    with rasterio.open(path) as ds:
+        for masks, fill in ((False, 7), (True, 0)):
+            ours = read_padded(ds, [1, 2, 3], window, fill, masks=masks)
+            if masks:
+                theirs = ds.read_masks([1, 2, 3], window=window, boundless=True)
+            else:
+                theirs = ds.read([1, 2, 3], window=window, boundless=True, fill_value=fill)
+            assert ours.shape == (3, 48, 64) and ours.dtype == theirs.dtype
+            np.testing.assert_array_equal(ours, theirs)
