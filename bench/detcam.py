@@ -16,20 +16,29 @@ On NWPU VHR-10 train (``../shared/data``, COCO bbox -> boxes, polygons -> true m
 4. The tau_l sweep {0.05, 0.1, 0.15, 0.2, 0.3} of DetCAM and the tau_h sweep {0.6, 0.7, 0.8,
    0.9} of CAMCut: the analogues of the paper's Tables 2 and 3 (which score a DeepLab trained on
    the proposals, on iSAID; we score the proposals themselves).
+5. iSAID samples (the three images of ``../shared/data/isaid_devkit_samples``, boxes and truth
+   from ``bench.proposals.load_isaid``): a detector with the same budget trained on their boxes,
+   then DetCAM (tau_l 0.15) and CAMCut (tau_h 0.8) next to BOX, CRF and GrabCut for all their
+   boxes, scored like 3 (table 6). Written to its own marked section, ``detcam-isaid``, placed
+   right after the ``detcam`` section, so that ``--parts isaid`` can redo it alone.
 
 Commands, from the repository root::
 
     .venv/bin/python bench/detcam.py                      # full run: ~25 min on 2 shared cores
     .venv/bin/python bench/detcam.py --quick              # 20 images, 30 steps: a few minutes
     .venv/bin/python bench/detcam.py --work /tmp/detcam   # keep (and reuse) the detector
+    .venv/bin/python bench/detcam.py --parts isaid --work /tmp/detcam_isaid   # iSAID only
 
-Only a full run (not ``--quick``, not ``--no-update``) rewrites the ``detcam`` section of
-BENCHMARKS.md. Nothing is written when ``../shared/data`` is absent.
+``--parts`` picks ``nwpu`` (parts 1-4) and/or ``isaid`` (part 5); default both. Unless
+``--quick`` or ``--no-update``, each part run rewrites its own section of BENCHMARKS.md
+(``detcam`` for NWPU, ``detcam-isaid`` for iSAID) and leaves the other alone. A part whose data
+are absent from ``../shared/data`` is skipped with a message; nothing is written for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
 import math
 import os
@@ -43,6 +52,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import rasterio
@@ -52,8 +62,11 @@ from rasterio.errors import NotGeoreferencedWarning
 if __package__ in (None, ""):  # run as a file (python bench/detcam.py)
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
 
+from bench.proposals import load_isaid
 from bench.report import (
     REPO,
+    _locked,
+    _write_atomically,
     code_version,
     machine_description,
     markdown_table,
@@ -87,6 +100,10 @@ from jmlnet_geo.train.detector import (
 )
 
 SECTION = "detcam"
+#: The iSAID part's section, kept right after ``SECTION`` (``--parts isaid`` rewrites it alone).
+ISAID_SECTION = "detcam-isaid"
+PARTS = ("nwpu", "isaid")
+VERSIONS = ["torch", "torchvision", "lightning", "opencv-python-headless"]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 TAU_LOWS = (0.05, 0.1, 0.15, 0.2, 0.3)
 TAU_HIGHS = (0.6, 0.7, 0.8, 0.9)
@@ -107,6 +124,14 @@ def log(message: str) -> None:
 
 
 # --- data -------------------------------------------------------------------------------------
+
+
+class Truths(Protocol):
+    """A data set's class names and true masks (``Nwpu``, or ``bench.proposals.Dataset``)."""
+
+    class_names: tuple[str, ...]
+
+    def truth(self, scene: Scene) -> np.ndarray: ...
 
 
 @dataclass
@@ -170,7 +195,7 @@ class Score:
         return self.seconds / self.boxes if self.boxes else math.nan
 
 
-def score_folder(nwpu: Nwpu, scene_boxes: Sequence[SceneBoxes], out: Path, method: str) -> Score:
+def score_folder(nwpu: Truths, scene_boxes: Sequence[SceneBoxes], out: Path, method: str) -> Score:
     """Score the ``method`` rasters in ``out`` against the true masks."""
     k = len(nwpu.class_names) + 1
     score = Score(np.zeros((k, k), np.int64))
@@ -191,7 +216,7 @@ def score_folder(nwpu: Nwpu, scene_boxes: Sequence[SceneBoxes], out: Path, metho
 
 
 def paint_all(
-    nwpu: Nwpu, scene_boxes: Sequence[SceneBoxes], masks: dict[str, list], out: Path, method: str
+    nwpu: Truths, scene_boxes: Sequence[SceneBoxes], masks: dict[str, list], out: Path, method: str
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for sb in scene_boxes:
@@ -229,20 +254,27 @@ class Results:
         print(markdown, flush=True)
 
 
-def train(nwpu: Nwpu, images: Sequence[SceneBoxes], args, work: Path) -> tuple[Path, dict]:
+def train(
+    class_names: Sequence[str], images: Sequence[SceneBoxes], args, folder: Path, name: str
+) -> tuple[Path, dict]:
+    """Train (or reuse, when ``folder`` holds one of the same data and settings) the detector.
+
+    The one code path of both parts: the ``fast`` preset, ``args.steps`` x ``args.batch_size``
+    tiles of ``args.tile_size`` px, the default lr, seed 0, CPU. ``name`` labels the log lines.
+    """
     notes: list[str] = []
     last = [time.perf_counter()]
 
     def progress(done: int, total: int) -> None:
         if done % 25 == 0 or done == total:
-            log(f"detector: step {done}/{total} ({time.perf_counter() - last[0]:.0f} s)")
+            log(f"{name}: step {done}/{total} ({time.perf_counter() - last[0]:.0f} s)")
 
     start = time.perf_counter()
     path = train_detector(
         images,
-        nwpu.class_names,
+        class_names,
         scene_normalization([sb.scene for sb in images]),
-        work / "detector",
+        folder,
         steps=args.steps,
         batch_size=args.batch_size,
         tile_size=args.tile_size,
@@ -259,9 +291,44 @@ def train(nwpu: Nwpu, images: Sequence[SceneBoxes], args, work: Path) -> tuple[P
         "reused": reused,
         "seconds": card.training.get("seconds", wall) if reused else wall,
         "card": card,
+        "losses": loss_curve(folder),
     }
-    log(f"detector: {'reused' if reused else 'trained'}, {info['seconds'] / 60:.1f} min")
+    log(f"{name}: {'reused' if reused else 'trained'}, {info['seconds'] / 60:.1f} min")
     return path, info
+
+
+def loss_curve(folder: Path) -> list[float]:
+    """The training loss of each step, from Lightning's CSV log (empty when it is missing)."""
+    path = folder / "logs" / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [float(row["train_loss"]) for row in csv.DictReader(f) if row.get("train_loss")]
+
+
+def loss_text(losses: Sequence[float], window: int = 25) -> str:
+    """Mean loss of the first and last ``window`` steps (whether training made progress)."""
+    if len(losses) < 2 * window:
+        return "loss log unavailable"
+    first, last = float(np.mean(losses[:window])), float(np.mean(losses[-window:]))
+    return f"mean loss of the first {window} steps {first:.3f}, of the last {window} {last:.3f}"
+
+
+def budget_text(info: dict, threads: int) -> str:
+    """The detector's training budget, time and loss, for the report."""
+    training = info["card"].training
+    return (
+        f"fast preset (EfficientNet-Lite0 ImageNet + FPN), {training['steps']} steps x "
+        f"{training['batch_size']} tiles of {training['tile_size']} px, {training['optimizer']} "
+        f"lr {training['lr']:g}, {training['rois_per_tile']} RoIs per tile, stem frozen, CPU "
+        f"{threads} thread: {info['seconds'] / 60:.1f} min"
+        + (
+            " (trained by an earlier run with the same data and settings; reused)"
+            if info["reused"]
+            else ""
+        )
+        + f", final loss {training['final_loss']:.3f} ({loss_text(info['losses'])})"
+    )
 
 
 def part_map(nwpu: Nwpu, detector: Path, heldout, fit, results: Results) -> None:
@@ -312,7 +379,7 @@ def detcam_heats(detector: Path, images: Sequence[SceneBoxes]) -> tuple[dict, di
     return heats, seconds, time.perf_counter() - start
 
 
-def ranking_auc(nwpu: Nwpu, images: Sequence[SceneBoxes], heats: dict) -> tuple[float, dict]:
+def ranking_auc(nwpu: Truths, images: Sequence[SceneBoxes], heats: dict) -> tuple[float, dict]:
     """How well DetCAM orders a box's pixels: AUC of object vs background pixels inside it.
 
     0.5 is chance, 1.0 every object pixel above every background pixel. Boxes that are all
@@ -343,7 +410,7 @@ def ranking_auc(nwpu: Nwpu, images: Sequence[SceneBoxes], heats: dict) -> tuple[
     return mean, {k: float(np.mean(v)) for k, v in sorted(per_class.items())}
 
 
-def classic(nwpu: Nwpu, images, out: Path, methods, workers: int) -> dict[str, Score]:
+def classic(nwpu: Truths, images, out: Path, methods, workers: int) -> dict[str, Score]:
     shutil.rmtree(out, ignore_errors=True)
     summaries = write_proposals(images, nwpu.class_names, methods, out, workers=workers)
     found = {}
@@ -356,7 +423,7 @@ def classic(nwpu: Nwpu, images, out: Path, methods, workers: int) -> dict[str, S
 
 
 def detector_methods(
-    nwpu: Nwpu, images, heats, seconds, out: Path, tau_lows, tau_highs
+    nwpu: Truths, images, heats, seconds, out: Path, tau_lows, tau_highs
 ) -> tuple[dict[float, Score], dict[float, Score]]:
     """DetCAM at each tau_l and CAMCut (tau_l 0.15) at each tau_h, from the same DetCAM."""
     low, high = {}, {}
@@ -463,17 +530,36 @@ def reading(found, held, low, high, auc, training) -> str:
 # --- main -------------------------------------------------------------------------------------
 
 
+def parse_parts(text: str) -> tuple[str, ...]:
+    parts = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(
+            f"parts {text!r}: give a comma-separated list of {', '.join(PARTS)}"
+        )
+    return parts
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Benchmark DetCAM / CAMCut proposals on NWPU VHR-10 (CPU fast preset).",
+        description="Benchmark DetCAM / CAMCut proposals on NWPU VHR-10 and the iSAID samples "
+        "(CPU fast preset).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
     parser.add_argument(
         "--work", type=Path, help="Folder for the detector and rasters, kept (default: temporary)."
     )
+    parser.add_argument(
+        "--parts",
+        type=parse_parts,
+        default=PARTS,
+        help="Comma-separated parts to run: nwpu (NWPU VHR-10, tables 1-5), isaid (the iSAID "
+        "samples, table 6); "
+        "each updates only its own section of the output.",
+    )
     parser.add_argument("--quick", action="store_true", help="20 images, 30 steps, short sweeps.")
-    parser.add_argument("--limit", type=int, help="Only the first N training images.")
+    parser.add_argument("--limit", type=int, help="Only the first N NWPU training images.")
     parser.add_argument("--heldout", type=int, default=30, help="Held-out images.")
     parser.add_argument("--fit-images", type=int, default=20, help="Training images for fit mAP.")
     parser.add_argument("--steps", type=int, default=300, help="Detector training steps.")
@@ -494,75 +580,58 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    if not (args.data / "nwpu_vhr10_train").is_dir():
-        print(f"skipped: {args.data} lacks nwpu_vhr10_train (the shared dev data)")
-        return 0
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
-    warnings.filterwarnings("ignore", message=".*no georeferencing.*")
-    warnings.filterwarnings("ignore", message=".*dropped .* box.*")
-    command = shlex.join(["python", *_relative_argv()])
-    machine = machine_description()
-    load_start = load_text()
+def run_nwpu(args: argparse.Namespace, work: Path, command: str, machine: str) -> str:
+    """Parts 1-4 on NWPU VHR-10: print the tables, return the ``detcam`` section."""
+    part_start, load_start = time.perf_counter(), load_text()
     started = dt.datetime.now(dt.UTC)
-    keep = args.work is not None
-    work = args.work or Path(tempfile.mkdtemp(prefix="jmlgeo-bench-detcam-"))
-    work.mkdir(parents=True, exist_ok=True)
-    log(f"work folder {work}")
     results = Results()
     timings = []
-    try:
-        nwpu = load_nwpu(args.data, work)
-        images = nwpu.scene_boxes[::5][: args.limit]
-        heldout = nwpu.scene_boxes[2::10][: args.heldout]
-        n_train = sum(len(sb) for sb in images)
-        n_held = sum(len(sb) for sb in heldout)
-        log(f"train: {len(images)} images, {n_train} boxes; held-out {len(heldout)}, {n_held}")
+    nwpu = load_nwpu(args.data, work)
+    images = nwpu.scene_boxes[::5][: args.limit]
+    heldout = nwpu.scene_boxes[2::10][: args.heldout]
+    n_train = sum(len(sb) for sb in images)
+    n_held = sum(len(sb) for sb in heldout)
+    log(f"train: {len(images)} images, {n_train} boxes; held-out {len(heldout)}, {n_held}")
 
-        t0 = time.perf_counter()
-        detector, info = train(nwpu, images, args, work)
-        timings.append(f"detector {(time.perf_counter() - t0) / 60:.1f}")
+    t0 = time.perf_counter()
+    detector, info = train(nwpu.class_names, images, args, work / "detector", "detector")
+    timings.append(f"detector {(time.perf_counter() - t0) / 60:.1f}")
 
-        t0 = time.perf_counter()
-        part_map(nwpu, detector, heldout, images[: args.fit_images], results)
-        timings.append(f"mAP {(time.perf_counter() - t0) / 60:.1f}")
+    t0 = time.perf_counter()
+    part_map(nwpu, detector, heldout, images[: args.fit_images], results)
+    timings.append(f"mAP {(time.perf_counter() - t0) / 60:.1f}")
 
-        t0 = time.perf_counter()
-        heats, seconds, detcam_wall = detcam_heats(detector, images)
-        zero = sum(int(h.max() == 0) for hs in heats.values() for h in hs)
-        shrunk = sum(
-            sum(f < 1 for f in shrink_factor(pixel_boxes(sb), sb.scene, DetCAMOptions()))
-            for sb in images
-        )
-        auc, auc_by_class = ranking_auc(nwpu, images, heats)
-        log(f"DetCAM: {detcam_wall:.0f} s for {n_train} boxes; {zero} maps all 0; AUC {auc:.3f}")
-        low, high = detector_methods(
-            nwpu, images, heats, seconds, work / "train", args.tau_lows, args.tau_highs
-        )
-        timings.append(f"DetCAM/CAMCut {(time.perf_counter() - t0) / 60:.1f}")
+    t0 = time.perf_counter()
+    heats, seconds, detcam_wall = detcam_heats(detector, images)
+    zero = sum(int(h.max() == 0) for hs in heats.values() for h in hs)
+    shrunk = sum(
+        sum(f < 1 for f in shrink_factor(pixel_boxes(sb), sb.scene, DetCAMOptions()))
+        for sb in images
+    )
+    auc, auc_by_class = ranking_auc(nwpu, images, heats)
+    log(f"DetCAM: {detcam_wall:.0f} s for {n_train} boxes; {zero} maps all 0; AUC {auc:.3f}")
+    low, high = detector_methods(
+        nwpu, images, heats, seconds, work / "train", args.tau_lows, args.tau_highs
+    )
+    timings.append(f"DetCAM/CAMCut {(time.perf_counter() - t0) / 60:.1f}")
 
-        t0 = time.perf_counter()
-        base = classic(nwpu, images, work / "train" / "classic", ["box", "crf", "grabcut"], 2)
-        timings.append(f"BOX/CRF/GrabCut {(time.perf_counter() - t0) / 60:.1f}")
-        found = {**base, "detcam": low[TAU_LOW], "camcut": high[TAU_HIGH]}
+    t0 = time.perf_counter()
+    base = classic(nwpu, images, work / "train" / "classic", ["box", "crf", "grabcut"], 2)
+    timings.append(f"BOX/CRF/GrabCut {(time.perf_counter() - t0) / 60:.1f}")
+    found = {**base, "detcam": low[TAU_LOW], "camcut": high[TAU_HIGH]}
 
-        t0 = time.perf_counter()
-        held = classic(nwpu, heldout, work / "heldout", ["box", "grabcut"], args.workers)
-        summaries = write_detector_proposals(
-            heldout, nwpu.class_names, ["detcam", "camcut"], work / "heldout", detector,
-            device="cpu",
-        )  # fmt: skip
-        for m in ("detcam", "camcut"):
-            score = score_folder(nwpu, heldout, work / "heldout", m)
-            score.fallbacks = sum(s.methods[m].fallbacks for s in summaries)
-            score.seconds = sum(s.methods[m].seconds for s in summaries)
-            held[m] = score
-        timings.append(f"held-out {(time.perf_counter() - t0) / 60:.1f}")
-    finally:
-        if not keep:
-            shutil.rmtree(work, ignore_errors=True)
+    t0 = time.perf_counter()
+    held = classic(nwpu, heldout, work / "heldout", ["box", "grabcut"], args.workers)
+    summaries = write_detector_proposals(
+        heldout, nwpu.class_names, ["detcam", "camcut"], work / "heldout", detector,
+        device="cpu",
+    )  # fmt: skip
+    for m in ("detcam", "camcut"):
+        score = score_folder(nwpu, heldout, work / "heldout", m)
+        score.fallbacks = sum(s.methods[m].fallbacks for s in summaries)
+        score.seconds = sum(s.methods[m].seconds for s in summaries)
+        held[m] = score
+    timings.append(f"held-out {(time.perf_counter() - t0) / 60:.1f}")
 
     results.add(
         f"### 2. Proposal quality on the training images ({len(images)} images, {n_train} "
@@ -650,17 +719,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({pct(low[best_low].miou)} mIoU; paper: 0.15), CAMCut at tau_h {best_high:g} "
         f"({pct(high[best_high].miou)}; paper: 0.8)."
     )
-    runtime = time.perf_counter() - _START
+    runtime = time.perf_counter() - part_start
     training = info["card"].training
-    reused = bool(info["reused"])
-    budget = (
-        f"fast preset (EfficientNet-Lite0 ImageNet + FPN), {training['steps']} steps x "
-        f"{training['batch_size']} tiles of {training['tile_size']} px, {training['optimizer']} "
-        f"lr {training['lr']:g}, {training['rois_per_tile']} RoIs per tile, stem frozen, CPU "
-        f"{args.threads} thread: {info['seconds'] / 60:.1f} min"
-        + (" (trained by an earlier run with the same data and settings; reused)" if reused else "")
-        + f", final loss {training['final_loss']:.3f}"
-    )
+    budget = budget_text(info, args.threads)
     auc_text = ", ".join(f"{k} {v:.2f}" for k, v in auc_by_class.items())
     results.findings.append(
         f"DetCAM's ranking of pixels inside the training boxes (object above background): AUC "
@@ -668,11 +729,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     results.findings.append(reading(found, held, low, high, auc, training))
     findings = "\n".join(f"- {f}" for f in results.findings)
-    print(f"\nFindings:\n{findings}\n\nRuntime {runtime / 60:.1f} min", flush=True)
-    if args.no_update or args.quick:
-        log(f"{args.output} not updated (--no-update or --quick)")
-        return 0
-    versions = package_versions(["torch", "torchvision", "lightning", "opencv-python-headless"])
+    print(f"\nFindings (NWPU):\n{findings}\n\nRuntime {runtime / 60:.1f} min", flush=True)
+    versions = package_versions(VERSIONS)
     section = "\n\n".join(
         [
             "## DetCAM and CAMCut vs BOX, CRF, GrabCut (`bench/detcam.py`)",
@@ -691,8 +749,182 @@ def main(argv: Sequence[str] | None = None) -> int:
             *results.blocks,
         ]
     )
-    path = update_section(SECTION, section, args.output)
-    log(f"updated {path}")
+    return section
+
+
+def run_isaid(args: argparse.Namespace, work: Path, command: str, machine: str) -> str:
+    """Part 5 on the three iSAID samples: print the table, return the ``detcam-isaid`` section.
+
+    Same detector budget and code path as the NWPU part (:func:`train`), trained on the boxes of
+    the three images; DetCAM/CAMCut at the defaults and BOX/CRF/GrabCut for all their boxes,
+    scored like the NWPU training images (:func:`score_folder`).
+    """
+    part_start, load_start = time.perf_counter(), load_text()
+    started = dt.datetime.now(dt.UTC)
+    folder = work / "isaid"
+    folder.mkdir(parents=True, exist_ok=True)
+    timings = []
+    isaid = load_isaid(args.data, folder)
+    images = isaid.scene_boxes
+    n_boxes = isaid.boxes
+    per_class = np.bincount(
+        np.concatenate([sb.class_ids for sb in images]).astype(np.int64),
+        minlength=len(isaid.class_names) + 1,
+    )
+    counts = ", ".join(
+        f"{name} {per_class[i]}" for i, name in enumerate(isaid.class_names, start=1)
+    )
+    names = ", ".join(Path(sb.scene.path).stem for sb in images)
+    log(f"iSAID: {len(images)} images ({names}), {n_boxes} boxes ({counts})")
+
+    t0 = time.perf_counter()
+    detector, info = train(isaid.class_names, images, args, folder / "detector", "iSAID detector")
+    timings.append(f"detector {(time.perf_counter() - t0) / 60:.1f}")
+
+    t0 = time.perf_counter()
+    model, card = load_detector(detector)
+    detections = [detect_scene(model, card, sb.scene) for sb in images]
+    fit = mean_average_precision(
+        detections, [(sb.xyxy, sb.class_ids) for sb in images], card.num_classes
+    )
+    del model
+    fit_text = ", ".join(
+        f"{name} {pct(fit['ap'][i])}" for i, name in enumerate(card.classes, start=1)
+    )
+    log(f"iSAID fit mAP@0.5: {pct(fit['map'])} ({fit_text})")
+    timings.append(f"mAP {(time.perf_counter() - t0) / 60:.1f}")
+
+    t0 = time.perf_counter()
+    heats, seconds, detcam_wall = detcam_heats(detector, images)
+    zero = sum(int(h.max() == 0) for hs in heats.values() for h in hs)
+    shrunk = sum(
+        sum(f < 1 for f in shrink_factor(pixel_boxes(sb), sb.scene, DetCAMOptions()))
+        for sb in images
+    )
+    auc, auc_by_class = ranking_auc(isaid, images, heats)
+    log(f"iSAID DetCAM: {detcam_wall:.0f} s for {n_boxes} boxes; {zero} maps all 0; AUC {auc:.3f}")
+    low, high = detector_methods(
+        isaid, images, heats, seconds, folder / "proposals", (TAU_LOW,), (TAU_HIGH,)
+    )
+    timings.append(f"DetCAM/CAMCut {(time.perf_counter() - t0) / 60:.1f}")
+
+    t0 = time.perf_counter()
+    base = classic(
+        isaid, images, folder / "proposals" / "classic", ["box", "crf", "grabcut"], args.workers
+    )
+    timings.append(f"BOX/CRF/GrabCut {(time.perf_counter() - t0) / 60:.1f}")
+    found = {**base, "detcam": low[TAU_LOW], "camcut": high[TAU_HIGH]}
+
+    runtime = time.perf_counter() - part_start
+    auc_text = ", ".join(f"{k} {v:.2f}" for k, v in auc_by_class.items())
+    box = found["box"].miou
+    box_vs, detcam_vs, camcut_vs = (
+        100 * (box - found["grabcut"].miou),
+        100 * (found["detcam"].miou - box),
+        100 * (found["camcut"].miou - box),
+    )
+    finding = (
+        f"iSAID samples (detector trained on them): {verdict(found)} (mIoU points; DetCAM "
+        f"{pct(found['detcam'].miou)}, CAMCut {pct(found['camcut'].miou)}, GrabCut "
+        f"{pct(found['grabcut'].miou)}). The filled box alone scores {pct(box)} ({box_vs:+.1f} "
+        f"vs GrabCut), DetCAM {detcam_vs:+.1f} and CAMCut {camcut_vs:+.1f} vs BOX; "
+        f"{share(found['detcam'].fallbacks, n_boxes)} DetCAM boxes fell back to the box; "
+        f"detector fit mAP@0.5 {pct(fit['map'])}, DetCAM ranking AUC {auc:.2f}."
+    )
+    table = markdown_table(QUALITY_HEADER, quality_rows(found), align="lrrrrr")
+    block = (
+        f"### 6. iSAID samples ({len(images)} images, {n_boxes} boxes; detector trained on these "
+        "images)\n\n"
+        f"- Command: `{command}` (from the repository root)\n"
+        f"- Machine: {machine}\n"
+        f"- Load average: {load_start} at the start, {load_text()} at the end\n"
+        f"- Packages: {package_versions(VERSIONS)}; code {code_version()}\n"
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC; runtime {runtime / 60:.1f} min "
+        f"({', '.join(timings)} min)\n"
+        f"- Data: ../shared/data/isaid_devkit_samples, {names} (DOTA RGB PNG; boxes: the tight "
+        "box of each instance id, truth: the semantic masks, both from "
+        f"`bench.proposals.load_isaid`): {counts} boxes\n"
+        f"- Detector, trained on the boxes of these three images with the NWPU part's budget: "
+        f"{budget_text(info, args.threads)}; mAP@0.5 on the same images (fit): "
+        f"{pct(fit['map'])} ({fit_text})\n"
+        f"- DetCAM: {zero} of {n_boxes} maps all 0, {shrunk} boxes on a shrunk window; ranking "
+        f"of the pixels inside the boxes (object above background): AUC {auc:.3f} "
+        f"({auc_text})\n\n"
+        "Scored as in 2 (DetCAM = D_l at tau_l 0.15, CAMCut = tau_l 0.15, tau_h 0.8; BOX, CRF "
+        "and GrabCut with their defaults; mIoU over the classes present, background included). "
+        f"ms/box: BOX/CRF/GrabCut per process ({args.workers} workers), DetCAM one process "
+        f"({args.threads} torch thread), CAMCut = DetCAM + its GrabCut.\n\n"
+        + table
+        + "\nFinding:\n\n- "
+        + finding
+    )
+    print(block, flush=True)
+    print(f"\nRuntime (iSAID) {runtime / 60:.1f} min", flush=True)
+    return block
+
+
+def place_after(name: str, after: str, output: str | os.PathLike[str]) -> None:
+    """Put an empty ``name`` section right after section ``after``'s end marker, if absent.
+
+    ``update_section`` appends a new section at the end of the file; this keeps the iSAID part
+    next to the NWPU part it belongs to. Nothing happens when the file, the anchor or the
+    section's markers make that ambiguous (``update_section`` then appends or replaces).
+    """
+    target = Path(output)
+    if not target.is_absolute():
+        target = REPO / target
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    anchor = f"<!-- bench:{after}:end -->"
+    if not target.exists():
+        return
+    with _locked(target):
+        text = target.read_text(encoding="utf-8")
+        if start in text or end in text or text.count(anchor) != 1:
+            return
+        head, tail = text.split(anchor, 1)
+        _write_atomically(target, f"{head}{anchor}\n\n{start}\n{end}{tail}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    needs = {"nwpu": "nwpu_vhr10_train", "isaid": "isaid_devkit_samples"}
+    parts = []
+    for part in args.parts:
+        if (args.data / needs[part]).is_dir():
+            parts.append(part)
+        else:
+            print(f"skipped the {part} part: {args.data} lacks {needs[part]} (the shared dev data)")
+    if not parts:
+        return 0
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+    warnings.filterwarnings("ignore", message=".*no georeferencing.*")
+    warnings.filterwarnings("ignore", message=".*dropped .* box.*")
+    warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")  # iSAID box layer
+    command = shlex.join(["python", *_relative_argv()])
+    machine = machine_description()
+    keep = args.work is not None
+    work = args.work or Path(tempfile.mkdtemp(prefix="jmlgeo-bench-detcam-"))
+    work.mkdir(parents=True, exist_ok=True)
+    log(f"work folder {work}")
+    try:
+        for part in parts:
+            if part == "nwpu":
+                section = run_nwpu(args, work, command, machine)
+                name = SECTION
+            else:
+                section = run_isaid(args, work, command, machine)
+                name = ISAID_SECTION
+            if args.no_update or args.quick:
+                log(f"{args.output} not updated (--no-update or --quick)")
+                continue
+            if name == ISAID_SECTION:
+                place_after(ISAID_SECTION, SECTION, args.output)
+            path = update_section(name, section, args.output)
+            log(f"updated section {name} of {path}")
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
