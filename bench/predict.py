@@ -1,0 +1,1004 @@
+"""Benchmark of streaming sliding-window prediction (``jmlgeo predict``, issue 6).
+
+Three measurements, printed as Markdown tables and written to the ``predict`` section of
+BENCHMARKS.md (with the command, the machine, the load average and the date):
+
+1. Throughput on one synthetic uint8 3-band scene (4096 x 4096; 2048 with ``--quick``), tile 256,
+   batch 8, a randomly initialised ``fast`` preset bundle, CPU, side by side in one process:
+
+   (a) the bare model forward on every tile of the scene's grid, normalised tensors made in memory
+       beforehand (no I/O, no blending): the limit;
+   (b) the usual torchgeo recipe: ``RasterDataset`` + ``GridGeoSampler`` + ``DataLoader`` (one
+       worker, ``stack_samples``) + forward + argmax tiles stitched into an in-memory uint8 array
+       (no blending; the last tiles reach past the far edges as torchgeo makes them) + one
+       rasterio write (tiled, DEFLATE) at the end;
+   (c) our ``Predictor.predict`` (default options: overlap tile/4, one reader worker, COG with
+       overviews), and the same with overlap 0, whose windows are exactly those of (a) and (b).
+
+   Each variant runs ``--repeats`` times (3; 1 with ``--quick``), interleaved, the order reversed
+   every other run; the shortest run counts. "Scene Mpx/s" is the scene's pixels over the wall
+   time; "forwarded Mpx/s" counts the pixels of every window, so it grows with the overlap. The
+   CPU time (user + system, the process and its reader worker) of each run is reported too, with
+   ratios per CPU second: on a machine shared with other jobs the wall-clock ratios favour the
+   variants with more runnable threads. Ours also gets a time breakdown (forward, blending, strip
+   writes in the writer thread, the COG copy).
+2. Peak memory: a fresh subprocess runs only the prediction (default options) on synthetic scenes
+   of 2048², 8192² and 20000² pixels (2048² and 4096² with ``--quick``), written tiled and DEFLATE
+   compressed, strip by strip, to the work folder. Reported: the process's max RSS
+   (``getrusage``), its reader worker's max RSS, and the whole process tree's peak RSS and PSS
+   sampled every 0.2 s from /proc (PSS counts pages shared by the forked worker once). The torchgeo
+   recipe (b) is measured the same way at the smaller sizes for contrast.
+3. Seams: a trained bundle predicts a scene, then a copy of the scene cropped by half the stride
+   (tile - overlap) at the top and left, so every window border moves as far as it can relative to
+   the content; the fraction of pixels whose class agrees on the common area, with overlap 0, the
+   default overlap tile/4 and overlap tile/2, the median margin between the two most probable
+   classes at differing and agreeing pixels, and the agreement with one window covering the whole
+   scene (no tiling at all). Scenes:
+   ``sample_data/scene.tif`` (the domain the bundle was trained on) and the real iSAID image
+   ``../shared/data/isaid_devkit_samples/val/images/P0003.png`` when present. The bundle is
+   ``/tmp/demo1/model.safetensors`` when it exists (``--trained``), else one trained here with
+   ``jmlgeo train sample_data/scene.tif --boxes sample_data/boxes.gpkg --stage1-steps 60
+   --stage2-steps 30`` (5 to 25 minutes on 2 busy cores).
+
+Commands, from the repository root::
+
+    .venv/bin/python bench/predict.py            # full run: 2-3 h on 2 busy CPU cores (the
+                                                 # 20000² prediction alone 1-1.5 h)
+    .venv/bin/python bench/predict.py --quick    # 2048² throughput, 2048²/4096² memory: ~10 min
+                                                 # (plus the training when there is no bundle)
+    .venv/bin/python bench/predict.py --parts throughput --no-update   # one part, print only
+    .venv/bin/python bench/predict.py --work /tmp/predict-bench   # keep (and reuse) the scenes
+
+Only a run of all three parts updates BENCHMARKS.md. Scenes and outputs go to ``--work`` (default:
+a temporary folder under /tmp, deleted at the end); nothing is written inside the repository but
+BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+if __package__ in (None, ""):  # run as a file (python bench/predict.py)
+    sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
+
+from bench.report import (
+    REPO,
+    code_version,
+    machine_description,
+    markdown_table,
+    package_versions,
+    update_section,
+)
+
+SECTION = "predict"
+PARTS = ("throughput", "memory", "seams")
+CLASSES = ["building", "storage_tank", "vehicle"]
+COLOURS = [[230, 159, 0], [86, 180, 233], [0, 158, 115]]
+TRAINED = Path("/tmp/demo1/model.safetensors")
+ISAID_IMAGE = REPO.parent / "shared" / "data" / "isaid_devkit_samples" / "val" / "images"
+ISAID_IMAGE = ISAID_IMAGE / "P0003.png"
+PIXEL = 0.5  # metres; the synthetic scenes and the random bundle agree on it
+TRAIN_ARGS = ["--stage1-steps", "60", "--stage2-steps", "30", "--progress", "none"]
+
+#: Targets of issue 6.
+TARGET_OF_BARE = 0.9
+TARGET_FLAT = 1.2
+TARGET_MEMORY_GB = 1.5
+TARGET_AGREEMENT = 0.995
+
+_START = time.perf_counter()
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so that stdout holds the tables only."""
+    print(f"[{time.perf_counter() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def load_text() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} (1 min), {five:.2f} (5 min)"
+
+
+@dataclass
+class Results:
+    """Markdown blocks, one-line findings and the time of each part, in order."""
+
+    blocks: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+    timings: list[str] = field(default_factory=list)
+
+    def add(self, markdown: str) -> None:
+        self.blocks.append(markdown)
+        print(markdown, flush=True)
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+def synthetic_scene(path: Path, side: int, strip: int = 512) -> Path:
+    """A uint8 RGB GeoTIFF (tiled 256, DEFLATE) of ``side``² pixels, written strip by strip.
+
+    Smooth shading, noise and bright squares on a lattice (something for the model to see). The
+    content of a pixel depends on its position only, not on the strip height; the file is reused
+    when it already exists with the right size.
+    """
+    if path.exists():
+        with rasterio.open(path) as ds:
+            if (ds.width, ds.height, ds.count) == (side, side, 3):
+                return path
+    profile = {
+        "driver": "GTiff",
+        "width": side,
+        "height": side,
+        "count": 3,
+        "dtype": "uint8",
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "interleave": "pixel",
+        "photometric": "RGB",
+        "crs": "EPSG:32633",
+        "transform": from_origin(431200.0, 5052800.0, PIXEL, PIXEL),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    start = time.perf_counter()
+    xs = np.arange(side)
+    shade_x = np.sin(xs / 37.0).astype(np.float32)
+    in_x = (xs % 64) < 24
+    with rasterio.open(tmp, "w", **profile) as ds:
+        for row in range(0, side, strip):
+            height = min(strip, side - row)
+            ys = np.arange(row, row + height)
+            shade = 110 + 40 * np.cos(ys / 53.0).astype(np.float32)[:, None] * shade_x[None, :]
+            square = ((xs // 64)[None, :] + 7 * (ys // 64)[:, None]) % 5 == 0
+            square &= in_x[None, :] & ((ys % 64) < 24)[:, None]
+            noise = np.random.default_rng([side, row]).integers(0, 24, (3, height, side), np.uint8)
+            bands = np.empty((3, height, side), np.uint8)
+            for band in range(3):
+                value = shade + 12 * band + 90 * square * (band != 1)
+                bands[band] = np.clip(value, 1, 230).astype(np.uint8) + noise[band]
+            ds.write(bands, window=Window(0, row, side, height))
+    os.replace(tmp, path)
+    log(f"wrote {path.name} ({side}² px) in {time.perf_counter() - start:.0f} s")
+    return path
+
+
+def random_bundle(path: Path, tile: int) -> Path:
+    """A randomly initialised ``fast`` segmenter as a bundle (3 bands, 3 classes)."""
+    import torch
+
+    from jmlnet_geo.bundle import ModelCard, save_bundle
+    from jmlnet_geo.models.segmenter import build_segmenter
+
+    torch.manual_seed(0)
+    model = build_segmenter("fast", len(CLASSES) + 1, 3, weights=None)
+    card = ModelCard(
+        classes=list(CLASSES),
+        colours=[list(c) for c in COLOURS],
+        bands=3,
+        band_names=["red", "green", "blue"],
+        normalization={"mean": [110.0, 120.0, 110.0], "std": [40.0] * 3},
+        tile_size=tile,
+        resolution=[PIXEL, PIXEL],
+        crs_units="metre",
+        architecture={
+            "segmenter": "deeplabv3plus",
+            "preset": "fast",
+            "num_classes": len(CLASSES) + 1,
+            "in_channels": 3,
+        },
+    )
+    save_bundle(path, model.state_dict(), card)
+    return path
+
+
+def trained_bundle(args: argparse.Namespace, work: Path) -> tuple[Path, str]:
+    """The lead's demo bundle when present, else one trained here; and how it was obtained."""
+    if args.trained.exists():
+        note = (
+            " (the demo bundle, trained on sample_data/scene.tif)"
+            if args.trained == TRAINED
+            else ""
+        )
+        return args.trained, f"`{args.trained}`{note}"
+    run = work / "trained"
+    bundle = run / "model.safetensors"
+    command = [
+        os.fspath(Path(sys.executable).with_name("jmlgeo")),
+        "train",
+        os.fspath(REPO / "sample_data" / "scene.tif"),
+        "--boxes",
+        os.fspath(REPO / "sample_data" / "boxes.gpkg"),
+        "--out",
+        os.fspath(run),
+        *TRAIN_ARGS,
+    ]
+    if not bundle.exists():
+        log(f"no {args.trained}: training one ({shlex.join(command[1:])})")
+        start = time.perf_counter()
+        subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+        log(f"trained in {time.perf_counter() - start:.0f} s")
+    shown = shlex.join(
+        ["jmlgeo", "train", "sample_data/scene.tif", "--boxes", "sample_data/boxes.gpkg"]
+        + TRAIN_ARGS
+    )
+    return bundle, f"trained here: `{shown}`"
+
+
+# --- part 1: throughput -----------------------------------------------------------------------
+
+
+@dataclass
+class Stats:
+    """Seconds spent in the phases of one of our predictions (perf_counter wrappers)."""
+
+    forward: float = 0.0
+    blend: float = 0.0
+    write: float = 0.0
+    cog: float = 0.0
+
+
+@contextlib.contextmanager
+def instrumented(stats: Stats) -> Iterator[type]:
+    """A Predictor subclass timing the forward pass, and module patches timing blending, strip
+    writes and the COG copy; behaviour is unchanged. Restores the module on exit.
+    """
+    import jmlnet_geo.predict as predict_module
+
+    class TimedPredictor(predict_module.Predictor):
+        def logits(self, image, valid, tta=False):
+            start = time.perf_counter()
+            out = super().logits(image, valid, tta)
+            stats.forward += time.perf_counter() - start
+            return out
+
+    class TimedBlender(predict_module._Blender):
+        def add(self, window, logits):
+            start = time.perf_counter()
+            strips = list(super().add(window, logits))
+            stats.blend += time.perf_counter() - start
+            yield from strips
+
+        def finish(self):
+            start = time.perf_counter()
+            strips = list(super().finish())
+            stats.blend += time.perf_counter() - start
+            yield from strips
+
+    original_writers, original_cog = predict_module._writers, predict_module.copy_to_cog
+    original_blender = predict_module._Blender
+
+    @contextlib.contextmanager
+    def timed_writers(*args, **kwargs):
+        with original_writers(*args, **kwargs) as write:
+
+            def timed_write(item):
+                start = time.perf_counter()
+                write(item)
+                stats.write += time.perf_counter() - start
+
+            yield timed_write
+
+    def timed_cog(src, dst):
+        start = time.perf_counter()
+        original_cog(src, dst)
+        stats.cog += time.perf_counter() - start
+
+    predict_module._writers, predict_module.copy_to_cog = timed_writers, timed_cog
+    predict_module._Blender = TimedBlender
+    try:
+        yield TimedPredictor
+    finally:
+        predict_module._writers, predict_module.copy_to_cog = original_writers, original_cog
+        predict_module._Blender = original_blender
+
+
+def grid_windows(side: int, tile: int, stride: int) -> list[tuple[int, int]]:
+    """(col, row) of our snapped grid over a square scene (as :mod:`jmlnet_geo.tiling`)."""
+    from jmlnet_geo.tiling import _offsets
+
+    offsets = [round(o) for o in _offsets(float(side), float(tile), float(stride))]
+    return [(col, row) for row in offsets for col in offsets]
+
+
+def bare_batches(scene_path: Path, predictor, tile: int, batch_size: int) -> list:
+    """Normalised float32 batches of every window of the overlap-0 grid, made beforehand."""
+    import torch
+
+    with rasterio.open(scene_path) as ds:
+        image = ds.read()
+    side = image.shape[1]
+    tiles = [image[:, r : r + tile, c : c + tile] for c, r in grid_windows(side, tile, tile)]
+    batches = []
+    for i in range(0, len(tiles), batch_size):
+        raw = torch.from_numpy(np.stack(tiles[i : i + batch_size]).astype(np.float32))
+        batches.append(predictor.normalization.apply(raw))
+    return batches
+
+
+def run_bare(model, batches) -> float:
+    import torch
+
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for x in batches:
+            model(x)
+    return time.perf_counter() - start
+
+
+def run_recipe(
+    model, normalization, scene_path: Path, out_path: Path, tile: int, batch_size: int
+) -> tuple[float, float]:
+    """The usual torchgeo recipe (see the module docstring); (seconds, forward seconds)."""
+    import torch
+    from torch.utils.data import DataLoader
+    from torchgeo.datasets import RasterDataset, stack_samples
+    from torchgeo.samplers import GridGeoSampler, Units
+
+    start = time.perf_counter()
+    forward = 0.0
+    dataset = RasterDataset(paths=[os.fspath(scene_path)])
+    sampler = GridGeoSampler(dataset, size=tile, stride=tile, units=Units.PIXELS)
+    loader = DataLoader(
+        dataset, sampler=sampler, batch_size=batch_size, num_workers=1, collate_fn=stack_samples
+    )
+    with rasterio.open(scene_path) as src:
+        profile, inverse = src.profile, ~src.transform
+        height, width = src.height, src.width
+    out = np.zeros((height, width), np.uint8)
+    with torch.inference_mode():
+        for batch in loader:
+            t0 = time.perf_counter()
+            classes = model(normalization.apply(batch["image"])).argmax(1).to(torch.uint8).numpy()
+            forward += time.perf_counter() - t0
+            for (x, y, _), tile_classes in zip(batch["bounds"], classes, strict=True):
+                col, row = (round(v) for v in inverse * (x.start, y.stop))
+                h, w = min(tile, height - row), min(tile, width - col)
+                out[row : row + h, col : col + w] = tile_classes[:h, :w]
+    profile.update(count=1, dtype="uint8", nodata=255, compress="deflate", photometric=None)
+    profile.update(tiled=True, blockxsize=256, blockysize=256, interleave="band")
+    with rasterio.open(out_path, "w", **profile) as dst:
+        dst.write(out, 1)
+    return time.perf_counter() - start, forward
+
+
+def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> None:
+    import torch
+
+    from jmlnet_geo.predict import PredictOptions
+
+    side, tile, batch_size = args.size, args.tile, args.batch_size
+    scene = synthetic_scene(work / f"synthetic_{side}.tif", side)
+    bundle = random_bundle(work / "random_fast.safetensors", tile)
+    default_overlap = tile // 4
+    variants = {
+        "a": "(a) bare forward, tiles in memory",
+        "b": "(b) torchgeo recipe, in-memory stitching",
+        "c0": "(c) ours, overlap 0",
+        "c": f"(c) ours, overlap {default_overlap} (default)",
+    }
+    windows = {
+        "a": len(grid_windows(side, tile, tile)),
+        "c0": len(grid_windows(side, tile, tile)),
+        "c": len(grid_windows(side, tile, tile - default_overlap)),
+    }
+    windows["b"] = math.ceil(side / tile) ** 2  # torchgeo: last tiles past the edges
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    breakdown: dict[str, Stats] = {}
+    recipe_forward: list[float] = []
+    cpus: dict[str, list[float]] = {k: [] for k in variants}
+    stats = Stats()
+    with instrumented(stats) as TimedPredictor:
+        predictor = TimedPredictor(bundle, device="cpu")
+        batches = bare_batches(scene, predictor, tile, batch_size)
+        log(f"throughput: {side}² scene, {len(batches)} batches; warming up")
+        with torch.inference_mode():
+            for x in batches[:2]:
+                predictor.model(x)
+        for repeat in range(args.repeats):
+            order = list(variants) if repeat % 2 == 0 else list(reversed(variants))
+            for key in order:
+                out = work / f"throughput_{key}"
+                shutil.rmtree(out, ignore_errors=True)
+                out.mkdir()
+                cpu_start = _cpu_seconds()
+                if key == "a":
+                    seconds = run_bare(predictor.model, batches)
+                elif key == "b":
+                    seconds, forward = run_recipe(
+                        predictor.model,
+                        predictor.normalization,
+                        scene,
+                        out / "classes.tif",
+                        tile,
+                        batch_size,
+                    )
+                    recipe_forward.append(forward)
+                else:
+                    overlap = 0 if key == "c0" else None
+                    options = PredictOptions(tile=tile, overlap=overlap, batch_size=batch_size)
+                    stats.__dict__.update(Stats().__dict__)
+                    start = time.perf_counter()
+                    predictor.predict(scene, out, options)
+                    seconds = time.perf_counter() - start
+                    if not times[key] or seconds < min(times[key]):
+                        breakdown[key] = Stats(**stats.__dict__)
+                cpu = _cpu_seconds() - cpu_start
+                cpus[key].append(cpu)
+                times[key].append(seconds)
+                log(
+                    f"  run {repeat + 1}: {variants[key]}: {seconds:.1f} s, CPU {cpu:.1f} s "
+                    f"(load {load_text()})"
+                )
+    del batches
+    pixels = side * side / 1e6
+    forwarded = {k: windows[k] * tile * tile / 1e6 for k in variants}
+    best = {k: min(v) for k, v in times.items()}
+    best_cpu = {k: min(v) for k, v in cpus.items()}
+    scene_rate = {k: pixels / best[k] for k in variants}
+    forwarded_rate = {k: forwarded[k] / best[k] for k in variants}
+    # CPU efficiency: forwarded (or scene) pixels per CPU second, relative to (a) (or (b)).
+    cpu_of_bare = {
+        k: forwarded[k] / best_cpu[k] / (forwarded["a"] / best_cpu["a"]) for k in variants
+    }
+    cpu_of_recipe = {k: best_cpu["b"] / best_cpu[k] for k in variants}
+    rows = []
+    for key, label in variants.items():
+        rows.append(
+            [
+                label,
+                windows[key],
+                " / ".join(f"{t:.1f}" for t in times[key]),
+                f"{scene_rate[key]:.3f}",
+                f"{forwarded_rate[key]:.3f}",
+                f"{forwarded_rate[key] / forwarded_rate['a']:.2f}" if key != "a" else "1",
+                f"{scene_rate[key] / scene_rate['b']:.2f}" if key != "b" else "1",
+                " / ".join(f"{t:.1f}" for t in cpus[key]),
+                f"{cpu_of_bare[key]:.2f}" if key != "a" else "1",
+                f"{cpu_of_recipe[key]:.2f}" if key != "b" else "1",
+            ]
+        )
+    header = [
+        "variant",
+        "windows",
+        "wall s (runs)",
+        "scene Mpx/s",
+        "forwarded Mpx/s",
+        "forwarded Mpx/s / (a)",
+        "scene Mpx/s / (b)",
+        "CPU s (runs)",
+        "forwarded Mpx per CPU s / (a)",
+        "scene Mpx per CPU s / (b)",
+    ]
+    parts = [
+        f"### 1. Throughput: {side} x {side} px uint8 RGB scene, tile {tile}, batch {batch_size}, "
+        f"fast preset (random weights), CPU, {torch.get_num_threads()} torch threads\n\n"
+        f"Best of {args.repeats} interleaved runs (all runs listed, in order; the order of the "
+        "variants alternates between runs); rates and ratios from the best (shortest) runs. "
+        "CPU s: user + system time of this process, its threads and its reader worker during the "
+        "run; the CPU ratios use the smallest CPU time of each variant. On a machine shared with "
+        "other jobs, wall-clock ratios favour the variants with more runnable threads (ours and "
+        "(b) have a reader process besides the 2 torch threads, so they get a larger share of "
+        "the busy cores than (a)); the CPU ratios do not, but spinning OpenMP threads inflate "
+        "CPU time under contention too. Read both.\n",
+        markdown_table(header, rows, align="lrrrrrrrrr"),
+    ]
+    rows = []
+    for key in ("c0", "c"):
+        s, total = breakdown[key], best[key]
+        other = total - s.forward - s.blend - s.cog
+        rows.append(
+            [
+                variants[key],
+                f"{total:.1f}",
+                f"{s.forward:.1f} ({s.forward / total:.0%})",
+                f"{s.blend:.2f}",
+                f"{s.write:.2f}",
+                f"{s.cog:.2f}",
+                f"{other:.1f}",
+            ]
+        )
+    recipe_best = times["b"].index(best["b"])
+    rows.append(
+        [
+            variants["b"],
+            f"{best['b']:.1f}",
+            f"{recipe_forward[recipe_best]:.1f} ({recipe_forward[recipe_best] / best['b']:.0%})",
+            "",
+            "",
+            "",
+            f"{best['b'] - recipe_forward[recipe_best]:.1f}",
+        ]
+    )
+    parts.append(
+        "Where the time of the best runs goes (seconds; the forward includes normalisation and "
+        "the copy of the logits to numpy; strip writes run in the writer thread, overlapped; "
+        "'other' is the rest of the main thread: waiting for the reader worker, waiting for the "
+        "writer, start-up):\n\n"
+        + markdown_table(
+            ["variant", "total", "forward", "blend", "strip writes", "COG copy", "other"],
+            rows,
+            align="lrrrrrr",
+        )
+    )
+    results.add("\n".join(parts))
+    of_bare0 = scene_rate["c0"] / scene_rate["a"]
+    of_bare = forwarded_rate["c"] / forwarded_rate["a"]
+    of_recipe0 = scene_rate["c0"] / scene_rate["b"]
+    of_recipe = scene_rate["c"] / scene_rate["b"]
+
+    def meets(value: float) -> str:
+        return "meets" if value >= TARGET_OF_BARE else "misses"
+
+    results.findings.append(
+        f"Throughput, overlap 0 (the same windows as (a) and (b)): ours runs at {of_bare0:.2f} of "
+        f"the bare forward's wall-clock speed ({meets(of_bare0)} the >= {TARGET_OF_BARE} target) "
+        f"and {cpu_of_bare['c0']:.2f} of its pixels per CPU second ({meets(cpu_of_bare['c0'])} "
+        f"it); against the torchgeo recipe {of_recipe0:.2f}x wall clock, "
+        f"{cpu_of_recipe['c0']:.2f}x per CPU second."
+    )
+    results.findings.append(
+        f"Throughput, default overlap {default_overlap}: ours forwards "
+        f"{windows['c'] / windows['a']:.2f}x the pixels of (a); per forwarded pixel it runs at "
+        f"{of_bare:.2f} of the bare forward (wall) and {cpu_of_bare['c']:.2f} (CPU); per scene "
+        f"pixel at {of_recipe:.2f}x the recipe's speed (wall; "
+        f"{'faster' if of_recipe > 1 else 'slower'}) and {cpu_of_recipe['c']:.2f}x per CPU "
+        "second; the recipe blends nothing and forwards each pixel once."
+    )
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its waited-for children so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+# --- part 2: memory ---------------------------------------------------------------------------
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def _tree_memory(root: int) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) in kB of ``root`` and its descendants."""
+    tree, todo, rss, pss = _children(), [root], 0, 0
+    while todo:
+        pid = todo.pop()
+        todo.extend(tree.get(pid, []))
+        with (
+            contextlib.suppress(OSError, ValueError),
+            open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f,
+        ):
+            for line in f:
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+    return rss, pss
+
+
+def measure_child(kind: str, bundle: Path, scene: Path, out: Path) -> dict:
+    """Run one prediction in a fresh process; its own report plus the sampled tree peaks."""
+    command = [
+        sys.executable,
+        os.fspath(Path(__file__).resolve()),
+        "--child",
+        kind,
+        "--child-bundle",
+        os.fspath(bundle),
+        "--child-scene",
+        os.fspath(scene),
+        "--child-out",
+        os.fspath(out),
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    peak_rss = peak_pss = 0
+    while proc.poll() is None:
+        rss, pss = _tree_memory(proc.pid)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+        time.sleep(0.2)
+    stdout = proc.stdout.read() if proc.stdout else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} prediction of {scene.name} failed ({proc.returncode})")
+    report = json.loads(stdout.strip().splitlines()[-1])
+    report.update(tree_rss_kb=peak_rss, tree_pss_kb=peak_pss)
+    return report
+
+
+def child_main(args: argparse.Namespace) -> int:
+    """Inside the measured subprocess: load, predict, report (JSON on the last stdout line)."""
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+    from jmlnet_geo.predict import Predictor
+
+    predictor = Predictor(args.child_bundle, device="cpu")
+    with open("/proc/self/status", encoding="ascii") as f:
+        loaded = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    out = Path(args.child_out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    if args.child == "ours":
+        predictor.predict(args.child_scene, out)
+    else:
+        tile = predictor.card.tile_size
+        run_recipe(
+            predictor.model, predictor.normalization, Path(args.child_scene), out / "r.tif", tile, 8
+        )
+    seconds = time.perf_counter() - start
+    report = {
+        "seconds": seconds,
+        "loaded_kb": loaded,
+        "main_max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "workers_max_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    }
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+def part_memory(args: argparse.Namespace, work: Path, results: Results) -> None:
+    tile = args.tile
+    bundle = random_bundle(work / "random_fast.safetensors", tile)
+    measured: list[tuple[str, int, dict]] = []
+    runs = [("ours", side) for side in args.memory_sizes]
+    runs += [("recipe", side) for side in args.recipe_sizes]
+    for kind, side in runs:
+        scene = synthetic_scene(work / f"synthetic_{side}.tif", side)
+        out = work / f"memory_{kind}_{side}"
+        shutil.rmtree(out, ignore_errors=True)
+        log(f"memory: {kind} on {side}² ...")
+        report = measure_child(kind, bundle, scene, out)
+        shutil.rmtree(out, ignore_errors=True)
+        measured.append((kind, side, report))
+        log(
+            f"  {report['seconds']:.0f} s, main {report['main_max_rss_kb'] / 2**20:.2f} GiB, "
+            f"tree PSS {report['tree_pss_kb'] / 2**20:.2f} GiB (load {load_text()})"
+        )
+
+    def gb(kb: float) -> str:
+        return f"{kb * 1024 / 1e9:.2f}"
+
+    label = {"ours": f"ours (overlap {tile // 4})", "recipe": "(b) torchgeo recipe"}
+    rows = []
+    for kind, side, r in measured:
+        rows.append(
+            [
+                label[kind],
+                f"{side} x {side}",
+                f"{side * side * 3 / 1e9:.2f}",
+                f"{r['seconds']:.0f}",
+                gb(r["loaded_kb"]),
+                gb(r["main_max_rss_kb"]),
+                gb(r["workers_max_rss_kb"]),
+                gb(r["tree_rss_kb"]),
+                gb(r["tree_pss_kb"]),
+            ]
+        )
+    header = [
+        "prediction",
+        "scene (px)",
+        "raw scene (GB)",
+        "time (s)",
+        "RSS after loading the model",
+        "max RSS, main process",
+        "max RSS, reader worker",
+        "peak tree RSS (sampled)",
+        "peak tree PSS (sampled)",
+    ]
+    results.add(
+        f"### 2. Peak memory (GB = 10^9 bytes): tile {tile}, batch 8, fast preset, CPU, "
+        "default options (one reader worker), a fresh process per prediction\n\n"
+        "Synthetic uint8 RGB scenes, tiled 256 and DEFLATE-compressed. The main process's and the "
+        "worker's max RSS come from getrusage; the tree figures are sums over the process and its "
+        "children sampled every 0.2 s from /proc/PID/smaps_rollup (PSS counts the pages the forked "
+        "worker shares with the main process once). The recipe keeps the whole class raster in "
+        "memory (uint8, 1 byte per pixel: the cheapest possible stitching).\n\n"
+        + markdown_table(header, rows, align="llrrrrrrr")
+    )
+    ours = [(side, r) for kind, side, r in measured if kind == "ours"]
+    if len(ours) >= 2:
+        (small, first), (large, last) = ours[0], ours[-1]
+        growth = last["tree_pss_kb"] / first["tree_pss_kb"]
+        peak = max(r["tree_pss_kb"] for _, r in ours) * 1024 / 1e9
+        flat = "meets" if growth <= TARGET_FLAT else "misses"
+        below = "meets" if peak < TARGET_MEMORY_GB else "misses"
+        main_growth = last["main_max_rss_kb"] / first["main_max_rss_kb"]
+        worker_growth = last["workers_max_rss_kb"] / first["workers_max_rss_kb"]
+        results.findings.append(
+            f"Memory: the {large}² prediction peaks at {growth:.2f}x the {small}² one (tree PSS; "
+            f"{flat} the <= {TARGET_FLAT}x target; main process {main_growth:.2f}x, reader worker "
+            f"{worker_growth:.2f}x), at most {peak:.2f} GB ({below} the < {TARGET_MEMORY_GB} GB "
+            "target)."
+        )
+
+
+# --- part 3: seams ----------------------------------------------------------------------------
+
+
+def read_image(path: Path) -> tuple[np.ndarray, dict]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as ds:
+            return ds.read(), ds.profile
+
+
+def write_crop(src: Path, dst: Path, dy: int, dx: int) -> Path:
+    """A GeoTIFF of ``src`` without its first ``dy`` rows and ``dx`` columns, same georeference."""
+    image, profile = read_image(src)
+    crop = image[:, dy:, dx:]
+    out = {
+        "driver": "GTiff",
+        "width": crop.shape[2],
+        "height": crop.shape[1],
+        "count": crop.shape[0],
+        "dtype": crop.dtype.name,
+        "nodata": profile.get("nodata"),
+    }
+    if profile.get("crs") is not None:  # plain images stay plain (identity transform)
+        out.update(crs=profile["crs"], transform=profile["transform"] * Affine.translation(dx, dy))
+    with rasterio.open(dst, "w", **out) as ds:
+        ds.write(crop)
+    return dst
+
+
+def predict_classes(
+    predictor, scene: Path, out: Path, tile: int, overlap: int | None, probabilities: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class ids (and uint8 probabilities) of one prediction."""
+    from jmlnet_geo.predict import PredictOptions
+
+    options = PredictOptions(tile=tile, overlap=overlap, probabilities=probabilities)
+    result = predictor.predict(scene, out, options)
+    probs = read_image(result.probabilities)[0] if result.probabilities else None
+    return read_image(result.classes)[0][0], probs
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+    valid = (a != 255) & (b != 255)
+    return float((a[valid] == b[valid]).mean()), int(valid.sum())
+
+
+def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
+    from jmlnet_geo.predict import Predictor
+
+    bundle, origin = trained_bundle(args, work)
+    predictor = Predictor(bundle, device="cpu")
+    tile = predictor.card.tile_size
+    overlaps = (0, tile // 4, tile // 2)
+    scenes = [("sample_data/scene.tif (synthetic, training scene)", REPO / "sample_data/scene.tif")]
+    if ISAID_IMAGE.exists():
+        scenes.append(("iSAID val P0003.png (real, out of domain)", ISAID_IMAGE))
+    rows, worst = [], {}
+    for label, path in scenes:
+        image, _ = read_image(path)
+        whole_tile = math.ceil(max(image.shape[1:]) / 16) * 16
+        whole, _ = predict_classes(
+            predictor, path, work / f"seams_{path.stem}_whole", whole_tile, 0
+        )
+        for overlap in overlaps:
+            shift = (tile - overlap) // 2  # half the stride: borders as far as can be from before
+            crop = write_crop(path, work / f"crop_{path.stem}_{shift}.tif", shift, shift)
+            out = work / f"seams_{path.stem}_{overlap}"
+            full, probs = predict_classes(predictor, path, out / "full", tile, overlap, True)
+            shifted, _ = predict_classes(predictor, crop, out / "shifted", tile, overlap)
+            common = full[shift:, shift:]
+            agree, pixels = agreement(common, shifted)
+            agree_whole, _ = agreement(full, whole)
+            top2 = np.sort(probs[:, shift:, shift:], axis=0)[-2:].astype(np.int16)
+            margin = (top2[1] - top2[0]) / 255
+            differ = (common != shifted) & (common != 255) & (shifted != 255)
+            same = (common == shifted) & (common != 255)
+            rows.append(
+                [
+                    label,
+                    f"{image.shape[2]} x {image.shape[1]}",
+                    f"{overlap}" + (" (default)" if overlap == tile // 4 else ""),
+                    f"{shift}",
+                    f"{pixels / 1e6:.2f}",
+                    f"{100 * agree:.2f} %",
+                    f"{np.median(margin[differ]):.2f} / {np.median(margin[same]):.2f}"
+                    if differ.any()
+                    else "-",
+                    f"{100 * agree_whole:.2f} %",
+                ]
+            )
+            worst.setdefault(overlap, []).append(agree)
+            log(f"seams: {path.name} overlap {overlap}: {100 * agree:.2f} % agree")
+    header = [
+        "scene",
+        "size (px)",
+        "overlap (px)",
+        "shift (px)",
+        "compared Mpx",
+        "agreement with the shifted grid",
+        "median top-2 margin, differing / agreeing pixels",
+        "agreement with one window over the whole scene",
+    ]
+    results.add(
+        f"### 3. Seams: bundle {origin}, tile {tile}, CPU\n\n"
+        "Each scene is predicted as is and as a copy without its first *shift* rows and "
+        "columns, shift = half the stride (tile - overlap), so every window border moves as far "
+        "as it can from where it was relative to the content (a shift by a whole stride would "
+        "give the same windows again); agreement = fraction of the common valid pixels with the "
+        "same class. Margin: difference of the two largest class probabilities of the unshifted "
+        "prediction (0 = a tie, 1 = certain). The last column compares with one window covering "
+        "the whole scene (no tiling at all, padded to a multiple of 16).\n\n"
+        + markdown_table(header, rows, align="llrrrrrr")
+    )
+    plain, blended, half = (min(worst[o]) for o in overlaps)
+    verdict = "meets" if blended >= TARGET_AGREEMENT else "misses"
+    results.findings.append(
+        f"Seams: with the default overlap ({tile // 4} px) the prediction agrees with the shifted "
+        f"grid on at least {100 * blended:.2f} % of pixels ({verdict} the >= "
+        f"{100 * TARGET_AGREEMENT:.1f} % target); without overlap {100 * plain:.2f} %, with "
+        f"overlap {tile // 2} px {100 * half:.2f} %."
+    )
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark streaming prediction: throughput, peak memory, seams.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="A few minutes: 2048² throughput, no 8k/20k memory."
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="Folder for scenes and outputs, kept and reused (default: a temporary folder under "
+        "/tmp, deleted).",
+    )
+    parser.add_argument(
+        "--size", type=int, help="Throughput scene side (default 4096; quick 2048)."
+    )
+    parser.add_argument("--tile", type=int, default=256, help="Tile side of parts 1 and 2.")
+    parser.add_argument("--batch-size", type=int, default=8, help="Tiles per forward pass.")
+    parser.add_argument(
+        "--repeats", type=int, help="Runs per throughput variant (default 3; quick 1)."
+    )
+    parser.add_argument(
+        "--memory-sizes",
+        type=int,
+        nargs="+",
+        help="Scene sides of our memory runs (default 2048 8192 20000; quick 2048 4096).",
+    )
+    parser.add_argument(
+        "--recipe-sizes",
+        type=int,
+        nargs="*",
+        help="Scene sides of the recipe's memory runs (default 2048 8192; quick 2048).",
+    )
+    parser.add_argument(
+        "--trained",
+        type=Path,
+        default=TRAINED,
+        help="Trained bundle of the seams part; trained here when absent.",
+    )
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help="Comma-separated parts to run; a subset does not update BENCHMARKS.md.",
+    )
+    parser.add_argument("--no-update", action="store_true", help="Print the tables only.")
+    parser.add_argument("--output", default="BENCHMARKS.md", help="Markdown file to update.")
+    parser.add_argument("--child", choices=["ours", "recipe"], help=argparse.SUPPRESS)
+    parser.add_argument("--child-bundle", help=argparse.SUPPRESS)
+    parser.add_argument("--child-scene", help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
+    args.size = args.size or (2048 if args.quick else 4096)
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.memory_sizes = args.memory_sizes or ([2048, 4096] if args.quick else [2048, 8192, 20000])
+    if args.recipe_sizes is None:
+        args.recipe_sizes = [2048] if args.quick else [2048, 8192]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return child_main(args)
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+    command = shlex.join(["python", *_relative_argv()])
+    machine = machine_description()
+    load_start = load_text()
+    started = dt.datetime.now(dt.UTC)
+    keep = args.work is not None
+    work = args.work or Path(tempfile.mkdtemp(prefix="jmlgeo-bench-predict-"))
+    work.mkdir(parents=True, exist_ok=True)
+    log(f"work folder {work}")
+    results = Results()
+    try:
+        for part in PARTS:
+            if part not in args.parts:
+                continue
+            start = time.perf_counter()
+            {"throughput": part_throughput, "memory": part_memory, "seams": part_seams}[part](
+                args, work, results
+            )
+            results.timings.append(f"{part} {(time.perf_counter() - start) / 60:.1f}")
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    runtime = time.perf_counter() - _START
+    load_end = load_text()
+    findings = "\n".join(f"- {f}" for f in results.findings)
+    print(f"\nFindings:\n{findings}\n\nRuntime {runtime / 60:.1f} min", flush=True)
+    if args.no_update or set(args.parts) != set(PARTS):
+        log(f"{args.output} not updated (--no-update or a subset of --parts)")
+        return 0
+    import torch  # noqa: F401 - so that machine_description names a GPU when one is used
+
+    versions = package_versions(["torch", "torchgeo", "rasterio", "segmentation-models-pytorch"])
+    section = "\n\n".join(
+        [
+            "## Prediction: throughput, peak memory, seams (`bench/predict.py`)",
+            f"- Command: `{command}` (from the repository root)\n"
+            f"- Machine: {machine}\n"
+            f"- Load average: {load_start} at the start, {load_end} at the end (other jobs "
+            "share the cores; times are wall clock, compare the ratios)\n"
+            f"- Packages: {versions}; GDAL {rasterio.__gdal_version__}; code {code_version()}\n"
+            f"- Date: {started:%Y-%m-%d %H:%M} UTC; runtime {runtime / 60:.1f} min "
+            f"({', '.join(results.timings)} min)",
+            "Findings:\n\n" + findings,
+            *results.blocks,
+        ]
+    )
+    path = update_section(SECTION, section, args.output)
+    log(f"updated {path}")
+    return 0
+
+
+def _relative_argv() -> list[str]:
+    script = Path(sys.argv[0]).resolve()
+    try:
+        first = os.fspath(script.relative_to(REPO))
+    except ValueError:
+        first = sys.argv[0]
+    return [first, *sys.argv[1:]]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
