@@ -42,7 +42,6 @@ import csv
 import datetime as dt
 import math
 import os
-import shlex
 import shutil
 import sys
 import tempfile
@@ -65,9 +64,13 @@ if __package__ in (None, ""):  # run as a file (python bench/detcam.py)
 from bench.proposals import load_isaid
 from bench.report import (
     REPO,
+    Results,
     _locked,
     _write_atomically,
     code_version,
+    command_line,
+    load_text,
+    log,
     machine_description,
     markdown_table,
     package_versions,
@@ -114,14 +117,6 @@ TAU_LOW, TAU_HIGH = 0.15, 0.8
 PAPER_TABLE2 = {0.05: 51.34, 0.1: 53.46, 0.15: 53.88, 0.2: 53.76, 0.25: 53.20}
 PAPER_TABLE3 = {0.6: 53.58, 0.7: 54.10, 0.8: 54.24, 0.9: 54.23}
 LABEL = {"box": "BOX", "crf": "CRF", "grabcut": "GrabCut", "detcam": "DetCAM", "camcut": "CAMCut"}
-
-_START = time.perf_counter()
-
-
-def log(message: str) -> None:
-    """Progress on stderr, so that stdout holds the tables only."""
-    print(f"[{time.perf_counter() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
-
 
 # --- data -------------------------------------------------------------------------------------
 
@@ -236,22 +231,7 @@ def share(part: int, whole: int) -> str:
     return f"{part} ({100 * part / whole:.0f} %)" if whole else str(part)
 
 
-def load_text() -> str:
-    one, five, _ = os.getloadavg()
-    return f"{one:.2f} (1 min), {five:.2f} (5 min)"
-
-
 # --- the parts --------------------------------------------------------------------------------
-
-
-@dataclass
-class Results:
-    blocks: list[str] = field(default_factory=list)
-    findings: list[str] = field(default_factory=list)
-
-    def add(self, markdown: str) -> None:
-        self.blocks.append(markdown)
-        print(markdown, flush=True)
 
 
 def train(
@@ -377,6 +357,25 @@ def detcam_heats(detector: Path, images: Sequence[SceneBoxes]) -> tuple[dict, di
         h, s = scene_detcam(model, normalization, sb.scene, pixel_boxes(sb), sb.class_ids)
         heats[sb.scene.path], seconds[sb.scene.path] = h, s
     return heats, seconds, time.perf_counter() - start
+
+
+def detcam_and_camcut(data, detector: Path, images, out: Path, tau_lows, tau_highs, label: str):
+    """DetCAM maps of every box, their ranking AUC, then the DetCAM/CAMCut rasters and scores.
+
+    Returns ``(low, high, maps all 0, boxes on a shrunk window, AUC, AUC by class)``; ``low`` and
+    ``high`` as :func:`detector_methods` returns them.
+    """
+    heats, seconds, wall = detcam_heats(detector, images)
+    zero = sum(int(h.max() == 0) for hs in heats.values() for h in hs)
+    shrunk = sum(
+        sum(f < 1 for f in shrink_factor(pixel_boxes(sb), sb.scene, DetCAMOptions()))
+        for sb in images
+    )
+    auc, auc_by_class = ranking_auc(data, images, heats)
+    boxes = sum(len(sb) for sb in images)
+    log(f"{label}: {wall:.0f} s for {boxes} boxes; {zero} maps all 0; AUC {auc:.3f}")
+    low, high = detector_methods(data, images, heats, seconds, out, tau_lows, tau_highs)
+    return low, high, zero, shrunk, auc, auc_by_class
 
 
 def ranking_auc(nwpu: Truths, images: Sequence[SceneBoxes], heats: dict) -> tuple[float, dict]:
@@ -602,16 +601,8 @@ def run_nwpu(args: argparse.Namespace, work: Path, command: str, machine: str) -
     timings.append(f"mAP {(time.perf_counter() - t0) / 60:.1f}")
 
     t0 = time.perf_counter()
-    heats, seconds, detcam_wall = detcam_heats(detector, images)
-    zero = sum(int(h.max() == 0) for hs in heats.values() for h in hs)
-    shrunk = sum(
-        sum(f < 1 for f in shrink_factor(pixel_boxes(sb), sb.scene, DetCAMOptions()))
-        for sb in images
-    )
-    auc, auc_by_class = ranking_auc(nwpu, images, heats)
-    log(f"DetCAM: {detcam_wall:.0f} s for {n_train} boxes; {zero} maps all 0; AUC {auc:.3f}")
-    low, high = detector_methods(
-        nwpu, images, heats, seconds, work / "train", args.tau_lows, args.tau_highs
+    low, high, zero, shrunk, auc, auc_by_class = detcam_and_camcut(
+        nwpu, detector, images, work / "train", args.tau_lows, args.tau_highs, "DetCAM"
     )
     timings.append(f"DetCAM/CAMCut {(time.perf_counter() - t0) / 60:.1f}")
 
@@ -795,16 +786,8 @@ def run_isaid(args: argparse.Namespace, work: Path, command: str, machine: str) 
     timings.append(f"mAP {(time.perf_counter() - t0) / 60:.1f}")
 
     t0 = time.perf_counter()
-    heats, seconds, detcam_wall = detcam_heats(detector, images)
-    zero = sum(int(h.max() == 0) for hs in heats.values() for h in hs)
-    shrunk = sum(
-        sum(f < 1 for f in shrink_factor(pixel_boxes(sb), sb.scene, DetCAMOptions()))
-        for sb in images
-    )
-    auc, auc_by_class = ranking_auc(isaid, images, heats)
-    log(f"iSAID DetCAM: {detcam_wall:.0f} s for {n_boxes} boxes; {zero} maps all 0; AUC {auc:.3f}")
-    low, high = detector_methods(
-        isaid, images, heats, seconds, folder / "proposals", (TAU_LOW,), (TAU_HIGH,)
+    low, high, zero, shrunk, auc, auc_by_class = detcam_and_camcut(
+        isaid, detector, images, folder / "proposals", (TAU_LOW,), (TAU_HIGH,), "iSAID DetCAM"
     )
     timings.append(f"DetCAM/CAMCut {(time.perf_counter() - t0) / 60:.1f}")
 
@@ -901,7 +884,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*no georeferencing.*")
     warnings.filterwarnings("ignore", message=".*dropped .* box.*")
     warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")  # iSAID box layer
-    command = shlex.join(["python", *_relative_argv()])
+    command = command_line()
     machine = machine_description()
     keep = args.work is not None
     work = args.work or Path(tempfile.mkdtemp(prefix="jmlgeo-bench-detcam-"))
@@ -926,15 +909,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     return 0
-
-
-def _relative_argv() -> list[str]:
-    script = Path(sys.argv[0]).resolve()
-    try:
-        first = os.fspath(script.relative_to(REPO))
-    except ValueError:
-        first = sys.argv[0]
-    return [first, *sys.argv[1:]]
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +86,12 @@ if __package__ in (None, ""):  # run as a file (python bench/predict.py)
 
 from bench.report import (
     REPO,
+    Results,
     code_version,
+    command_line,
+    elapsed,
+    load_text,
+    log,
     machine_description,
     markdown_table,
     package_versions,
@@ -108,32 +113,6 @@ TARGET_OF_BARE = 0.9
 TARGET_FLAT = 1.2
 TARGET_MEMORY_GB = 1.5
 TARGET_AGREEMENT = 0.995
-
-_START = time.perf_counter()
-
-
-def log(message: str) -> None:
-    """Progress on stderr, so that stdout holds the tables only."""
-    print(f"[{time.perf_counter() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
-
-
-def load_text() -> str:
-    one, five, _ = os.getloadavg()
-    return f"{one:.2f} (1 min), {five:.2f} (5 min)"
-
-
-@dataclass
-class Results:
-    """Markdown blocks, one-line findings and the time of each part, in order."""
-
-    blocks: list[str] = field(default_factory=list)
-    findings: list[str] = field(default_factory=list)
-    timings: list[str] = field(default_factory=list)
-
-    def add(self, markdown: str) -> None:
-        self.blocks.append(markdown)
-        print(markdown, flush=True)
-
 
 # --- inputs -----------------------------------------------------------------------------------
 
@@ -941,7 +920,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         return child_main(args)
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
-    command = shlex.join(["python", *_relative_argv()])
+    command = command_line()
     machine = machine_description()
     load_start = load_text()
     started = dt.datetime.now(dt.UTC)
@@ -962,7 +941,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
-    runtime = time.perf_counter() - _START
+    runtime = elapsed()
     load_end = load_text()
     findings = "\n".join(f"- {f}" for f in results.findings)
     print(f"\nFindings:\n{findings}\n\nRuntime {runtime / 60:.1f} min", flush=True)
@@ -989,15 +968,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = update_section(SECTION, section, args.output)
     log(f"updated {path}")
     return 0
-
-
-def _relative_argv() -> list[str]:
-    script = Path(sys.argv[0]).resolve()
-    try:
-        first = os.fspath(script.relative_to(REPO))
-    except ValueError:
-        first = sys.argv[0]
-    return [first, *sys.argv[1:]]
 
 
 if __name__ == "__main__":

@@ -43,7 +43,6 @@ import filecmp
 import math
 import os
 import resource
-import shlex
 import shutil
 import sys
 import tempfile
@@ -80,7 +79,12 @@ if __package__ in (None, ""):  # run as a file (python bench/proposals.py)
 
 from bench.report import (
     REPO,
+    Results,
     code_version,
+    command_line,
+    elapsed,
+    load_text,
+    log,
     machine_description,
     markdown_table,
     package_versions,
@@ -120,14 +124,6 @@ ISAID_CLASSES = {
 }
 
 METHOD_LABEL = {"box": "BOX", "crf": "CRF", "grabcut": "GrabCut"}
-
-_START = time.perf_counter()
-
-
-def log(message: str) -> None:
-    """Progress on stderr, so that stdout holds the tables only."""
-    print(f"[{time.perf_counter() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
-
 
 # --- data sets --------------------------------------------------------------------------------
 
@@ -458,25 +454,7 @@ def options_text(options: ProposalOptions) -> str:
     )
 
 
-def load_text() -> str:
-    one, five, _ = os.getloadavg()
-    return f"{one:.2f} (1 min), {five:.2f} (5 min)"
-
-
 # --- the four parts ---------------------------------------------------------------------------
-
-
-@dataclass
-class Results:
-    """Markdown blocks, one-line findings and the time of each part, in order."""
-
-    blocks: list[str] = field(default_factory=list)
-    findings: list[str] = field(default_factory=list)
-    timings: list[str] = field(default_factory=list)
-
-    def add(self, markdown: str) -> None:
-        self.blocks.append(markdown)
-        print(markdown, flush=True)
 
 
 def part_quality(
@@ -992,7 +970,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*no georeferencing.*")
     warnings.filterwarnings("ignore", message=".*dropped .* box.*")
     warnings.filterwarnings("ignore", message="'crs' was not provided")
-    command = shlex.join(["python", *_relative_argv()])
+    command = command_line()
     machine = machine_description()
     code = code_version()  # now: the library is imported at the start
     load_start = load_text()
@@ -1035,7 +1013,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
-    runtime = time.perf_counter() - _START
+    runtime = elapsed()
     cpu_total = cpu_seconds()
     load_end = load_text()
     findings = "\n".join(f"- {f}" for f in results.findings)
@@ -1067,15 +1045,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = update_section(SECTION, section, args.output)
     log(f"updated {path}")
     return 0
-
-
-def _relative_argv() -> list[str]:
-    script = Path(sys.argv[0]).resolve()
-    try:
-        first = os.fspath(script.relative_to(REPO))
-    except ValueError:
-        first = sys.argv[0]
-    return [first, *sys.argv[1:]]
 
 
 if __name__ == "__main__":

@@ -13,15 +13,20 @@ import hashlib
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 #: The repository root (bench/ lives directly under it).
 REPO = Path(__file__).resolve().parents[1]
+
+_START = time.perf_counter()
 
 #: Written at the top of a new BENCHMARKS.md.
 HEADER = (
@@ -130,6 +135,49 @@ def update_section(
             )
         _write_atomically(target, text)
     return target
+
+
+# --- what every script prints ------------------------------------------------------------------
+
+
+def elapsed() -> float:
+    """Seconds since the benchmark started (since this module was imported)."""
+    return time.perf_counter() - _START
+
+
+def log(message: str) -> None:
+    """Progress on stderr (seconds since the start), so that stdout holds the tables only."""
+    print(f"[{elapsed():7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def load_text() -> str:
+    """The 1- and 5-minute load averages, for the record of a run."""
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} (1 min), {five:.2f} (5 min)"
+
+
+def command_line() -> str:
+    """How this script was run, from the repository root: ``python bench/x.py --args``."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        first = os.fspath(script.relative_to(REPO))
+    except ValueError:
+        first = sys.argv[0]
+    return shlex.join(["python", first, *sys.argv[1:]])
+
+
+@dataclass
+class Results:
+    """Markdown blocks, one-line findings and the time of each part, in order."""
+
+    blocks: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+    timings: list[str] = field(default_factory=list)
+
+    def add(self, markdown: str) -> None:
+        """Keep a block for BENCHMARKS.md and print it."""
+        self.blocks.append(markdown)
+        print(markdown, flush=True)
 
 
 # --- helpers ----------------------------------------------------------------------------------
