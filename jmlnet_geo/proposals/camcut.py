@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from jmlnet_geo.proposals.crop import BoxCrop
-from jmlnet_geo.proposals.grabcut import MIN_BACKGROUND_PIXELS, SEED
+from jmlnet_geo.proposals.grabcut import MIN_BACKGROUND_PIXELS, grabcut_from_mask
 
 
 @dataclass(frozen=True)
@@ -91,11 +91,4 @@ def camcut_mask(
     foreground = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
     if not foreground.any() or (mask == cv2.GC_BGD).sum() < MIN_BACKGROUND_PIXELS:
         return None
-    cv2.setRNGSeed(SEED)
-    bgd = np.zeros((1, 65), np.float64)
-    fgd = np.zeros((1, 65), np.float64)
-    try:
-        cv2.grabCut(crop.picture, mask, None, bgd, fgd, options.iterations, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:
-        return None
-    return crop.box_region((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD))
+    return grabcut_from_mask(crop, mask, options.iterations)

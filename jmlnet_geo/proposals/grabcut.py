@@ -50,11 +50,26 @@ def grabcut_mask(crop: BoxCrop, options: GrabCutOptions = GrabCutOptions()) -> n
     mask[~crop.valid] = cv2.GC_BGD
     if (mask == cv2.GC_BGD).sum() < MIN_BACKGROUND_PIXELS or not (mask == cv2.GC_PR_FGD).any():
         return None
-    cv2.setRNGSeed(SEED)
+    return grabcut_from_mask(crop, mask, options.iterations)
+
+
+def grabcut_from_mask(crop: BoxCrop, mask: np.ndarray, iterations: int) -> np.ndarray | None:
+    """Run OpenCV GrabCut from an initial mask and return the object inside the box.
+
+    Args:
+        crop: The crop (its ``picture`` is what GrabCut segments).
+        mask: uint8 (crop rows, crop cols) of ``cv2.GC_*`` values; updated in place.
+        iterations: GrabCut iterations.
+
+    Returns:
+        bool (box rows, box cols) at the crop's scale, True where GrabCut ends on (probable)
+        foreground; None when GrabCut fails (e.g. a flat box whose colours k-means cannot split).
+    """
+    cv2.setRNGSeed(SEED)  # the same result for a box whatever ran before it
     bgd = np.zeros((1, 65), np.float64)
     fgd = np.zeros((1, 65), np.float64)
     try:
-        cv2.grabCut(crop.picture, mask, None, bgd, fgd, options.iterations, cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(crop.picture, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
-        return None  # e.g. a flat box whose colours k-means cannot split
+        return None
     return crop.box_region((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD))
