@@ -32,7 +32,8 @@ from torchvision.models import resnet50
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
 
-from jmlnet_geo.errors import JmlGeoError, OptionError
+from jmlnet_geo.config import DEFAULT_HEADS, HEADS, check_head
+from jmlnet_geo.errors import JmlGeoError
 from jmlnet_geo.models.backbones import (
     DEFAULT,
     ENCODER_NAME,
@@ -54,14 +55,6 @@ from jmlnet_geo.models.backbones import (
 
 __all__ = ["DEFAULT_HEADS", "DEFAULT_WEIGHTS", "HEADS", "build_segmenter", "describe_weights"]
 __all__ += ["check_head", "first_conv"]
-
-#: Segmentation heads: DeepLab v3 (ASPP, then bilinear upsampling of the logits to the input) and
-#: DeepLab v3+ (the same ASPP, plus a decoder that adds the stride-4 encoder features).
-HEADS = ("deeplabv3", "deeplabv3plus")
-#: The head of each preset. ``fast`` uses v3+: at output stride 16, plain v3 cannot draw objects
-#: a few pixels wide (sample_data, CE on GrabCut, 300 steps: 37.3 mIoU with v3 and vehicles at 0
-#: IoU, 63.0 with v3+; a CPU step 1.3 vs 1.8 s), and stride 8 costs 5-7 s a step.
-DEFAULT_HEADS = {"fast": "deeplabv3plus", "paper": "deeplabv3"}
 
 #: Weights each preset starts from when ``weights="default"``.
 DEFAULT_WEIGHTS: dict[str, str | None] = {"fast": "imagenet", "paper": None}
@@ -200,19 +193,6 @@ def _load_paper(model: PaperDeepLabV3, weights: str | os.PathLike[str] | None) -
         return load_fully(model.backbone, state, conv, name, "backbone")
     report = load_matching(model, state, conv)
     return WeightsInfo(name, "model", report.loaded, report.total, report.skipped)
-
-
-def check_head(preset: str, head: str | None) -> str:
-    """The head to build: ``head``, or the preset's when None.
-
-    Raises:
-        OptionError: A head the preset does not have (the message lists the ones it has).
-    """
-    head = head or DEFAULT_HEADS[preset]
-    allowed = HEADS if preset == "fast" else (DEFAULT_HEADS[preset],)
-    if head not in allowed:
-        raise OptionError(f"--head {head}: the {preset} preset takes {' or '.join(allowed)}")
-    return head
 
 
 def build_segmenter(

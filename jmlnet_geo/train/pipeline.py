@@ -249,15 +249,15 @@ def _detector_proposals(
     folder = run.path / "detector"
     trained_by = {k: v for k, v in asdict(det).items() if k not in ("tau_low", "tau_high")}
     fp_det = _fingerprint(base, trained_by, config.segmenter.seed, "detector")
-    detector = folder / "detector.safetensors"
+    from jmlnet_geo.train.detector import DETECTOR_FILE, train_detector
+
+    detector = folder / DETECTOR_FILE
     if not run.reusable("detector", fp_det) or not detector.exists():
         if run.primary and (folder / "last.ckpt").exists() and not run.resume:
             raise RunFolderError(
                 f"{display_path(run.path)}: the detector was interrupted; pass --resume to "
                 "continue it or --force to start over"
             )
-        from jmlnet_geo.train.detector import train_detector
-
         with progress_of(f"detector ({det.preset})", "steps") as report:
             detector = train_detector(
                 scene_boxes,
