@@ -61,7 +61,7 @@ from rasterio.errors import NotGeoreferencedWarning
 if __package__ in (None, ""):  # run as a file (python bench/detcam.py)
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
 
-from bench.proposals import load_isaid
+from bench.proposals import Score, load_isaid
 from bench.report import (
     REPO,
     Results,
@@ -76,7 +76,7 @@ from bench.report import (
     package_versions,
     update_section,
 )
-from jmlnet_geo.evaluate import confusion_matrix, scores, truth_raster
+from jmlnet_geo.evaluate import confusion_matrix, truth_raster
 from jmlnet_geo.io.importers import import_coco
 from jmlnet_geo.io.raster import Scene, open_scenes
 from jmlnet_geo.io.vector import IGNORE, SceneBoxes, boxes_for_scenes, read_boxes
@@ -158,36 +158,6 @@ def load_nwpu(data: Path, work: Path) -> Nwpu:
 
 
 # --- scoring ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Score:
-    """Confusion matrix (rows truth, columns proposal) and the object IoU inside each box."""
-
-    confusion: np.ndarray
-    box_ious: list[float] = field(default_factory=list)
-    fallbacks: int = 0
-    boxes: int = 0
-    seconds: float = 0.0  # method time, summed over boxes
-
-    @property
-    def miou(self) -> float:
-        return scores(self.confusion)["miou"]
-
-    @property
-    def object_miou(self) -> float:
-        s = scores(self.confusion)
-        present = s["present"][1:]
-        return float(s["iou"][1:][present].mean()) if present.any() else math.nan
-
-    @property
-    def mean_box_iou(self) -> float:
-        values = [v for v in self.box_ious if not math.isnan(v)]
-        return float(np.mean(values)) if values else math.nan
-
-    @property
-    def per_box(self) -> float:
-        return self.seconds / self.boxes if self.boxes else math.nan
 
 
 def score_folder(nwpu: Truths, scene_boxes: Sequence[SceneBoxes], out: Path, method: str) -> Score:

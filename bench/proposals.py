@@ -327,6 +327,9 @@ class Score:
     box_ious: list[float] = field(default_factory=list)
     box_inter: int = 0
     box_union: int = 0
+    fallbacks: int = 0
+    boxes: int = 0
+    seconds: float = 0.0  # method time, summed over boxes
 
     @property
     def iou(self) -> np.ndarray:
@@ -347,6 +350,11 @@ class Score:
     def mean_box_iou(self) -> float:
         values = [v for v in self.box_ious if not math.isnan(v)]
         return float(np.mean(values)) if values else math.nan
+
+    @property
+    def per_box(self) -> float:
+        """Method seconds per box."""
+        return self.seconds / self.boxes if self.boxes else math.nan
 
 
 def score_run(dataset: Dataset, scene_boxes: Sequence[SceneBoxes], run: Run, method: str) -> Score:
