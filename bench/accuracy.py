@@ -193,6 +193,33 @@ def run_row(row: Row, split: dict, work: Path, args, seed: int, truths: dict) ->
     }
 
 
+def budget_of(args) -> dict:
+    """What makes two runs' rows comparable: preset, schedule, detector steps, data part."""
+    return {
+        "preset": args.preset,
+        "stage1_steps": args.stage1_steps,
+        "stage2_steps": args.stage2_steps,
+        "detector_steps": args.detector_steps,
+        "quick": bool(args.quick),
+    }
+
+
+def scored_before(path: Path, budget: dict) -> list[dict]:
+    """Rows scored by an earlier run in the same WORK folder with the same budget.
+
+    The bench takes longer than one sitting on 2 cores; re-running it with the same ``--work``
+    continues where it stopped (``--fresh`` scores everything again).
+    """
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text())
+    return [r for r in earlier if all(r.get(k) == v for k, v in budget.items())]
+
+
+def _keys(results: list[dict]) -> set[tuple[str, int]]:
+    return {(r["row"], r["seed"]) for r in results}
+
+
 def findings(by_row: dict[str, list[dict]]) -> list[str]:
     """The issue's targets, checked on the mean over seeds of the rows that ran."""
     mean = {name: 100 * np.mean([r["miou"] for r in rs]) for name, rs in by_row.items()}
@@ -246,11 +273,13 @@ def markdown(results: list[dict], split: dict, args, command: str, started: str)
         rows.append([row.label, f"{np.mean(mious):.2f}{spread}", per_seed, ratio, f"{minutes:.1f}"])
         class_rows.append([row.label, *(f"{100 * v:.1f}" for v in rs[0]["iou"])])
     notes = "\n".join(f"- {n}" for n in findings(by_row))
+    codes = sorted({r.get("code", "unknown") for r in results})
     return "\n".join(
         [
             f"- Command: `{command}` (from the repository root)",
             f"- Machine: {machine_description()}",
-            f"- Date: {started} UTC; code {code_version()}",
+            f"- Date: {started} UTC; code {code_version()}"
+            + (f" (rows scored at commits {', '.join(codes)})" if codes else ""),
             f"- Budget: preset `{args.preset}`, stage 1 {args.stage1_steps} steps + stage 2 "
             f"{args.stage2_steps} steps (batch and tile from the preset), detector "
             f"{args.detector_steps} steps; seeds {args.seeds}",
@@ -286,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--loader-workers", type=int, default=1)
     parser.add_argument("--no-update", action="store_true", help="Do not touch BENCHMARKS.md.")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="Score every row again (default: keep rows that "
+        "WORK/results.json holds for the same budget).",
+    )
     args = parser.parse_args(argv)
     if not DATA.exists():
         print(f"skipped: {DATA} is absent (../shared/data sits beside the developers' checkout)")
@@ -301,21 +336,32 @@ def main(argv: list[str] | None = None) -> int:
         args.stage2_steps = args.stage2_steps or seg.stage2_steps
         args.detector_steps = args.detector_steps or 300
         wanted = args.rows or ",".join(r.name for r in ROWS)
+    wanted = wanted.replace(" ", "")
     names = wanted.split(",")
     unknown = [n for n in names if n not in {r.name for r in ROWS}]
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {[r.name for r in ROWS]}")
-    rows = [r for r in ROWS if r.name in names]
+    by_name = {r.name: r for r in ROWS}
+    rows = [by_name[n] for n in names]  # in the order given: put the rows you need most first
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     split = prepare(args.work, args.quick)
     log(f"split: {len(split['train'])} train, {len(split['val'])} validation images")
+    budget = budget_of(args)
+    earlier = [] if args.fresh else scored_before(args.work / "results.json", budget)
     results, truths = [], {}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for row in rows:
+            done = [r for r in earlier if (r["row"], r["seed"]) == (row.name, seed)]
+            if done:
+                log(f"row {row.name} seed {seed}: scored by an earlier run with this budget")
+                results.append(done[0])
+                continue
             log(f"row {row.name} seed {seed}")
-            results.append(run_row(row, split, args.work, args, seed, truths))
+            results.append({**run_row(row, split, args.work, args, seed, truths), **budget})
+            results[-1]["code"] = code_version()
             log(f"  mIoU {100 * results[-1]['miou']:.2f} (eval {results[-1]['eval_s']:.0f} s)")
-            (args.work / "results.json").write_text(json.dumps(results, indent=1))
+            kept = [r for r in earlier if (r["row"], r["seed"]) not in _keys(results)]
+            (args.work / "results.json").write_text(json.dumps(kept + results, indent=1))
     command = "python bench/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(results, split, args, command.strip(), started)
     print(text)

@@ -81,6 +81,14 @@ def test_tiny_run_writes_a_bundle_and_reuses_its_stages(jmlgeo, tmp_path, tiny):
     assert "stage1" in resumed.err and "stage2" not in resumed.err.split("reused")[1]
     assert load_bundle(out / "model.safetensors")[1].config["segmenter"]["loss"] == "ma"
 
+    # other stage-2 proposals keep stage 1 (it trains on grabcut alone), and redo stage 2
+    fewer = jmlgeo(
+        *train_args(tiny, out, *steps, "--loss", "ma", "--proposals", "grabcut", "--resume")
+    )
+    assert fewer.code == 0, fewer.err
+    reused = fewer.err.split("reused finished stages:")[1].splitlines()[0]
+    assert "stage1" in reused and "stage2" not in reused
+
 
 def test_full_supervision_from_masks(jmlgeo, tmp_path, tiny):
     out = tmp_path / "full"

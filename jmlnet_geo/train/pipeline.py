@@ -161,7 +161,6 @@ def train(
             detector_methods, base, options, run, scene_boxes, names, normalization, config,
             progress_of, say,
         )  # fmt: skip
-    proposal_fp = _fingerprint([fps[m] for m in methods])
 
     # truth rasters (validation and/or masks)
     truth_files = {}
@@ -179,6 +178,7 @@ def train(
                 write_truth_raster(paths[s.path], s, source, config.class_field, names)
             run.finish(kind, fp)
         truth_files[kind] = paths
+        fps[kind] = fp  # the masks' fingerprint, for the stages that train on them
 
     mask_scenes = _mask_scenes(scenes, config, inputs.masks is not None)
     if mask_scenes:
@@ -197,12 +197,17 @@ def train(
         say=say,
     )
     settings = config_dict(config)["segmenter"]
+    # stage 1 depends on its own proposal only, so a user trying other stage-2 proposals or
+    # losses with --resume (or bench/accuracy.py's rows) reuses it
+    masks_fp = fps.get(MASK) if mask_scenes else None
     fp1 = _fingerprint(
-        proposal_fp, {k: settings[k] for k in _STAGE1_KEYS}, sorted(mask_scenes), "stage1"
-    )
+        fps.get(seg.stage1_proposal), masks_fp, {k: settings[k] for k in _STAGE1_KEYS},
+        sorted(mask_scenes), "stage1",
+    )  # fmt: skip
     s1 = dict(proposals=[seg.stage1_proposal], loss="ce", steps=seg.stage1_steps, lr=seg.lr)
     scores1 = _train_stage("stage1", fp1, init=None, **s1, **stage_inputs)
-    fp2 = _fingerprint(fp1, {k: settings[k] for k in _STAGE2_KEYS}, "stage2")
+    stage2_fps = [fps.get(m) for m in seg.proposals]
+    fp2 = _fingerprint(fp1, stage2_fps, {k: settings[k] for k in _STAGE2_KEYS}, "stage2")
     s2 = dict(
         proposals=list(seg.proposals),
         loss=seg.loss,
