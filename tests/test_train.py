@@ -79,7 +79,12 @@ def test_tiny_run_writes_a_bundle_and_reuses_its_stages(jmlgeo, tmp_path, tiny):
     resumed = jmlgeo(*train_args(tiny, out, *steps, "--loss", "ma", "--resume"))
     assert resumed.code == 0, resumed.err
     assert "stage1" in resumed.err and "stage2" not in resumed.err.split("reused")[1]
-    assert load_bundle(out / "model.safetensors")[1].config["segmenter"]["loss"] == "ma"
+    state_ma, card_ma = load_bundle(out / "model.safetensors")
+    assert card_ma.config["segmenter"]["loss"] == "ma"
+    # stage 2 trained again from stage 1: the finished bmm stage's checkpoint is not "resumed"
+    assert any(not torch.equal(state[k], state_ma[k]) for k in state if k.endswith("weight"))
+    metrics = (out / "logs" / "stage2" / "metrics.csv").read_text()
+    assert metrics.count("\n") > 1, "stage 2 logged no training step"
 
     # other stage-2 proposals keep stage 1 (it trains on grabcut alone), and redo stage 2
     fewer = jmlgeo(

@@ -339,14 +339,18 @@ def _train_stage(
         return run.state["stages"][name].get("validation", {})
     elif steps <= 0:
         raise OptionError(f"{name}: give it at least one step")
-    elif checkpoint.exists() and not run.resume:
+    elif checkpoint.exists() and run.interrupted(name, fp) and not run.resume:
         raise RunFolderError(
             f"{display_path(run.path)}: {name} was interrupted; pass --resume to continue it "
             "or --force to start over"
         )
-    elif not checkpoint.exists():
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        # a checkpoint continues only the same stage with the same settings; one left by a run
+        # with other settings (or by a version that did not record it) is not resumed
+        if not (checkpoint.exists() and run.interrupted(name, fp)):
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True, exist_ok=True)
+        run.start(name, fp)
 
     import lightning as L
     import torch
@@ -601,9 +605,11 @@ class _RunFolder:
         entry = self.state["stages"].get(stage)
         if entry is None:
             return False
-        if entry.get("fingerprint") == fp and entry.get("done"):
-            self.reused.append(stage)
-            return True
+        if entry.get("fingerprint") == fp:
+            if entry.get("done"):
+                self.reused.append(stage)
+                return True
+            return False  # started with these settings and interrupted: the stage may resume
         if not self.resume:
             raise RunFolderError(
                 f"{display_path(self.path)}: holds a run with other inputs or settings "
@@ -613,9 +619,21 @@ class _RunFolder:
         self.state["stages"].pop(stage)
         return False
 
+    def interrupted(self, stage: str, fp: str) -> bool:
+        """Whether ``stage`` was started with this fingerprint and did not finish."""
+        entry = self.state["stages"].get(stage, {})
+        return entry.get("fingerprint") == fp and not entry.get("done")
+
+    def start(self, stage: str, fp: str) -> None:
+        """Record that ``stage`` starts with this fingerprint (what a later resume compares)."""
+        self._record(stage, {"fingerprint": fp, "done": False})
+
     def finish(self, stage: str, fp: str, **extra: Any) -> None:
         """Record a finished stage."""
-        self.state["stages"][stage] = {"fingerprint": fp, "done": True, **extra}
+        self._record(stage, {"fingerprint": fp, "done": True, **extra})
+
+    def _record(self, stage: str, entry: dict[str, Any]) -> None:
+        self.state["stages"][stage] = entry
         with atomic_output(self.path / "run.json") as tmp:
             Path(tmp).write_text(json.dumps(self.state, indent=2))
 
