@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -156,12 +157,17 @@ class Predictor:
         for path in (classes_path, probs_path, style_path):
             if path is not None:
                 check_writable(path)
-        with tempfile.TemporaryDirectory(prefix=f".{stem}.", dir=out) as tmp:
+        cache = gdal_cache_bytes(scene, tile)
+        with (
+            tempfile.TemporaryDirectory(prefix=f".{stem}.", dir=out) as tmp,
+            rasterio.Env(GDAL_CACHEMAX=cache),  # also bounds the COG copy's overviews
+        ):
             tmp_classes = Path(tmp) / "classes.tif"
             tmp_probs = Path(tmp) / "probabilities.tif" if probs_path else None
             self._stream(
-                scene, tile, overlap, options, tmp_classes, tmp_probs, progress, should_stop
-            )
+                scene, tile, overlap, options, cache, tmp_classes, tmp_probs, progress,
+                should_stop,
+            )  # fmt: skip
             copy_to_cog(tmp_classes, classes_path)
             if probs_path is not None and tmp_probs is not None:
                 copy_to_cog(tmp_probs, probs_path)
@@ -202,6 +208,7 @@ class Predictor:
         tile: int,
         overlap: int,
         options: PredictOptions,
+        cache: int,
         classes_path: Path,
         probs_path: Path | None,
         progress: Progress | None,
@@ -209,7 +216,6 @@ class Predictor:
     ) -> None:
         data = ScenesTiles([SceneTiles(scene)])
         sampler = GridTiles(data, tile, tile - overlap)
-        cache = gdal_cache_bytes(scene, tile)
         loader = torch.utils.data.DataLoader(
             data,
             sampler=sampler,
@@ -221,9 +227,9 @@ class Predictor:
             worker_init_fn=functools.partial(_limit_gdal_cache, cache),
         )
         total, done = len(sampler), 0
-        buffer = _Blender(scene, self.card.num_classes, tile, overlap)
+        outputs = functools.partial(strip_outputs, probabilities=probs_path is not None)
+        buffer = _Blender(scene, self.card.num_classes, tile, overlap, outputs)
         with (
-            rasterio.Env(GDAL_CACHEMAX=cache),
             _writers(scene, self.card, classes_path, probs_path) as write,
             ThreadPoolExecutor(1) as writer,
         ):
@@ -245,20 +251,33 @@ class Predictor:
 
 
 class _Blender:
-    """Weighted sum of window logits over a buffer one tile high, emitting finished strips."""
+    """Weighted sum of window logits over a buffer one tile high, emitting finished strips.
 
-    def __init__(self, scene: Scene, num_classes: int, tile: int, overlap: int) -> None:
-        self.scene, self.tile = scene, tile
+    The buffer holds float32 (K+1, tile, scene width) weighted logit sums and (tile, width)
+    weight sums; rows no later window reaches are handed to ``finish_strip(sums, weights)``
+    (views of the buffer, so it must copy what it keeps) and what it returns is yielded with the
+    strip's first row.
+    """
+
+    def __init__(
+        self,
+        scene: Scene,
+        num_classes: int,
+        tile: int,
+        overlap: int,
+        finish_strip: Callable[[np.ndarray, np.ndarray], Any],
+    ) -> None:
+        self.scene, self.tile, self.finish_strip = scene, tile, finish_strip
         self.top = 0
         self.logits = np.zeros((num_classes, tile, scene.width), np.float32)
         self.weight = np.zeros((tile, scene.width), np.float32)
         self.window_weight = _ramp(tile, overlap)
 
-    def add(self, window: list[int], logits: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    def add(self, window: list[int], logits: np.ndarray) -> Iterator[tuple[int, Any]]:
         """Add one window's logits (K+1, tile, tile); yield strips that became final."""
         col, row = window[0], window[1]
         if row > self.top:
-            yield from self._flush(row - self.top)
+            yield self._flush(row - self.top)
         height = min(self.tile, self.scene.height - row)
         width = min(self.tile, self.scene.width - col)
         r0 = row - self.top
@@ -266,28 +285,61 @@ class _Blender:
         self.logits[:, r0 : r0 + height, col : col + width] += logits[:, :height, :width] * w
         self.weight[r0 : r0 + height, col : col + width] += w
 
-    def finish(self) -> Iterator[tuple[int, np.ndarray]]:
+    def finish(self) -> Iterator[tuple[int, Any]]:
         """Yield the last strip."""
-        yield from self._flush(min(self.tile, self.scene.height - self.top))
+        yield self._flush(min(self.tile, self.scene.height - self.top))
 
-    def _flush(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        strip = self.logits[:, :rows] / np.maximum(self.weight[:rows], 1e-12)
-        yield self.top, strip
-        self.logits[:, :-rows] = self.logits[:, rows:].copy()
-        self.logits[:, -rows:] = 0
-        self.weight[:-rows] = self.weight[rows:].copy()
-        self.weight[-rows:] = 0
+    def _flush(self, rows: int) -> tuple[int, Any]:
+        item = self.top, self.finish_strip(self.logits[:, :rows], self.weight[:rows])
+        for plane in (*self.logits, self.weight):  # move up in place, one class at a time
+            plane[:-rows] = plane[rows:]
+            plane[-rows:] = 0
         self.top += rows
+        return item
+
+
+#: Columns per step when turning a strip's logit sums into classes (bounds the temporaries).
+_COLUMNS = 2048
+
+
+def strip_outputs(
+    sums: np.ndarray, weights: np.ndarray, probabilities: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class ids and optional probabilities of a blended strip.
+
+    Args:
+        sums: float32 (K+1, rows, width) weighted sums of window logits.
+        weights: float32 (rows, width) sums of the weights (all > 0).
+        probabilities: Also return the softmax of the blended logits.
+
+    Returns:
+        uint8 (rows, width) argmax class ids, and uint8 (K+1, rows, width) probabilities scaled
+        to 0-255 (or None). The weights are positive, so the sums' argmax is the blended
+        logits' argmax; only the probabilities divide.
+    """
+    ids = np.empty(weights.shape, np.uint8)
+    probs = np.empty(sums.shape, np.uint8) if probabilities else None
+    for start in range(0, weights.shape[1], _COLUMNS):
+        part = slice(start, start + _COLUMNS)
+        ids[:, part] = sums[:, :, part].argmax(0)
+        if probs is not None:
+            logits = sums[:, :, part] / weights[:, part]
+            shifted = np.exp(logits - logits.max(0, keepdims=True))
+            probs[:, :, part] = np.rint(255 * shifted / shifted.sum(0, keepdims=True))
+    return ids, probs
 
 
 def gdal_cache_bytes(scene: Scene, tile: int) -> int:
-    """GDAL block cache for streaming ``scene``: four rows of tiles across it, 32-512 MiB.
+    """GDAL block cache for streaming ``scene``: two rows of tiles (or blocks) across it.
 
-    Windows move row by row, so a few rows of blocks are all the reads and strip writes reuse.
-    GDAL's default (5 % of the RAM) lets the cache, and the process, grow with the scene.
+    Windows move row by row, and a window row shares at most one row of blocks with the next,
+    so two rows of blocks are all the reads reuse (strip writes need less). GDAL's default (5 %
+    of the RAM) lets the cache, and the process, grow with the scene. Bounded to 32-512 MiB.
     """
+    with open_dataset(scene) as ds:
+        block_rows = ds.block_shapes[0][0]
     itemsize = np.dtype(scene.dtype).itemsize
-    need = 4 * tile * scene.width * scene.count * itemsize
+    need = 2 * max(tile, block_rows) * scene.width * scene.count * itemsize
     return int(min(max(need, 32 * 2**20), 512 * 2**20))
 
 
@@ -307,7 +359,7 @@ def _ramp(tile: int, overlap: int) -> np.ndarray:
 
 @contextlib.contextmanager
 def _writers(scene: Scene, card: ModelCard, classes_path: Path, probs_path: Path | None):
-    """Yield ``write((row, blended logits))`` that writes class ids (and probabilities)."""
+    """Yield ``write((row, (class ids, probabilities)))`` that writes a strip (nodata masked)."""
     with contextlib.ExitStack() as stack:
         classes = stack.enter_context(
             class_raster_writer(classes_path, scene, card.classes, colours=card.colours)
@@ -319,16 +371,13 @@ def _writers(scene: Scene, card: ModelCard, classes_path: Path, probs_path: Path
             probs.update_tags(class_names=",".join(["background", *card.classes]))
         src = stack.enter_context(open_dataset(scene))
 
-        def write(item: tuple[int, np.ndarray]) -> None:
-            row, logits = item
-            window = Window(0, row, scene.width, logits.shape[1])
+        def write(item: tuple[int, tuple[np.ndarray, np.ndarray | None]]) -> None:
+            row, (ids, p) = item
+            window = Window(0, row, scene.width, ids.shape[0])
             valid = read_valid(src, scene, window)
-            ids = logits.argmax(0).astype(np.uint8)
             ids[~valid] = IGNORE
             classes.write(ids, 1, window=window)
-            if probs is not None:
-                shifted = np.exp(logits - logits.max(0, keepdims=True))
-                p = np.rint(255 * shifted / shifted.sum(0, keepdims=True)).astype(np.uint8)
+            if probs is not None and p is not None:
                 p[:, ~valid] = 0
                 probs.write(p, window=window)
 

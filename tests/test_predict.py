@@ -12,7 +12,13 @@ from jmlnet_geo.bundle import ModelCard, save_bundle
 from jmlnet_geo.errors import CancelledError
 from jmlnet_geo.io.raster import open_scene
 from jmlnet_geo.models.segmenter import build_segmenter
-from jmlnet_geo.predict import PredictOptions, Predictor, ResolutionWarning, _Blender
+from jmlnet_geo.predict import (
+    PredictOptions,
+    Predictor,
+    ResolutionWarning,
+    _Blender,
+    strip_outputs,
+)
 from jmlnet_geo.tiling import GridTiles, ScenesTiles, SceneTiles, window_of
 from jmlnet_geo.vectorize import vectorize
 
@@ -66,7 +72,7 @@ def test_blended_windows_reproduce_a_globally_consistent_field(tmp_path, size):
     height, width = size
     scene = open_scene(write_scene(tmp_path / "s.tif", scene_data(height, width)))
     field = np.random.default_rng(1).normal(0, 1, (3, height, width)).astype(np.float32)
-    blender = _Blender(scene, 3, tile=32, overlap=8)
+    blender = _Blender(scene, 3, tile=32, overlap=8, finish_strip=lambda sums, w: sums / w)
     data = ScenesTiles([SceneTiles(scene)])
     out = np.zeros_like(field)
     strips = []
@@ -81,6 +87,18 @@ def test_blended_windows_reproduce_a_globally_consistent_field(tmp_path, size):
         out[:, row : row + strip.shape[1]] = strip
     assert sum(s.shape[1] for _, s in strips) == height
     np.testing.assert_allclose(out, field, rtol=1e-5, atol=1e-5)
+
+
+def test_strip_outputs_are_the_blended_argmax_and_softmax():
+    rng = np.random.default_rng(2)
+    weights = rng.uniform(0.01, 3, (5, 4100)).astype(np.float32)  # wider than one column step
+    blended = rng.normal(0, 2, (4, 5, 4100)).astype(np.float32)
+    ids, probs = strip_outputs(blended * weights, weights, probabilities=True)
+    assert ids.dtype == np.uint8 and probs.dtype == np.uint8 and probs.shape == blended.shape
+    np.testing.assert_array_equal(ids, blended.argmax(0))
+    softmax = np.exp(blended) / np.exp(blended).sum(0)
+    assert np.abs(probs - 255 * softmax).max() <= 0.5 + 1e-3
+    assert strip_outputs(blended, weights, probabilities=False)[1] is None
 
 
 def test_prediction_keeps_the_grid_and_nodata(tmp_path, bundle):
