@@ -5,6 +5,7 @@ Commands (from the repository root)::
     .venv/bin/python bench/accuracy.py --quick            # smoke check on 60 + 20 images
     .venv/bin/python bench/accuracy.py                    # CPU budget (fast preset), ~2 h
     .venv/bin/python bench/accuracy.py --rows ce-grabcut,bmm-main,full --seeds 0,1
+    .venv/bin/python bench/accuracy.py --parts isaid,spacenet   # the small extra checks
 
 Data: ``../shared/data/nwpu_vhr10_train`` (520 images, 10 classes, COCO polygons), imported
 with ``jmlgeo import coco``. Split: a fixed, stratified 80/20 split by image (seed 0): images are
@@ -20,6 +21,18 @@ groups them by stage-1 label: ``jmlgeo train``'s stage cache then computes each 
 and the detector once, and trains stage 1 once per stage-1 label (the paper's stage 2 finetunes
 one stage-1 model with each loss), exactly as a user re-running ``jmlgeo train --resume`` with
 another ``--loss`` would. Each row's bundle is kept in ``WORK/bundles``.
+
+Small extra checks (``--parts isaid,spacenet``; rows ``EXTRA_ROWS``: BOX, GrabCut, our default and
+the full-supervision bound, same budget; detector rows need more than one training image):
+
+- ``isaid``: the three iSAID devkit images, split as the devkit does: train on P0005's boxes
+  (131 instances), score on P0003 and P0004 (175 instances) against their semantic masks.
+- ``spacenet``: the SpaceNet Atlanta GeoTIFF (900² px, 1 panchromatic uint16 band, EPSG:32616),
+  cut into a west half for training (its buildings' boxes) and an east half to score; a building
+  crossing the cut is clipped to each half.
+
+Rows already in ``WORK/results.json`` with the same part and budget are kept (``--fresh`` redoes
+them), so the bench can be continued in another sitting.
 """
 
 from __future__ import annotations
@@ -36,6 +49,8 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import rasterio
+from shapely.geometry import box as shapely_box
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.report import (  # noqa: E402
@@ -95,6 +110,142 @@ def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
+EXTRA_ROWS = ("ce-box", "ce-grabcut", "bmm-classic", "full")
+PARTS = ("nwpu", "isaid", "spacenet")
+SHARED = REPO.parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One data set: what training sees and what is scored.
+
+    Attributes:
+        name: ``nwpu``, ``isaid`` or ``spacenet`` (also the run folders' prefix).
+        train_scenes: The scenes trained on.
+        train_boxes: Their boxes (GPKG; ``image`` column for plain images).
+        train_masks: Their true polygons (the full and semi rows).
+        classes: Class names of ids 1..K.
+        val_scenes: The scenes scored.
+        val_truth: A polygon layer or a folder of ``<stem>.tif`` class rasters for them.
+    """
+
+    name: str
+    train_scenes: tuple[Path, ...]
+    train_boxes: Path
+    train_masks: Path
+    classes: tuple[str, ...]
+    val_scenes: tuple[Path, ...]
+    val_truth: Path
+
+    def truth_of(self, scene: Path) -> Path:
+        """The truth source of a validation scene (a layer, or its own class raster)."""
+        if self.val_truth.is_dir():
+            return self.val_truth / f"{scene.stem}.tif"
+        return self.val_truth
+
+
+def nwpu_part(work: Path, quick: bool) -> Part:
+    split = prepare(work, quick)
+    return Part(
+        "nwpu",
+        tuple(DATA / "imgs" / name for name in split["train"]),
+        Path(split["train_boxes"]),
+        Path(split["train_truth"]),
+        tuple(split["classes"]),
+        tuple(DATA / "imgs" / name for name in split["val"]),
+        work / "truth.gpkg",
+    )
+
+
+def isaid_part(work: Path) -> Part:
+    """The devkit's split: P0005 (train folder) to train, P0003 and P0004 (val) to score."""
+    from rasterio import features
+    from shapely.geometry import shape
+
+    from bench.proposals import load_isaid
+
+    folder = work / "isaid"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = load_isaid(SHARED, folder)  # boxes of all three images; truth rasters in isaid_truth
+    boxes = gpd.read_file(folder / "isaid_boxes.gpkg")
+    images = {p.name: p for p in (SHARED / "isaid_devkit_samples").glob("*/images/P*[0-9].png")}
+    train = sorted(n for n, p in images.items() if p.parent.parent.name == "train")
+    val = sorted(n for n, p in images.items() if p.parent.parent.name == "val")
+    train_boxes = folder / "train_boxes.gpkg"
+    boxes[boxes["image"].isin(train)].to_file(train_boxes, driver="GPKG")
+    masks = []
+    for name in train:
+        truth = folder / "isaid_truth" / f"{Path(name).stem}.tif"
+        with rasterio.open(truth) as ds:
+            ids = ds.read(1)
+        for geometry, value in features.shapes(ids, mask=(ids > 0) & (ids < 255)):
+            masks.append(
+                {
+                    "class": data.class_names[int(value) - 1],
+                    "image": name,
+                    "geometry": shape(geometry),
+                }
+            )
+    train_masks = folder / "train_masks.gpkg"
+    gpd.GeoDataFrame(masks, geometry="geometry", crs=None).to_file(train_masks, driver="GPKG")
+    return Part(
+        "isaid",
+        tuple(images[n] for n in train),
+        train_boxes,
+        train_masks,
+        tuple(data.class_names),
+        tuple(images[n] for n in val),
+        folder / "isaid_truth",
+    )
+
+
+def spacenet_part(work: Path) -> Part:
+    """West half to train (boxes of its buildings), east half to score."""
+    from rasterio.windows import Window, bounds, transform
+
+    source = SHARED / "spacenet_solaris_sample"
+    folder = work / "spacenet"
+    folder.mkdir(parents=True, exist_ok=True)
+    polygons = gpd.read_file(source / "geotiff_labels.geojson")
+    halves = {}
+    with rasterio.open(source / "sample_geotiff.tif") as src:
+        polygons = polygons.to_crs(src.crs)
+        half = src.width // 2
+        for name, window in (
+            ("west", Window(0, 0, half, src.height)),
+            ("east", Window(half, 0, src.width - half, src.height)),
+        ):
+            path = folder / f"spacenet_{name}.tif"
+            profile = src.profile | {
+                "width": window.width,
+                "height": window.height,
+                "transform": transform(window, src.transform),
+            }
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(src.read(window=window))
+            clipped = polygons.clip(shapely_box(*bounds(window, src.transform)))
+            clipped = clipped[~clipped.is_empty & (clipped.area > 0)].explode(index_parts=False)
+            clipped = gpd.GeoDataFrame(
+                {"class": ["building"] * len(clipped)}, geometry=list(clipped.geometry), crs=src.crs
+            )
+            halves[name] = path, clipped
+    train_boxes, train_masks = folder / "train_boxes.gpkg", folder / "train_masks.gpkg"
+    west = halves["west"][1]
+    west.set_geometry(west.envelope).to_file(train_boxes, driver="GPKG")
+    west.to_file(train_masks, driver="GPKG")
+    val_truth = folder / "val_truth.gpkg"
+    halves["east"][1].to_file(val_truth, driver="GPKG")
+    return Part(
+        "spacenet",
+        (halves["west"][0],),
+        train_boxes,
+        train_masks,
+        ("building",),
+        (halves["east"][0],),
+        val_truth,
+    )
+
+
 def prepare(work: Path, quick: bool) -> dict:
     """Import NWPU, split it 80/20 by image (stratified), write train boxes and masks.
 
@@ -135,10 +286,8 @@ def prepare(work: Path, quick: bool) -> dict:
     return split
 
 
-def run_row(row: Row, split: dict, work: Path, args, seed: int, truths: dict) -> dict:
-    """Train one row (in the seed's shared run folder) and score it on the validation images."""
-    import rasterio
-
+def run_row(row: Row, part: Part, work: Path, args, seed: int, truths: dict) -> dict:
+    """Train one row (in the part's and seed's shared run folder) and score it."""
     config = preset_config(args.preset)
     seg = replace(
         config.segmenter,
@@ -155,10 +304,10 @@ def run_row(row: Row, split: dict, work: Path, args, seed: int, truths: dict) ->
     config = replace(
         config, segmenter=seg, detector=detector, masks_fraction=row.masks_fraction or 0.0
     )
-    scenes = tuple(DATA / "imgs" / name for name in split["train"])
-    masks = Path(split["train_truth"]) if row.masks_fraction else None
-    inputs = TrainInputs(scenes, Path(split["train_boxes"]), tuple(split["classes"]), masks=masks)
-    run_dir = work / "runs" / f"{'quick-' if args.quick else ''}seed{seed}"
+    masks = part.train_masks if row.masks_fraction else None
+    inputs = TrainInputs(part.train_scenes, part.train_boxes, part.classes, masks=masks)
+    prefix = ("quick-" if args.quick else "") + ("" if part.name == "nwpu" else f"{part.name}-")
+    run_dir = work / "runs" / f"{prefix}seed{seed}"
     start = time.perf_counter()
     result = train(inputs, config, run_dir, resume=True, workers=args.workers, message=log)
     train_seconds = time.perf_counter() - start
@@ -168,21 +317,21 @@ def run_row(row: Row, split: dict, work: Path, args, seed: int, truths: dict) ->
     shutil.copyfile(result.bundle, bundle)
     start = time.perf_counter()
     predictor = Predictor(bundle, "auto")
-    num_classes = len(split["classes"]) + 1
+    num_classes = len(part.classes) + 1
     total = np.zeros((num_classes, num_classes), np.int64)
-    out = work / "predictions"
-    for name in split["val"]:
-        scene = DATA / "imgs" / name
+    out = work / "predictions" / part.name
+    for scene in part.val_scenes:
         pred = predictor.predict(scene, out, PredictOptions(loader_workers=0, batch_size=8))
         with rasterio.open(pred.classes) as ds:
             predicted = ds.read(1)
-        if name not in truths:
-            truths[name] = truth_raster(
-                open_scene(scene), work / "truth.gpkg", classes=split["classes"]
+        if scene not in truths:
+            truths[scene] = truth_raster(
+                open_scene(scene), part.truth_of(scene), classes=part.classes
             )
-        total += confusion_matrix(predicted, truths[name], num_classes)
+        total += confusion_matrix(predicted, truths[scene], num_classes)
     s = scores(total)
     return {
+        "part": part.name,
         "row": row.name,
         "seed": seed,
         "miou": float(s["miou"]),
@@ -216,8 +365,9 @@ def scored_before(path: Path, budget: dict) -> list[dict]:
     return [r for r in earlier if all(r.get(k) == v for k, v in budget.items())]
 
 
-def _keys(results: list[dict]) -> set[tuple[str, int]]:
-    return {(r["row"], r["seed"]) for r in results}
+def _key(result: dict) -> tuple[str, str, int]:
+    """(part, row, seed); rows scored before parts existed are NWPU's."""
+    return result.get("part", "nwpu"), result["row"], result["seed"]
 
 
 def findings(by_row: dict[str, list[dict]]) -> list[str]:
@@ -254,8 +404,26 @@ def findings(by_row: dict[str, list[dict]]) -> list[str]:
     return notes
 
 
-def markdown(results: list[dict], split: dict, args, command: str, started: str) -> str:
-    names = ["background", *split["classes"]]
+PART_TITLES = {
+    "nwpu": "## Accuracy on NWPU VHR-10 (`bench/accuracy.py`)",
+    "isaid": "## Accuracy, extra check: the three iSAID devkit images (`bench/accuracy.py`)",
+    "spacenet": "## Accuracy, extra check: the SpaceNet Atlanta scene (`bench/accuracy.py`)",
+}
+
+
+def describe_split(part: Part) -> str:
+    if part.name == "nwpu":
+        return (
+            f"{len(part.train_scenes)} train / {len(part.val_scenes)} validation images "
+            "(WORK/split.json); training sees only the train images' boxes"
+        )
+    train = ", ".join(p.name for p in part.train_scenes)
+    val = ", ".join(p.name for p in part.val_scenes)
+    return f"train on {train} (boxes only, except the full row); score on {val}"
+
+
+def markdown(results: list[dict], part: Part, args, command: str, started: str) -> str:
+    names = ["background", *part.classes]
     by_row: dict[str, list[dict]] = defaultdict(list)
     for r in results:
         by_row[r["row"]].append(r)
@@ -283,8 +451,7 @@ def markdown(results: list[dict], split: dict, args, command: str, started: str)
             f"- Budget: preset `{args.preset}`, stage 1 {args.stage1_steps} steps + stage 2 "
             f"{args.stage2_steps} steps (batch and tile from the preset), detector "
             f"{args.detector_steps} steps; seeds {args.seeds}",
-            f"- Split: {len(split['train'])} train / {len(split['val'])} validation images "
-            "(WORK/split.json); training sees only the train images' boxes",
+            f"- Split: {describe_split(part)}",
             "- Train min: wall time of `train()` for the row; a row reusing its stage 1 (same "
             "stage-1 label as the row before) or the shared proposals and detector is shorter",
             "",
@@ -307,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/jmlgeo-accuracy"))
     parser.add_argument("--quick", action="store_true", help="60 + 20 images, few steps.")
     parser.add_argument("--rows", default=None, help="Comma-separated row names.")
+    parser.add_argument(
+        "--parts", default="nwpu", help=f"Comma-separated data sets: {', '.join(PARTS)}."
+    )
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--stage1-steps", type=int, default=None)
@@ -322,9 +492,12 @@ def main(argv: list[str] | None = None) -> int:
         "WORK/results.json holds for the same budget).",
     )
     args = parser.parse_args(argv)
-    if not DATA.exists():
-        print(f"skipped: {DATA} is absent (../shared/data sits beside the developers' checkout)")
+    if not SHARED.exists():
+        print(f"skipped: {SHARED} is absent (../shared/data sits beside the developers' checkout)")
         return 0
+    unknown_parts = set(args.parts.split(",")) - set(PARTS)
+    if unknown_parts:
+        parser.error(f"unknown parts {sorted(unknown_parts)}; choose from {list(PARTS)}")
     seg = preset_config(args.preset).segmenter
     if args.quick:
         args.stage1_steps = args.stage1_steps or 20
@@ -344,29 +517,40 @@ def main(argv: list[str] | None = None) -> int:
     by_name = {r.name: r for r in ROWS}
     rows = [by_name[n] for n in names]  # in the order given: put the rows you need most first
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
-    split = prepare(args.work, args.quick)
-    log(f"split: {len(split['train'])} train, {len(split['val'])} validation images")
     budget = budget_of(args)
-    earlier = [] if args.fresh else scored_before(args.work / "results.json", budget)
-    results, truths = [], {}
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        for row in rows:
-            done = [r for r in earlier if (r["row"], r["seed"]) == (row.name, seed)]
-            if done:
-                log(f"row {row.name} seed {seed}: scored by an earlier run with this budget")
-                results.append(done[0])
-                continue
-            log(f"row {row.name} seed {seed}")
-            results.append({**run_row(row, split, args.work, args, seed, truths), **budget})
-            results[-1]["code"] = code_version()
-            log(f"  mIoU {100 * results[-1]['miou']:.2f} (eval {results[-1]['eval_s']:.0f} s)")
-            kept = [r for r in earlier if (r["row"], r["seed"]) not in _keys(results)]
-            (args.work / "results.json").write_text(json.dumps(kept + results, indent=1))
+    path = args.work / "results.json"
+    args.work.mkdir(parents=True, exist_ok=True)
     command = "python bench/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = markdown(results, split, args, command.strip(), started)
-    print(text)
-    if not args.no_update and not args.quick:
-        update_section("accuracy", "## Accuracy on NWPU VHR-10 (`bench/accuracy.py`)\n\n" + text)
+    for part_name in args.parts.split(","):
+        if part_name == "nwpu":
+            part = nwpu_part(args.work, args.quick)
+            part_rows = rows
+        else:
+            part = {"isaid": isaid_part, "spacenet": spacenet_part}[part_name](args.work)
+            part_rows = [r for r in rows if r.name in EXTRA_ROWS]
+        log(f"{part.name}: {len(part.train_scenes)} train, {len(part.val_scenes)} scored scene(s)")
+        truths: dict = {}
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for row in part_rows:
+                key = (part.name, row.name, seed)
+                earlier = [] if args.fresh else scored_before(path, budget)
+                if any(_key(r) == key for r in earlier):
+                    log(f"{part.name} row {row.name} seed {seed}: scored earlier with this budget")
+                    continue
+                log(f"{part.name} row {row.name} seed {seed}")
+                result = {**run_row(row, part, args.work, args, seed, truths), **budget}
+                result["code"] = code_version()
+                log(f"  mIoU {100 * result['miou']:.2f} (eval {result['eval_s']:.0f} s)")
+                every = json.loads(path.read_text()) if path.exists() else []
+                every = [r for r in every if _key(r) != key] + [result]
+                path.write_text(json.dumps(every, indent=1))
+        # the table: every row of this part scored with this budget, by this run or earlier ones
+        scored = [r for r in scored_before(path, budget) if _key(r)[0] == part.name]
+        text = markdown(scored, part, args, command.strip(), started)
+        print(text)
+        if not args.no_update and not args.quick:
+            section = "accuracy" if part.name == "nwpu" else f"accuracy-{part.name}"
+            update_section(section, f"{PART_TITLES[part.name]}\n\n{text}")
     return 0
 
 
