@@ -17,7 +17,13 @@ def predict(
         False, "--probabilities", help="Also write per-class probabilities (uint8 0-255)."
     ),
     tile: int | None = typer.Option(None, "--tile", min=32, help="Window side (default: bundle)."),
-    overlap: int | None = typer.Option(None, "--overlap", min=0, help="Default: tile / 4."),
+    overlap: int | None = typer.Option(
+        None,
+        "--overlap",
+        min=0,
+        help="Pixels neighbouring windows share (default: tile / 4). tile / 2 blends "
+        "more windows per pixel: fewer tiling differences, about 2.2x the forward time.",
+    ),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     tta: bool = typer.Option(False, "--tta", help="Average with flipped windows (3x slower)."),
