@@ -296,6 +296,7 @@ def run_row(row: Row, part: Part, work: Path, args, seed: int, truths: dict) -> 
         proposals=row.proposals,
         stage1_steps=args.stage1_steps,
         stage2_steps=args.stage2_steps,
+        lr=args.lr,
         seed=seed,
         val_every=10**9,
         loader_workers=args.loader_workers,
@@ -349,6 +350,7 @@ def budget_of(args) -> dict:
         "stage1_steps": args.stage1_steps,
         "stage2_steps": args.stage2_steps,
         "detector_steps": args.detector_steps,
+        "lr": args.lr,
         "quick": bool(args.quick),
     }
 
@@ -449,7 +451,7 @@ def markdown(results: list[dict], part: Part, args, command: str, started: str) 
             f"- Date: {started} UTC; code {code_version()}"
             + (f" (rows scored at commits {', '.join(codes)})" if codes else ""),
             f"- Budget: preset `{args.preset}`, stage 1 {args.stage1_steps} steps + stage 2 "
-            f"{args.stage2_steps} steps (batch and tile from the preset), detector "
+            f"{args.stage2_steps} steps (batch and tile from the preset), lr {args.lr}, detector "
             f"{args.detector_steps} steps; seeds {args.seeds}",
             f"- Split: {describe_split(part)}",
             "- Train min: wall time of `train()` for the row; a row reusing its stage 1 (same "
@@ -482,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage1-steps", type=int, default=None)
     parser.add_argument("--stage2-steps", type=int, default=None)
     parser.add_argument("--detector-steps", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None, help="Default: the preset's.")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--loader-workers", type=int, default=1)
     parser.add_argument("--no-update", action="store_true", help="Do not touch BENCHMARKS.md.")
@@ -499,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown_parts:
         parser.error(f"unknown parts {sorted(unknown_parts)}; choose from {list(PARTS)}")
     seg = preset_config(args.preset).segmenter
+    args.lr = args.lr or seg.lr
     if args.quick:
         args.stage1_steps = args.stage1_steps or 20
         args.stage2_steps = args.stage2_steps or 10

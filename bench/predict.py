@@ -12,21 +12,23 @@ BENCHMARKS.md (with the command, the machine, the load average and the date):
        worker, ``stack_samples``) + forward + argmax tiles stitched into an in-memory uint8 array
        (no blending; the last tiles reach past the far edges as torchgeo makes them) + one
        rasterio write (tiled, DEFLATE) at the end;
-   (c) our ``Predictor.predict`` (default options: overlap tile/4, one reader worker, COG with
-       overviews), and the same with overlap 0, whose windows are exactly those of (a) and (b).
+   (c) our ``Predictor.predict`` (default options: overlap tile/4, on CPU no reader process,
+       COG with overviews), and the same with overlap 0, whose windows are exactly those of (a)
+       and (b).
 
    Each variant runs ``--repeats`` times (3; 1 with ``--quick``), interleaved, the order reversed
    every other run; the shortest run counts. "Scene Mpx/s" is the scene's pixels over the wall
    time; "forwarded Mpx/s" counts the pixels of every window, so it grows with the overlap. The
-   CPU time (user + system, the process and its reader worker) of each run is reported too, with
+   CPU time (user + system, the process and any reader worker) of each run is reported too, with
    ratios per CPU second: on a machine shared with other jobs the wall-clock ratios favour the
    variants with more runnable threads. Ours also gets a time breakdown (forward, blending, strip
    writes in the writer thread, the COG copy).
 2. Peak memory: a fresh subprocess runs only the prediction (default options) on synthetic scenes
    of 2048², 8192² and 20000² pixels (2048² and 4096² with ``--quick``), written tiled and DEFLATE
    compressed, strip by strip, to the work folder. Reported: the process's max RSS
-   (``getrusage``), its reader worker's max RSS, and the whole process tree's peak RSS and PSS
-   sampled every 0.2 s from /proc (PSS counts pages shared by the forked worker once). The torchgeo
+   (``getrusage``), its reader workers' max RSS (none by default on CPU), and the whole process
+   tree's peak RSS and PSS sampled every 0.2 s from /proc (PSS counts pages shared by a forked
+   worker once). The torchgeo
    recipe (b) is measured the same way at the smaller sizes for contrast.
 3. Seams: a trained bundle predicts a scene, then a copy of the scene cropped by half the stride
    (tile - overlap) at the top and left, so every window border moves as far as it can relative to
@@ -477,11 +479,12 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
         f"fast preset (random weights), CPU, {torch.get_num_threads()} torch threads\n\n"
         f"Best of {args.repeats} interleaved runs (all runs listed, in order; the order of the "
         "variants alternates between runs); rates and ratios from the best (shortest) runs. "
-        "CPU s: user + system time of this process, its threads and its reader worker during the "
+        "CPU s: user + system time of this process, its threads and any reader worker during the "
         "run; the CPU ratios use the smallest CPU time of each variant. On a machine shared with "
-        "other jobs, wall-clock ratios favour the variants with more runnable threads (ours and "
-        "(b) have a reader process besides the 2 torch threads, so they get a larger share of "
-        "the busy cores than (a)); the CPU ratios do not, but spinning OpenMP threads inflate "
+        "other jobs, wall-clock ratios favour the variants with more runnable threads ((b) has a "
+        "reader process besides the 2 torch threads, so it gets a larger share of the busy "
+        "cores than (a) and ours, which reads between forward passes on CPU); the CPU ratios do "
+        "not, but spinning OpenMP threads inflate "
         "CPU time under contention too. Read both.\n",
         markdown_table(header, rows, align="lrrrrrrrrr"),
     ]
@@ -515,7 +518,7 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
     parts.append(
         "Where the time of the best runs goes (seconds; the forward includes normalisation and "
         "the copy of the logits to numpy; strip writes run in the writer thread, overlapped; "
-        "'other' is the rest of the main thread: waiting for the reader worker, waiting for the "
+        "'other' is the rest of the main thread: reading windows (on CPU), waiting for the "
         "writer, start-up):\n\n"
         + markdown_table(
             ["variant", "total", "forward", "blend", "strip writes", "COG copy", "other"],
@@ -699,12 +702,12 @@ def part_memory(args: argparse.Namespace, work: Path, results: Results) -> None:
     ]
     results.add(
         f"### 2. Peak memory (GB = 10^9 bytes): tile {tile}, batch 8, fast preset, CPU, "
-        "default options (one reader worker), a fresh process per prediction\n\n"
-        "Synthetic uint8 RGB scenes, tiled 256 and DEFLATE-compressed. The main process's and the "
-        "worker's max RSS come from getrusage; the tree figures are sums over the process and its "
-        "children sampled every 0.2 s from /proc/PID/smaps_rollup (PSS counts the pages the forked "
-        "worker shares with the main process once). The recipe keeps the whole class raster in "
-        "memory (uint8, 1 byte per pixel: the cheapest possible stitching).\n\n"
+        "default options (on CPU: no reader process), a fresh process per prediction\n\n"
+        "Synthetic uint8 RGB scenes, tiled 256 and DEFLATE-compressed. The main process's and "
+        "its workers' max RSS come from getrusage; the tree figures are sums over the process "
+        "and its children sampled every 0.2 s from /proc/PID/smaps_rollup (PSS counts the pages "
+        "a forked worker shares with the main process once). The recipe keeps the whole class "
+        "raster in memory (uint8, 1 byte per pixel: the cheapest possible stitching).\n\n"
         + markdown_table(header, rows, align="llrrrrrrr")
     )
     ours = [(side, r) for kind, side, r in measured if kind == "ours"]
@@ -715,12 +718,14 @@ def part_memory(args: argparse.Namespace, work: Path, results: Results) -> None:
         flat = "meets" if growth <= TARGET_FLAT else "misses"
         below = "meets" if peak < TARGET_MEMORY_GB else "misses"
         main_growth = last["main_max_rss_kb"] / first["main_max_rss_kb"]
-        worker_growth = last["workers_max_rss_kb"] / first["workers_max_rss_kb"]
+        worker = ""
+        if first["workers_max_rss_kb"]:
+            growth_of_worker = last["workers_max_rss_kb"] / first["workers_max_rss_kb"]
+            worker = f", reader worker {growth_of_worker:.2f}x"
         results.findings.append(
             f"Memory: the {large}² prediction peaks at {growth:.2f}x the {small}² one (tree PSS; "
-            f"{flat} the <= {TARGET_FLAT}x target; main process {main_growth:.2f}x, reader worker "
-            f"{worker_growth:.2f}x), at most {peak:.2f} GB ({below} the < {TARGET_MEMORY_GB} GB "
-            "target)."
+            f"{flat} the <= {TARGET_FLAT}x target; main process {main_growth:.2f}x{worker}), at "
+            f"most {peak:.2f} GB ({below} the < {TARGET_MEMORY_GB} GB target)."
         )
 
 

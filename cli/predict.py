@@ -29,7 +29,12 @@ def predict(
     tta: bool = typer.Option(False, "--tta", help="Average with flipped windows (3x slower)."),
     min_area: float = typer.Option(0.0, "--min-area", help="Polygons: drop smaller (map units²)."),
     simplify: float = typer.Option(0.0, "--simplify", help="Polygons: tolerance (map units)."),
-    loader_workers: int = typer.Option(1, "--loader-workers", min=0),
+    loader_workers: int | None = typer.Option(
+        None,
+        "--loader-workers",
+        min=0,
+        help="Reader processes (default: 0 on CPU, reading between forward passes; 1 on CUDA).",
+    ),
     progress: ProgressMode = PROGRESS_OPTION,
 ) -> None:
     """Predict scenes of any size to class COGs (and polygons), streaming strip by strip."""

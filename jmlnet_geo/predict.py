@@ -67,7 +67,9 @@ class PredictOptions:
         device: ``auto``, ``cpu`` or ``cuda``.
         tta: Average the logits of the window and its two flips (3x the work).
         probabilities: Also write per-class probabilities.
-        loader_workers: Processes reading windows ahead of the model (0: in this thread).
+        loader_workers: Processes reading windows ahead of the model; 0 reads them in this
+            thread. Default (None): 0 on CPU, where the model's threads already use every core
+            and a reader process only competes with them (and adds its memory), 1 on CUDA.
     """
 
     tile: int | None = None
@@ -76,7 +78,7 @@ class PredictOptions:
     device: str = "auto"
     tta: bool = False
     probabilities: bool = False
-    loader_workers: int = 1
+    loader_workers: int | None = None
 
 
 @dataclass
@@ -216,14 +218,17 @@ class Predictor:
     ) -> None:
         data = ScenesTiles([SceneTiles(scene)])
         sampler = GridTiles(data, tile, tile - overlap)
+        workers = options.loader_workers
+        if workers is None:
+            workers = 1 if self.device.type == "cuda" else 0
         loader = torch.utils.data.DataLoader(
             data,
             sampler=sampler,
             batch_size=options.batch_size,
-            num_workers=options.loader_workers,
+            num_workers=workers,
             collate_fn=collate_tiles,
             pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if options.loader_workers else None,
+            prefetch_factor=4 if workers else None,
             worker_init_fn=functools.partial(_limit_gdal_cache, cache),
         )
         total, done = len(sampler), 0

@@ -101,6 +101,16 @@ def test_strip_outputs_are_the_blended_argmax_and_softmax():
     assert strip_outputs(blended, weights, probabilities=False)[1] is None
 
 
+def test_a_reader_process_gives_the_same_prediction(tmp_path, bundle):
+    scene = write_scene(tmp_path / "scene.tif", scene_data(150, 170))
+    predictor = Predictor(bundle)
+    ids = []
+    for workers in (0, 1):
+        options = PredictOptions(tile=64, loader_workers=workers)
+        ids.append(read(predictor.predict(scene, tmp_path / f"w{workers}", options).classes)[0])
+    np.testing.assert_array_equal(ids[0], ids[1])
+
+
 def test_prediction_keeps_the_grid_and_nodata(tmp_path, bundle):
     data = scene_data(100, 140)
     data[:, :, 120:] = 0
