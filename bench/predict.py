@@ -965,7 +965,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for part in PARTS:
             if part not in args.parts:
                 continue
-            results, load_start = Results(), load_text()
+            results, load_start, code = Results(), load_text(), code_version()
             started = dt.datetime.now(dt.UTC)
             start = time.perf_counter()
             {"throughput": part_throughput, "memory": part_memory, "seams": part_seams}[part](
@@ -984,7 +984,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"- Load average: {load_start} at the start, {load_text()} at the end (other "
                     "jobs share the cores; times are wall clock, compare the ratios)\n"
                     f"- Packages: {versions}; GDAL {rasterio.__gdal_version__}; "
-                    f"code {code_version()}\n"
+                    f"code {code} (at the start)\n"
                     f"- Date: {started:%Y-%m-%d %H:%M} UTC; this part took {minutes:.1f} min",
                     "Findings:\n\n" + findings,
                     *(block.replace("### ", "#### ", 1) for block in results.blocks),
