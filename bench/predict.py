@@ -696,7 +696,7 @@ def part_memory(args: argparse.Namespace, work: Path, results: Results) -> None:
         "time (s)",
         "RSS after loading the model",
         "max RSS, main process",
-        "max RSS, reader worker",
+        "max RSS, child processes (reader workers, if any)",
         "peak tree RSS (sampled)",
         "peak tree PSS (sampled)",
     ]
@@ -721,7 +721,7 @@ def part_memory(args: argparse.Namespace, work: Path, results: Results) -> None:
         worker = ""
         if first["workers_max_rss_kb"]:
             growth_of_worker = last["workers_max_rss_kb"] / first["workers_max_rss_kb"]
-            worker = f", reader worker {growth_of_worker:.2f}x"
+            worker = f", child processes {growth_of_worker:.2f}x"
         results.findings.append(
             f"Memory: the {large}² prediction peaks at {growth:.2f}x the {small}² one (tree PSS; "
             f"{flat} the <= {TARGET_FLAT}x target; main process {main_growth:.2f}x{worker}), at "
