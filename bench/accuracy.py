@@ -522,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [by_name[n] for n in names]  # in the order given: put the rows you need most first
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     budget = budget_of(args)
+    code = code_version()
     path = args.work / "results.json"
     args.work.mkdir(parents=True, exist_ok=True)
     command = "python bench/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -543,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 log(f"{part.name} row {row.name} seed {seed}")
                 result = {**run_row(row, part, args.work, args, seed, truths), **budget}
-                result["code"] = code_version()
+                result["code"] = code  # what this process imported, not what is on disk now
                 log(f"  mIoU {100 * result['miou']:.2f} (eval {result['eval_s']:.0f} s)")
                 every = json.loads(path.read_text()) if path.exists() else []
                 every = [r for r in every if _key(r) != key] + [result]
