@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from jmlnet_geo import __version__
-from jmlnet_geo.config import LOSS_NAMES, TrainConfig, config_dict
+from jmlnet_geo.config import LOSS_NAMES, TrainConfig, check_head, config_dict
 from jmlnet_geo.errors import JmlGeoError, OptionError, OutputError, display_path
 from jmlnet_geo.io.raster import Scene, open_scenes
 from jmlnet_geo.io.vector import SceneBoxes, boxes_for_scenes, read_boxes
@@ -178,7 +178,8 @@ def train(
                 write_truth_raster(paths[s.path], s, source, config.class_field, names)
             run.finish(kind, fp)
         truth_files[kind] = paths
-        fps[kind] = fp  # the masks' fingerprint, for the stages that train on them
+        if kind == MASK:
+            fps[MASK] = fp  # for the stages that train on the masks
 
     mask_scenes = _mask_scenes(scenes, config, inputs.masks is not None)
     if mask_scenes:
@@ -337,17 +338,18 @@ def _train_stage(
             return run.state["stages"][name].get("validation", {})
     elif run.reusable(name, fp) and weights.exists():
         return run.state["stages"][name].get("validation", {})
-    elif steps <= 0:
-        raise OptionError(f"{name}: give it at least one step")
-    elif checkpoint.exists() and run.interrupted(name, fp) and not run.resume:
-        raise RunFolderError(
-            f"{display_path(run.path)}: {name} was interrupted; pass --resume to continue it "
-            "or --force to start over"
-        )
     else:
+        if steps <= 0:
+            raise OptionError(f"{name}: give it at least one step")
         # a checkpoint continues only the same stage with the same settings; one left by a run
         # with other settings (or by a version that did not record it) is not resumed
-        if not (checkpoint.exists() and run.interrupted(name, fp)):
+        resumable = checkpoint.exists() and run.interrupted(name, fp)
+        if resumable and not run.resume:
+            raise RunFolderError(
+                f"{display_path(run.path)}: {name} was interrupted; pass --resume to continue "
+                "it or --force to start over"
+            )
+        if not resumable:
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True, exist_ok=True)
         run.start(name, fp)
@@ -649,13 +651,7 @@ def _check_config(config: TrainConfig) -> list[str]:
     unknown = [p for p in wanted if p not in known]
     if unknown:
         raise OptionError(f"unknown proposal '{unknown[0]}'; choose from {', '.join(known[:-1])}")
-    from jmlnet_geo.models.segmenter import DEFAULT_HEADS, HEADS
-
-    if seg.head not in HEADS or (seg.preset == "paper" and seg.head != DEFAULT_HEADS["paper"]):
-        allowed = HEADS if seg.preset == "fast" else (DEFAULT_HEADS["paper"],)
-        raise OptionError(
-            f"--head {seg.head}: the {seg.preset} preset takes {' or '.join(allowed)}"
-        )
+    check_head(seg.preset, seg.head)
     if seg.loss not in LOSS_NAMES:
         raise OptionError(f"unknown loss '{seg.loss}'; choose from {', '.join(LOSS_NAMES)}")
     if any(p in DETECTOR_METHODS for p in wanted):
