@@ -58,6 +58,7 @@ from bench.report import (  # noqa: E402
     code_version,
     machine_description,
     markdown_table,
+    place_after,
     update_section,
 )
 from jmlnet_geo.config import preset_config  # noqa: E402
@@ -554,7 +555,10 @@ def main(argv: list[str] | None = None) -> int:
         text = markdown(scored, part, args, command.strip(), started)
         print(text)
         if not args.no_update and not args.quick:
-            section = "accuracy" if part.name == "nwpu" else f"accuracy-{part.name}"
+            names = ["accuracy", *(f"accuracy-{p}" for p in PARTS[1:])]  # in PARTS order
+            section = names[PARTS.index(part.name)]
+            for anchor in reversed(names[: PARTS.index(part.name)]):
+                place_after(section, anchor)  # keep the extra checks after the NWPU table
             update_section(section, f"{PART_TITLES[part.name]}\n\n{text}")
     return 0
 

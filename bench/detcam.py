@@ -44,7 +44,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 import zlib
@@ -65,8 +64,6 @@ from bench.proposals import Score, load_isaid
 from bench.report import (
     REPO,
     Results,
-    _locked,
-    _write_atomically,
     code_version,
     command_line,
     load_text,
@@ -74,7 +71,9 @@ from bench.report import (
     machine_description,
     markdown_table,
     package_versions,
+    place_after,
     update_section,
+    work_folder,
 )
 from jmlnet_geo.evaluate import confusion_matrix, truth_raster
 from jmlnet_geo.io.importers import import_coco
@@ -816,28 +815,6 @@ def run_isaid(args: argparse.Namespace, work: Path, command: str, machine: str) 
     return block
 
 
-def place_after(name: str, after: str, output: str | os.PathLike[str]) -> None:
-    """Put an empty ``name`` section right after section ``after``'s end marker, if absent.
-
-    ``update_section`` appends a new section at the end of the file; this keeps the iSAID part
-    next to the NWPU part it belongs to. Nothing happens when the file, the anchor or the
-    section's markers make that ambiguous (``update_section`` then appends or replaces).
-    """
-    target = Path(output)
-    if not target.is_absolute():
-        target = REPO / target
-    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
-    anchor = f"<!-- bench:{after}:end -->"
-    if not target.exists():
-        return
-    with _locked(target):
-        text = target.read_text(encoding="utf-8")
-        if start in text or end in text or text.count(anchor) != 1:
-            return
-        head, tail = text.split(anchor, 1)
-        _write_atomically(target, f"{head}{anchor}\n\n{start}\n{end}{tail}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     needs = {"nwpu": "nwpu_vhr10_train", "isaid": "isaid_devkit_samples"}
@@ -856,11 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")  # iSAID box layer
     command = command_line()
     machine = machine_description()
-    keep = args.work is not None
-    work = args.work or Path(tempfile.mkdtemp(prefix="jmlgeo-bench-detcam-"))
-    work.mkdir(parents=True, exist_ok=True)
-    log(f"work folder {work}")
-    try:
+    with work_folder(args.work, "jmlgeo-bench-detcam-") as work:
         for part in parts:
             if part == "nwpu":
                 section = run_nwpu(args, work, command, machine)
@@ -875,9 +848,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 place_after(ISAID_SECTION, SECTION, args.output)
             path = update_section(name, section, args.output)
             log(f"updated section {name} of {path}")
-    finally:
-        if not keep:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -69,7 +69,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -96,7 +95,9 @@ from bench.report import (
     machine_description,
     markdown_table,
     package_versions,
+    place_after,
     update_section,
+    work_folder,
 )
 
 SECTION = "predict"
@@ -954,14 +955,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     command = command_line()
     machine = machine_description()
-    keep = args.work is not None
-    work = args.work or Path(tempfile.mkdtemp(prefix="jmlgeo-bench-predict-"))
-    work.mkdir(parents=True, exist_ok=True)
-    log(f"work folder {work}")
     import torch  # noqa: F401 - so that machine_description names a GPU when one is used
 
     versions = package_versions(["torch", "torchgeo", "rasterio", "segmentation-models-pytorch"])
-    try:
+    with work_folder(args.work, "jmlgeo-bench-predict-") as work:
         for part in PARTS:
             if part not in args.parts:
                 continue
@@ -991,11 +988,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ]
             )
             update_section(SECTION, INTRO, args.output)
+            # the parts' sections follow the intro in PARTS order, whichever ran first
+            before = [SECTION, *(f"{SECTION}-{p}" for p in PARTS[: PARTS.index(part)])]
+            for anchor in reversed(before):
+                place_after(f"{SECTION}-{part}", anchor, args.output)
             path = update_section(f"{SECTION}-{part}", section, args.output)
             log(f"updated {path} (section {SECTION}-{part})")
-    finally:
-        if not keep:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

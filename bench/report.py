@@ -14,6 +14,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -138,6 +139,42 @@ def update_section(
 
 
 # --- what every script prints ------------------------------------------------------------------
+
+
+def place_after(name: str, after: str, output: str | os.PathLike[str] = "BENCHMARKS.md") -> None:
+    """Put an empty ``name`` section right after section ``after``'s end marker, if absent.
+
+    ``update_section`` appends a new section at the end of the file; this keeps a section next
+    to the one it belongs to. Nothing happens when the file, the anchor or the section's markers
+    make that ambiguous (``update_section`` then appends or replaces).
+    """
+    target = Path(output)
+    if not target.is_absolute():
+        target = REPO / target
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    anchor = f"<!-- bench:{after}:end -->"
+    if not target.exists():
+        return
+    with _locked(target):
+        text = target.read_text(encoding="utf-8")
+        if start in text or end in text or text.count(anchor) != 1:
+            return
+        head, tail = text.split(anchor, 1)
+        _write_atomically(target, f"{head}{anchor}\n\n{start}\n{end}{tail}")
+
+
+@contextlib.contextmanager
+def work_folder(path: Path | None, prefix: str) -> Iterator[Path]:
+    """A benchmark's work folder: ``path`` (created, kept for reuse), or a temporary folder
+    (named ``prefix...`` under /tmp) deleted at the end."""
+    work = path or Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    log(f"work folder {work}")
+    try:
+        yield work
+    finally:
+        if path is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def elapsed() -> float:
