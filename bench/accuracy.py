@@ -297,7 +297,9 @@ def run_row(row: Row, part: Part, work: Path, args, seed: int, truths: dict) -> 
         proposals=row.proposals,
         stage1_steps=args.stage1_steps,
         stage2_steps=args.stage2_steps,
+        optimizer=args.optimizer,
         lr=args.lr,
+        warmup=args.warmup,
         seed=seed,
         val_every=10**9,
         loader_workers=args.loader_workers,
@@ -351,7 +353,9 @@ def budget_of(args) -> dict:
         "stage1_steps": args.stage1_steps,
         "stage2_steps": args.stage2_steps,
         "detector_steps": args.detector_steps,
+        "optimizer": args.optimizer,
         "lr": args.lr,
+        "warmup": args.warmup,
         "quick": bool(args.quick),
     }
 
@@ -452,8 +456,9 @@ def markdown(results: list[dict], part: Part, args, command: str, started: str) 
             f"- Date: {started} UTC; code {code_version()}"
             + (f" (rows scored at commits {', '.join(codes)})" if codes else ""),
             f"- Budget: preset `{args.preset}`, stage 1 {args.stage1_steps} steps + stage 2 "
-            f"{args.stage2_steps} steps (batch and tile from the preset), lr {args.lr}, detector "
-            f"{args.detector_steps} steps; seeds {args.seeds}",
+            f"{args.stage2_steps} steps (batch and tile from the preset), {args.optimizer} lr "
+            f"{args.lr} (warm-up {args.warmup} steps), detector {args.detector_steps} steps; "
+            f"seeds {args.seeds}",
             f"- Split: {describe_split(part)}",
             "- Train min: wall time of `train()` for the row; a row reusing its stage 1 (same "
             "stage-1 label as the row before) or the shared proposals and detector is shorter",
@@ -486,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage2-steps", type=int, default=None)
     parser.add_argument("--detector-steps", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None, help="Default: the preset's.")
+    parser.add_argument("--optimizer", default=None, help="sgd or adamw; default: the preset's.")
+    parser.add_argument("--warmup", type=int, default=None, help="Default: the preset's.")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--loader-workers", type=int, default=1)
     parser.add_argument("--no-update", action="store_true", help="Do not touch BENCHMARKS.md.")
@@ -504,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown parts {sorted(unknown_parts)}; choose from {list(PARTS)}")
     seg = preset_config(args.preset).segmenter
     args.lr = args.lr or seg.lr
+    args.optimizer = args.optimizer or seg.optimizer
+    args.warmup = seg.warmup if args.warmup is None else args.warmup
     if args.quick:
         args.stage1_steps = args.stage1_steps or 20
         args.stage2_steps = args.stage2_steps or 10

@@ -26,7 +26,13 @@ def train(
     stage2_steps: int | None = typer.Option(None, "--stage2-steps", min=0),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1),
     tile_size: int | None = typer.Option(None, "--tile-size", min=32),
-    lr: float | None = typer.Option(None, "--lr", help="Initial learning rate."),
+    optimizer: str | None = typer.Option(
+        None, "--optimizer", help="sgd (the paper's, fast's default) or adamw."
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+    warmup: int | None = typer.Option(
+        None, "--warmup", min=0, help="Steps of linear warm-up at the start of each stage."
+    ),
     weights: str | None = typer.Option(
         None, "--weights", help="imagenet, a torchvision weight name, a file, or none."
     ),
@@ -84,7 +90,9 @@ def train(
         stage2_steps=stage2_steps,
         batch_size=batch_size,
         tile_size=tile_size,
+        optimizer=optimizer,
         lr=lr,
+        warmup=warmup,
         seed=seed,
         loader_workers=loader_workers,
         val_every=val_every,

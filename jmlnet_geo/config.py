@@ -52,10 +52,12 @@ class SegmenterConfig:
             local weights file, or None (from scratch).
         tile_size: Square training tile side, pixels.
         batch_size: Tiles per step.
-        lr: Initial learning rate (SGD, momentum 0.9).
+        optimizer: ``sgd`` (momentum, the paper's) or ``adamw``.
+        lr: Peak learning rate.
         momentum: SGD momentum.
-        weight_decay: SGD weight decay.
+        weight_decay: Weight decay.
         poly_power: lr(step) = lr * (1 - step / steps) ** poly_power.
+        warmup: Steps of linear warm-up from lr / 100 at the start of each stage (0: none).
         stage1_steps: Steps of stage 1 (CE on ``stage1_proposal``).
         stage2_steps: Steps of stage 2 (``loss`` over ``proposals``, from stage 1's weights).
         stage1_proposal: The proposal stage 1 learns from.
@@ -73,10 +75,12 @@ class SegmenterConfig:
     weights: str | None = "imagenet"
     tile_size: int = 256
     batch_size: int = 8
+    optimizer: str = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
+    warmup: int = 0
     stage1_steps: int = 200
     stage2_steps: int = 100
     stage1_proposal: str = "grabcut"

@@ -139,6 +139,7 @@ def test_bad_training_inputs_are_one_clear_line(jmlgeo, tmp_path, tiny):
     assert_one_line_error(jmlgeo(*train_args(tiny, out, "--loss", "dice")), "dice", "bmm")
     assert_one_line_error(jmlgeo(*train_args(tiny, out, "--preset", "huge")), "huge", "paper")
     assert_one_line_error(jmlgeo(*train_args(tiny, out, "--head", "unet")), "unet", "deeplabv3")
+    assert_one_line_error(jmlgeo(*train_args(tiny, out, "--optimizer", "adam")), "adam", "adamw")
     paper_plus = train_args(tiny, out, "--preset", "paper", "--head", "deeplabv3plus")
     assert_one_line_error(jmlgeo(*paper_plus), "deeplabv3plus", "paper")
     taus = ["--proposals", "detcam", "--tau-low", "0.9", "--tau-high", "0.5"]
@@ -244,6 +245,22 @@ def test_ddp_with_two_cpu_processes(tmp_path, tiny):
     assert (done.stdout + done.stderr).count("bundle:") == 1  # the second process is silent
     state, card = load_bundle(out / "model.safetensors")
     assert card.config["devices"] == 2 and card.config["strategy"] == "ddp"
+
+
+def test_optimizers_and_their_warm_up_poly_schedule():
+    from jmlnet_geo.train.optim import optimizer_and_schedule, warmup_poly
+
+    plain = warmup_poly(steps=100, warmup=0, power=0.9)
+    assert plain(0) == 1.0 and plain(100) == 0.0 and plain(50) == pytest.approx(0.5**0.9)
+    warm = warmup_poly(steps=100, warmup=10, power=1.0)
+    assert warm(0) == pytest.approx(0.01) and warm(5) == pytest.approx(0.505)
+    assert warm(10) == 1.0 and warm(55) == pytest.approx(0.5) and warm(100) == 0.0
+    weight = torch.nn.Parameter(torch.ones(3))
+    for name, kind in (("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)):
+        setup = optimizer_and_schedule([weight], name, 0.1, 100, warmup=10)
+        assert isinstance(setup["optimizer"], kind)
+        assert setup["optimizer"].param_groups[0]["lr"] == pytest.approx(0.001)  # warm-up start
+        assert setup["lr_scheduler"]["interval"] == "step"
 
 
 def test_masks_fraction_picks_a_seeded_share_of_scenes():

@@ -49,6 +49,7 @@ from jmlnet_geo.io.raster import Scene, open_dataset, read_window
 from jmlnet_geo.io.vector import SceneBoxes
 from jmlnet_geo.io.write import atomic_output
 from jmlnet_geo.train.data import Normalization, random_flips
+from jmlnet_geo.train.optim import check_optimizer, optimizer_and_schedule
 
 Progress = Callable[[int, int], None]
 
@@ -67,7 +68,6 @@ DEFAULT_LR = 5e-4
 #: than SGD in the few hundred steps a CPU affords: on NWPU after 150-200 steps, SGD lr 0.01 left
 #: the RoI classifier at background for the training boxes (DetCAM all 0 for 96 % of them);
 #: AdamW 5e-4 with half the RoIs positive gave the most informative DetCAM of 2e-4 / 5e-4 / 1e-3.
-OPTIMIZERS = ("adamw", "sgd")
 #: RoIs sampled per tile for the box head's losses (torchvision: 512; the box head's four
 #: convolutions over them dominate a CPU step, and a tile holds few objects).
 DEFAULT_ROIS_PER_TILE = 64
@@ -259,7 +259,7 @@ class DetectorTask(L.LightningModule):
         super().__init__()
         self.model = model
         self.normalization = normalization
-        _check_optimizer(optimizer)
+        check_optimizer(optimizer)
         self.steps, self.lr, self.momentum = steps, lr, momentum
         self.optimizer_name = optimizer
         self.weight_decay, self.poly_power = weight_decay, poly_power
@@ -302,27 +302,16 @@ class DetectorTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         """AdamW or SGD over the trainable parameters; linear warm-up then poly decay, per step."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.optimizer_name == "sgd":
-            optimizer = torch.optim.SGD(
-                params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
-            )
-        else:
-            optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        steps, warmup, power = max(1, self.steps), self.warmup, self.poly_power
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return 0.01 + 0.99 * step / warmup
-            return max(0.0, 1.0 - (step - warmup) / max(1, steps - warmup)) ** power
-
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-
-def _check_optimizer(name: str) -> None:
-    if name not in OPTIMIZERS:
-        raise OptionError(f"unknown optimizer '{name}'; choose from {', '.join(OPTIMIZERS)}")
+        return optimizer_and_schedule(
+            [p for p in self.model.parameters() if p.requires_grad],
+            self.optimizer_name,
+            self.lr,
+            self.steps,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            poly_power=self.poly_power,
+            warmup=self.warmup,
+        )
 
 
 def frozen_stem(model: nn.Module) -> list[nn.Module]:
@@ -412,7 +401,7 @@ def train_detector(
     for name, value in (("steps", steps), ("batch size", batch_size), ("tile size", tile_size)):
         if value <= 0:
             raise OptionError(f"detector {name} {value}: give a positive number")
-    _check_optimizer(optimizer)
+    check_optimizer(optimizer)
     bands = {sb.scene.count for sb in scene_boxes}
     if len(bands) != 1:
         raise InputFileError(f"scenes have different band counts ({sorted(bands)}); train on one")

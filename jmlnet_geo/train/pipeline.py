@@ -45,6 +45,7 @@ from jmlnet_geo.io.raster import Scene, open_scenes
 from jmlnet_geo.io.vector import SceneBoxes, boxes_for_scenes, read_boxes
 from jmlnet_geo.io.write import atomic_output, output_folder
 from jmlnet_geo.proposals.compose import CLASSIC_METHODS, DETECTOR_METHODS, ProposalOptions
+from jmlnet_geo.train.optim import check_optimizer
 
 Progress = Callable[[int, int], None]
 StageProgress = Callable[[str, str], contextlib.AbstractContextManager[Progress]]
@@ -54,8 +55,8 @@ BUNDLE_NAME = "model.safetensors"
 # Settings that change what each training stage learns (its fingerprint); how often it validates
 # or checkpoints, and how many loader workers it uses, do not.
 _STAGE1_KEYS = (
-    "preset", "head", "weights", "tile_size", "batch_size", "lr", "momentum", "weight_decay",
-    "poly_power", "stage1_steps", "stage1_proposal", "seed",
+    "preset", "head", "weights", "tile_size", "batch_size", "optimizer", "lr", "momentum",
+    "weight_decay", "poly_power", "warmup", "stage1_steps", "stage1_proposal", "seed",
 )  # fmt: skip
 _STAGE2_KEYS = ("proposals", "loss", "stage2_steps", "stage2_lr_scale")
 MASK = "mask"  # the extra raster name of true masks
@@ -403,10 +404,12 @@ def _train_stage(
         loss,
         steps,
         lr,
-        seg.momentum,
-        seg.weight_decay,
-        seg.poly_power,
-        seg.seed,
+        optimizer=seg.optimizer,
+        momentum=seg.momentum,
+        weight_decay=seg.weight_decay,
+        poly_power=seg.poly_power,
+        warmup=seg.warmup,
+        seed=seg.seed,
     )
 
     class _Report(Callback):
@@ -652,6 +655,7 @@ def _check_config(config: TrainConfig) -> list[str]:
     if unknown:
         raise OptionError(f"unknown proposal '{unknown[0]}'; choose from {', '.join(known[:-1])}")
     check_head(seg.preset, seg.head)
+    check_optimizer(seg.optimizer)
     if seg.loss not in LOSS_NAMES:
         raise OptionError(f"unknown loss '{seg.loss}'; choose from {', '.join(LOSS_NAMES)}")
     if any(p in DETECTOR_METHODS for p in wanted):

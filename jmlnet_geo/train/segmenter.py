@@ -16,6 +16,7 @@ from torch import nn
 
 from jmlnet_geo.losses import multi_label_loss
 from jmlnet_geo.train.data import Normalization, box_masks, random_flips
+from jmlnet_geo.train.optim import check_optimizer, optimizer_and_schedule
 
 IGNORE = 255
 
@@ -32,9 +33,11 @@ class SegmenterTask(L.LightningModule):
         loss: str,
         steps: int,
         lr: float,
+        optimizer: str = "sgd",
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
         poly_power: float = 0.9,
+        warmup: int = 0,
         seed: int = 0,
     ) -> None:
         """Set up the task.
@@ -46,10 +49,12 @@ class SegmenterTask(L.LightningModule):
             proposals: Batch keys of the Z proposal rasters, in order.
             loss: ``ce`` (on the first proposal), ``ma``, ``mm`` or ``bmm``.
             steps: Total optimiser steps of this stage (for the poly schedule).
-            lr: Initial learning rate.
+            lr: Peak learning rate.
+            optimizer: ``sgd`` (the paper's) or ``adamw``.
             momentum: SGD momentum.
-            weight_decay: SGD weight decay.
+            weight_decay: Weight decay.
             poly_power: Exponent of the poly decay.
+            warmup: Steps of linear warm-up before the decay (0: none, the paper's).
             seed: Seed of the random flips.
         """
         super().__init__()
@@ -58,7 +63,9 @@ class SegmenterTask(L.LightningModule):
         self.normalization = normalization
         self.proposals = list(proposals)
         self.loss_name = loss
+        check_optimizer(optimizer)
         self.steps, self.lr, self.momentum = steps, lr, momentum
+        self.optimizer_name, self.warmup = optimizer, warmup
         self.weight_decay, self.poly_power = weight_decay, poly_power
         self.flips = torch.Generator().manual_seed(seed)
         self.register_buffer("confusion", torch.zeros(num_classes, num_classes, dtype=torch.int64))
@@ -101,15 +108,14 @@ class SegmenterTask(L.LightningModule):
         self.confusion.zero_()
 
     def configure_optimizers(self) -> dict:
-        """SGD with poly decay per step, as the paper."""
-        optimizer = torch.optim.SGD(
+        """SGD (the paper's) or AdamW; optional warm-up, then poly decay per step."""
+        return optimizer_and_schedule(
             self.model.parameters(),
-            lr=self.lr,
+            self.optimizer_name,
+            self.lr,
+            self.steps,
             momentum=self.momentum,
             weight_decay=self.weight_decay,
+            poly_power=self.poly_power,
+            warmup=self.warmup,
         )
-        steps, power = max(1, self.steps), self.poly_power
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: max(0.0, 1.0 - step / steps) ** power
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
