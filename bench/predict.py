@@ -40,7 +40,9 @@ BENCHMARKS.md (with the command, the machine, the load average and the date):
    ``../shared/data/isaid_devkit_samples/val/images/P0003.png`` when present. The bundle is
    ``/tmp/demo1/model.safetensors`` when it exists (``--trained``), else one trained here with
    ``jmlgeo train sample_data/scene.tif --boxes sample_data/boxes.gpkg --stage1-steps 60
-   --stage2-steps 30`` (5 to 25 minutes on 2 busy cores).
+   --stage2-steps 30`` (5 to 25 minutes on 2 busy cores). ``--seams-scenes`` and
+   ``--seams-label`` measure another bundle on other scenes (pooled into one row per overlap) in
+   a section of their own, e.g. a model trained by ``bench/accuracy.py`` on NWPU validation images.
 
 Commands, from the repository root::
 
@@ -64,6 +66,7 @@ import datetime as dt
 import json
 import math
 import os
+import re
 import resource
 import shlex
 import shutil
@@ -783,6 +786,21 @@ def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
     return float((a[valid] == b[valid]).mean()), int(valid.sum())
 
 
+def seam_groups(args: argparse.Namespace) -> list[tuple[str, list[Path]]]:
+    """The scenes of the seams part, in groups pooled into one row each: (label, paths)."""
+    if args.seams_scenes:
+        names = ", ".join(p.name for p in args.seams_scenes[:3])
+        more = f" and {len(args.seams_scenes) - 3} more" if len(args.seams_scenes) > 3 else ""
+        label = f"{args.seams_label or 'scenes'}: {len(args.seams_scenes)} ({names}{more})"
+        return [(label, list(args.seams_scenes))]
+    groups = [
+        ("sample_data/scene.tif (synthetic, training scene)", [REPO / "sample_data/scene.tif"])
+    ]
+    if ISAID_IMAGE.exists():
+        groups.append(("iSAID val P0003.png (real, out of domain)", [ISAID_IMAGE]))
+    return groups
+
+
 def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
     from jmlnet_geo.predict import Predictor
 
@@ -790,47 +808,57 @@ def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
     predictor = Predictor(bundle, device="cpu")
     tile = predictor.card.tile_size
     overlaps = (0, tile // 4, tile // 2)
-    scenes = [("sample_data/scene.tif (synthetic, training scene)", REPO / "sample_data/scene.tif")]
-    if ISAID_IMAGE.exists():
-        scenes.append(("iSAID val P0003.png (real, out of domain)", ISAID_IMAGE))
     rows, found = [], {}
-    for label, path in scenes:
-        image, _ = read_image(path)
-        whole = predict_untiled(predictor, path, work / f"seams_{path.stem}_whole")
+    for label, paths in seam_groups(args):
+        sizes = set()
         for overlap in overlaps:
             shift = (tile - overlap) // 2  # half the stride: borders as far as can be from before
-            crop = write_crop(path, work / f"crop_{path.stem}_{shift}.tif", shift, shift)
-            out = work / f"seams_{path.stem}_{overlap}"
-            full, probs = predict_classes(predictor, path, out / "full", tile, overlap, True)
-            shifted, _ = predict_classes(predictor, crop, out / "shifted", tile, overlap)
-            shifted_whole = predict_untiled(predictor, crop, out / "shifted_whole")
-            common = full[shift:, shift:]
-            agree, pixels = agreement(common, shifted)
-            untiled, _ = agreement(whole[shift:, shift:], shifted_whole)
-            top2 = np.sort(probs[:, shift:, shift:], axis=0)[-2:].astype(np.int16)
-            margin = (top2[1] - top2[0]) / 255
-            differ = (common != shifted) & (common != 255) & (shifted != 255)
-            same = (common == shifted) & (common != 255)
+            agree = pixels = untiled_agree = untiled_pixels = 0
+            differ_margins, same_margins = [], []
+            for path in paths:
+                image, _ = read_image(path)
+                sizes.add(f"{image.shape[2]} x {image.shape[1]}")
+                folder = work / "seams" / path.stem
+                whole = predict_untiled(predictor, path, folder / "whole")
+                crop = write_crop(path, folder / f"crop_{shift}.tif", shift, shift)
+                out = folder / f"overlap{overlap}"
+                full, probs = predict_classes(predictor, path, out / "full", tile, overlap, True)
+                shifted, _ = predict_classes(predictor, crop, out / "shifted", tile, overlap)
+                shifted_whole = predict_untiled(predictor, crop, out / "shifted_whole")
+                common = full[shift:, shift:]
+                fraction, count = agreement(common, shifted)
+                agree, pixels = agree + fraction * count, pixels + count
+                fraction, count = agreement(whole[shift:, shift:], shifted_whole)
+                untiled_agree, untiled_pixels = (
+                    untiled_agree + fraction * count,
+                    untiled_pixels + count,
+                )
+                top2 = np.sort(probs[:, shift:, shift:], axis=0)[-2:].astype(np.int16)
+                margin = (top2[1] - top2[0]) / 255
+                differ_margins.append(
+                    margin[(common != shifted) & (common != 255) & (shifted != 255)]
+                )
+                same_margins.append(margin[(common == shifted) & (common != 255)])
+            tiled, untiled = agree / pixels, untiled_agree / untiled_pixels
+            differ, same = np.concatenate(differ_margins), np.concatenate(same_margins)
             rows.append(
                 [
                     label,
-                    f"{image.shape[2]} x {image.shape[1]}",
+                    " / ".join(sorted(sizes)) if len(sizes) <= 2 else f"{len(sizes)} sizes",
                     f"{overlap}" + (" (default)" if overlap == tile // 4 else ""),
                     f"{shift}",
                     f"{pixels / 1e6:.2f}",
-                    f"{100 * agree:.2f} %",
+                    f"{100 * tiled:.2f} %",
                     f"{100 * untiled:.2f} %",
-                    f"{100 * (untiled - agree):+.2f}",
-                    f"{np.median(margin[differ]):.2f} / {np.median(margin[same]):.2f}"
-                    if differ.any()
-                    else "-",
+                    f"{100 * (untiled - tiled):+.2f}",
+                    f"{np.median(differ):.2f} / {np.median(same):.2f}" if differ.size else "-",
                 ]
             )
-            found[label, overlap] = agree, untiled
-            log(f"seams: {path.name} overlap {overlap}: {100 * agree:.2f} % agree (untiled model "
+            found[label, overlap] = tiled, untiled
+            log(f"seams: {label} overlap {overlap}: {100 * tiled:.2f} % agree (untiled model "
                 f"{100 * untiled:.2f} %)")  # fmt: skip
     header = [
-        "scene",
+        "scenes",
         "size (px)",
         "overlap (px)",
         "shift (px)",
@@ -846,15 +874,15 @@ def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
         "columns, shift = half the stride (tile - overlap), so every window border moves as far "
         "as it can from where it was relative to the content (a shift by a whole stride would "
         "give the same windows again); agreement = fraction of the common valid pixels with the "
-        "same class. The *untiled* column makes the same comparison with no tiling at all (one "
-        "window covering the whole scene, and one covering the shifted copy): it measures how "
-        "much the model itself changes its mind when the content moves against the image edges "
-        "and its stride-16 grid, which no blending can remove. Seam excess = untiled minus tiled "
-        "agreement: what the tiling adds. Margin: difference of the two largest class "
-        "probabilities of the unshifted prediction (0 = a tie, 1 = certain).\n\n"
-        + markdown_table(header, rows, align="llrrrrrrr")
+        "same class, pooled over the scenes of a row. The *untiled* column makes the same "
+        "comparison with no tiling at all (one window covering the whole scene, and one covering "
+        "the shifted copy): it measures how much the model itself changes its mind when the "
+        "content moves against the image edges and its stride-16 grid, which no blending can "
+        "remove. Seam excess = untiled minus tiled agreement: what the tiling adds. Margin: "
+        "difference of the two largest class probabilities of the unshifted prediction (0 = a "
+        "tie, 1 = certain).\n\n" + markdown_table(header, rows, align="llrrrrrrr")
     )
-    for label, _ in scenes:
+    for label, _ in seam_groups(args):
         agree, untiled = found[label, tile // 4]
         half, half_untiled = found[label, tile // 2]
         verdict = "meets" if agree >= TARGET_AGREEMENT else "misses"
@@ -910,6 +938,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=TRAINED,
         help="Trained bundle of the seams part; trained here when absent.",
+    )
+    parser.add_argument(
+        "--seams-scenes",
+        type=Path,
+        nargs="+",
+        help="Scenes of the seams part, pooled into one row per overlap (default: "
+        "sample_data/scene.tif and the iSAID image, a row each).",
+    )
+    parser.add_argument(
+        "--seams-label",
+        help="Names a seams run with other scenes or another bundle; it gets its own section "
+        "(predict-seams-LABEL), so the demo bundle's table stays.",
     )
     parser.add_argument(
         "--parts",
@@ -973,9 +1013,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nFindings:\n{findings}\n\n{part}: {minutes:.1f} min", flush=True)
             if args.no_update:
                 continue
+            name, title = f"{SECTION}-{part}", PART_TITLES[part]
+            if part == "seams" and args.seams_label:
+                name = f"{name}-{re.sub(r'[^a-z0-9]+', '-', args.seams_label.lower()).strip('-')}"
+                title = f"{title}, {args.seams_label}"
             section = "\n\n".join(
                 [
-                    f"### {PART_TITLES[part]} (`bench/predict.py`)",
+                    f"### {title} (`bench/predict.py`)",
                     f"- Command: `{command}` (from the repository root)\n"
                     f"- Machine: {machine}\n"
                     f"- Load average: {load_start} at the start, {load_text()} at the end (other "
@@ -989,11 +1033,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             update_section(SECTION, INTRO, args.output)
             # the parts' sections follow the intro in PARTS order, whichever ran first
-            before = [SECTION, *(f"{SECTION}-{p}" for p in PARTS[: PARTS.index(part)])]
-            for anchor in reversed(before):
-                place_after(f"{SECTION}-{part}", anchor, args.output)
-            path = update_section(f"{SECTION}-{part}", section, args.output)
-            log(f"updated {path} (section {SECTION}-{part})")
+            before = [SECTION, *(f"{SECTION}-{p}" for p in PARTS[: PARTS.index(part) + 1])]
+            for anchor in reversed([b for b in before if b != name]):
+                place_after(name, anchor, args.output)
+            path = update_section(name, section, args.output)
+            log(f"updated {path} (section {name})")
     return 0
 
 
