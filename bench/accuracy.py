@@ -369,7 +369,12 @@ def scored_before(path: Path, budget: dict) -> list[dict]:
     if not path.exists():
         return []
     earlier = json.loads(path.read_text())
-    return [r for r in earlier if all(r.get(k) == v for k, v in budget.items())]
+    return [r for r in earlier if has_budget(r, budget)]
+
+
+def has_budget(result: dict, budget: dict) -> bool:
+    """Whether a stored row was scored with ``budget``."""
+    return all(result.get(k) == v for k, v in budget.items())
 
 
 def _key(result: dict) -> tuple[str, str, int]:
@@ -557,7 +562,9 @@ def main(argv: list[str] | None = None) -> int:
                 result["code"] = code  # what this process imported, not what is on disk now
                 log(f"  mIoU {100 * result['miou']:.2f} (eval {result['eval_s']:.0f} s)")
                 every = json.loads(path.read_text()) if path.exists() else []
-                every = [r for r in every if _key(r) != key] + [result]
+                # rows of other budgets stay: results.json is the history of every budget tried
+                every = [r for r in every if _key(r) != key or not has_budget(r, budget)]
+                every.append(result)
                 path.write_text(json.dumps(every, indent=1))
         # the table: every row of this part scored with this budget, by this run or earlier ones
         scored = [r for r in scored_before(path, budget) if _key(r)[0] == part.name]

@@ -27,7 +27,7 @@ def train(
     batch_size: int | None = typer.Option(None, "--batch-size", min=1),
     tile_size: int | None = typer.Option(None, "--tile-size", min=32),
     optimizer: str | None = typer.Option(
-        None, "--optimizer", help="sgd (the paper's, fast's default) or adamw."
+        None, "--optimizer", help="adamw (fast's default) or sgd (paper's)."
     ),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
     warmup: int | None = typer.Option(
