@@ -248,7 +248,8 @@ def test_ddp_with_two_cpu_processes(tmp_path, tiny):
 
 
 def test_optimizers_and_their_warm_up_poly_schedule():
-    from jmlnet_geo.train.optim import optimizer_and_schedule, warmup_poly
+    from jmlnet_geo.errors import OptionError
+    from jmlnet_geo.train.optim import OptimizerSettings, warmup_poly
 
     plain = warmup_poly(steps=100, warmup=0, power=0.9)
     assert plain(0) == 1.0 and plain(100) == 0.0 and plain(50) == pytest.approx(0.5**0.9)
@@ -257,10 +258,12 @@ def test_optimizers_and_their_warm_up_poly_schedule():
     assert warm(10) == 1.0 and warm(55) == pytest.approx(0.5) and warm(100) == 0.0
     weight = torch.nn.Parameter(torch.ones(3))
     for name, kind in (("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)):
-        setup = optimizer_and_schedule([weight], name, 0.1, 100, warmup=10)
+        setup = OptimizerSettings(name, 0.1, 100, warmup=10).configure([weight])
         assert isinstance(setup["optimizer"], kind)
         assert setup["optimizer"].param_groups[0]["lr"] == pytest.approx(0.001)  # warm-up start
         assert setup["lr_scheduler"]["interval"] == "step"
+    with pytest.raises(OptionError, match="adamw"):
+        OptimizerSettings("adam", 0.1, 100)
 
 
 def test_masks_fraction_picks_a_seeded_share_of_scenes():

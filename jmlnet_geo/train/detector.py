@@ -49,7 +49,7 @@ from jmlnet_geo.io.raster import Scene, open_dataset, read_window
 from jmlnet_geo.io.vector import SceneBoxes
 from jmlnet_geo.io.write import atomic_output
 from jmlnet_geo.train.data import Normalization, random_flips
-from jmlnet_geo.train.optim import check_optimizer, optimizer_and_schedule
+from jmlnet_geo.train.optim import OptimizerSettings, check_optimizer
 
 Progress = Callable[[int, int], None]
 
@@ -259,11 +259,10 @@ class DetectorTask(L.LightningModule):
         super().__init__()
         self.model = model
         self.normalization = normalization
-        check_optimizer(optimizer)
-        self.steps, self.lr, self.momentum = steps, lr, momentum
-        self.optimizer_name = optimizer
-        self.weight_decay, self.poly_power = weight_decay, poly_power
-        self.warmup = min(200, max(1, steps // 10)) if warmup is None else max(0, warmup)
+        warmup = min(200, max(1, steps // 10)) if warmup is None else max(0, warmup)
+        self.optimizer_settings = OptimizerSettings(
+            optimizer, lr, steps, momentum, weight_decay, poly_power, warmup
+        )
         self.flips = torch.Generator().manual_seed(seed)
         self.frozen = list(frozen)
         for module in self.frozen:
@@ -302,16 +301,8 @@ class DetectorTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         """AdamW or SGD over the trainable parameters; linear warm-up then poly decay, per step."""
-        return optimizer_and_schedule(
-            [p for p in self.model.parameters() if p.requires_grad],
-            self.optimizer_name,
-            self.lr,
-            self.steps,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            poly_power=self.poly_power,
-            warmup=self.warmup,
-        )
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        return self.optimizer_settings.configure(trainable)
 
 
 def frozen_stem(model: nn.Module) -> list[nn.Module]:

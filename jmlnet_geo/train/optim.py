@@ -8,6 +8,7 @@ schedule of DeepLab (and of the JMLNet paper).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from jmlnet_geo.errors import OptionError
@@ -36,21 +37,11 @@ def warmup_poly(steps: int, warmup: int, power: float) -> Callable[[int], float]
     return factor
 
 
-def optimizer_and_schedule(
-    params: Iterable[torch.nn.Parameter],
-    name: str,
-    lr: float,
-    steps: int,
-    *,
-    momentum: float = 0.9,
-    weight_decay: float = 1e-4,
-    poly_power: float = 0.9,
-    warmup: int = 0,
-) -> dict:
-    """Lightning's ``configure_optimizers`` answer: ``adamw`` or ``sgd``, schedule per step.
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """How a Lightning task builds its optimiser and per-step schedule.
 
-    Args:
-        params: The parameters to train.
+    Attributes:
         name: ``adamw`` or ``sgd`` (with ``momentum``).
         lr: Peak learning rate.
         steps: Total optimiser steps of the run (the schedule ends at 0 there).
@@ -59,12 +50,28 @@ def optimizer_and_schedule(
         poly_power: Exponent of the poly decay.
         warmup: Steps of linear warm-up before the decay.
     """
-    import torch
 
-    check_optimizer(name)
-    if name == "sgd":
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_poly(steps, warmup, poly_power))
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+    name: str
+    lr: float
+    steps: int
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    warmup: int = 0
+
+    def __post_init__(self) -> None:
+        check_optimizer(self.name)
+
+    def configure(self, params: Iterable[torch.nn.Parameter]) -> dict:
+        """Lightning's ``configure_optimizers`` answer for ``params``, the schedule per step."""
+        import torch
+
+        if self.name == "sgd":
+            optimizer = torch.optim.SGD(
+                params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+            )
+        else:
+            optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        factor = warmup_poly(self.steps, self.warmup, self.poly_power)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -16,7 +16,7 @@ from torch import nn
 
 from jmlnet_geo.losses import multi_label_loss
 from jmlnet_geo.train.data import Normalization, box_masks, random_flips
-from jmlnet_geo.train.optim import check_optimizer, optimizer_and_schedule
+from jmlnet_geo.train.optim import OptimizerSettings
 
 IGNORE = 255
 
@@ -63,10 +63,9 @@ class SegmenterTask(L.LightningModule):
         self.normalization = normalization
         self.proposals = list(proposals)
         self.loss_name = loss
-        check_optimizer(optimizer)
-        self.steps, self.lr, self.momentum = steps, lr, momentum
-        self.optimizer_name, self.warmup = optimizer, warmup
-        self.weight_decay, self.poly_power = weight_decay, poly_power
+        self.optimizer_settings = OptimizerSettings(
+            optimizer, lr, steps, momentum, weight_decay, poly_power, warmup
+        )
         self.flips = torch.Generator().manual_seed(seed)
         self.register_buffer("confusion", torch.zeros(num_classes, num_classes, dtype=torch.int64))
 
@@ -109,13 +108,4 @@ class SegmenterTask(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         """SGD (the paper's) or AdamW; optional warm-up, then poly decay per step."""
-        return optimizer_and_schedule(
-            self.model.parameters(),
-            self.optimizer_name,
-            self.lr,
-            self.steps,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            poly_power=self.poly_power,
-            warmup=self.warmup,
-        )
+        return self.optimizer_settings.configure(self.model.parameters())
