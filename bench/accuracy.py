@@ -287,6 +287,12 @@ def prepare(work: Path, quick: bool) -> dict:
     return split
 
 
+def run_folder(work: Path, part: Part, quick: bool, seed: int) -> Path:
+    """The run folder a part's rows share for one seed (stages are reused by fingerprint)."""
+    prefix = ("quick-" if quick else "") + ("" if part.name == "nwpu" else f"{part.name}-")
+    return work / "runs" / f"{prefix}seed{seed}"
+
+
 def run_row(row: Row, part: Part, work: Path, args, seed: int, truths: dict) -> dict:
     """Train one row (in the part's and seed's shared run folder) and score it."""
     config = preset_config(args.preset)
@@ -310,8 +316,7 @@ def run_row(row: Row, part: Part, work: Path, args, seed: int, truths: dict) -> 
     )
     masks = part.train_masks if row.masks_fraction else None
     inputs = TrainInputs(part.train_scenes, part.train_boxes, part.classes, masks=masks)
-    prefix = ("quick-" if args.quick else "") + ("" if part.name == "nwpu" else f"{part.name}-")
-    run_dir = work / "runs" / f"{prefix}seed{seed}"
+    run_dir = run_folder(work, part, args.quick, seed)
     start = time.perf_counter()
     result = train(inputs, config, run_dir, resume=True, workers=args.workers, message=log)
     train_seconds = time.perf_counter() - start
@@ -434,7 +439,56 @@ def describe_split(part: Part) -> str:
     return f"train on {train} (boxes only, except the full row); score on {val}"
 
 
-def markdown(results: list[dict], part: Part, args, command: str, started: str) -> str:
+PROPOSAL_METHODS = ("box", "crf", "grabcut", "detcam", "camcut")
+
+
+def proposal_quality(part: Part, run_dir: Path) -> list[list[str]]:
+    """Per-class IoU % of each proposal the rows learned from, on the training scenes.
+
+    Scored against the training scenes' true masks, for the methods whose rasters the run folder
+    holds (``proposals/<stem>.<method>.tif``). Pixels a proposal leaves at 255 (no label) are not
+    counted; the last column says what share of the scenes' pixels that is.
+    """
+    num_classes = len(part.classes) + 1
+    totals = {m: np.zeros((num_classes, num_classes), np.int64) for m in PROPOSAL_METHODS}
+    unlabelled = dict.fromkeys(PROPOSAL_METHODS, 0)
+    pixels = 0
+    for scene in part.train_scenes:
+        paths = {m: run_dir / "proposals" / f"{scene.stem}.{m}.tif" for m in PROPOSAL_METHODS}
+        if not any(p.exists() for p in paths.values()):
+            continue
+        truth = truth_raster(open_scene(scene), part.train_masks, classes=part.classes)
+        pixels += truth.size
+        for method, path in paths.items():
+            if path.exists():
+                with rasterio.open(path) as ds:
+                    label = ds.read(1)
+                totals[method] += confusion_matrix(label, truth, num_classes)
+                unlabelled[method] += int((label == 255).sum())
+    rows = []
+    for method in PROPOSAL_METHODS:
+        if totals[method].sum() == 0:
+            continue
+        s = scores(totals[method])
+        rows.append(
+            [
+                method,
+                f"{100 * s['miou']:.2f}",
+                *(f"{100 * v:.1f}" for v in s["iou"]),
+                f"{100 * unlabelled[method] / pixels:.1f} %",
+            ]
+        )
+    return rows
+
+
+def markdown(
+    results: list[dict],
+    part: Part,
+    args,
+    command: str,
+    started: str,
+    proposals: list[list[str]] | None = None,
+) -> str:
     names = ["background", *part.classes]
     by_row: dict[str, list[dict]] = defaultdict(list)
     for r in results:
@@ -478,6 +532,16 @@ def markdown(results: list[dict], part: Part, args, command: str, started: str) 
             "Per-class IoU % (Table 5 style, first seed):",
             "",
             markdown_table(["row", *names], class_rows),
+            *(
+                [
+                    "Proposal quality: IoU % of the labels the rows learn from, on the training "
+                    "images against their true masks (seed 0's run folder):",
+                    "",
+                    markdown_table(["proposal", "mIoU", *names, "unlabelled"], proposals),
+                ]
+                if proposals
+                else []
+            ),
         ]
     )
 
@@ -568,7 +632,8 @@ def main(argv: list[str] | None = None) -> int:
                 path.write_text(json.dumps(every, indent=1))
         # the table: every row of this part scored with this budget, by this run or earlier ones
         scored = [r for r in scored_before(path, budget) if _key(r)[0] == part.name]
-        text = markdown(scored, part, args, command.strip(), started)
+        quality = proposal_quality(part, run_folder(args.work, part, args.quick, 0))
+        text = markdown(scored, part, args, command.strip(), started, quality)
         print(text)
         if not args.no_update and not args.quick:
             names = ["accuracy", *(f"accuracy-{p}" for p in PARTS[1:])]  # in PARTS order
