@@ -426,12 +426,18 @@ def findings(by_row: dict[str, list[dict]]) -> list[str]:
             f"BMM-main ({mean['bmm-main']:.2f}) is {sign} the best single-proposal CE row "
             f"{best} ({singles[best]:.2f})."
         )
-    if "bmm-main-gc" in mean and "ce-grabcut" in mean:
+    ablated = [loss for loss in ("ma", "mm", "bmm") if f"{loss}-main-gc" in mean]
+    if ablated and "ce-grabcut" in mean:
+        parts = []
+        for loss in ablated:
+            camcut = mean.get(f"{loss}-main")
+            parts.append(
+                f"{loss.upper()} {mean[f'{loss}-main-gc']:.2f}"
+                + (f" (from CAMCut: {camcut:.2f})" if camcut is not None else "")
+            )
         notes.append(
-            f"Stage-1 ablation: BMM over GrabCut, DetCAM, CAMCut scores {mean['bmm-main-gc']:.2f} "
-            f"from a GrabCut stage 1"
-            + (f" against {mean['bmm-main']:.2f} from CAMCut" if "bmm-main" in mean else "")
-            + f"; CE on GrabCut alone scores {mean['ce-grabcut']:.2f}."
+            "Stage-1 ablation, the multi-label rows over GrabCut, DetCAM, CAMCut from a GrabCut "
+            f"stage 1: {', '.join(parts)}; CE on GrabCut alone: {mean['ce-grabcut']:.2f}."
         )
     if "ce-box" in mean:
         below = [n for n in mean if n != "ce-box" and mean[n] <= mean["ce-box"]]
