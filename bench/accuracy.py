@@ -468,12 +468,17 @@ def describe_split(part: Part) -> str:
 PROPOSAL_METHODS = ("box", "crf", "grabcut", "detcam", "camcut")
 
 
-def proposal_quality(part: Part, run_dir: Path) -> list[list[str]]:
-    """Per-class IoU % of each proposal the rows learned from, on the training scenes.
+def proposal_quality(part: Part, run_dir: Path) -> tuple[list[list[str]], list[list[str]]]:
+    """Per-class IoU % and recall of each proposal the rows learned from, on the training scenes.
 
     Scored against the training scenes' true masks, for the methods whose rasters the run folder
     holds (``proposals/<stem>.<method>.tif``). Pixels a proposal leaves at 255 (no label) are not
     counted; the last column says what share of the scenes' pixels that is.
+
+    Returns:
+        The IoU table's rows, and the fill table's rows: per class, recall % (the share of the
+        class's true pixels the proposal gives that class) and, in brackets, the area the
+        proposal gives the class over its true area (under 1: the proposal under-fills).
     """
     num_classes = len(part.classes) + 1
     totals = {m: np.zeros((num_classes, num_classes), np.int64) for m in PROPOSAL_METHODS}
@@ -491,7 +496,7 @@ def proposal_quality(part: Part, run_dir: Path) -> list[list[str]]:
                     label = ds.read(1)
                 totals[method] += confusion_matrix(label, truth, num_classes)
                 unlabelled[method] += int((label == 255).sum())
-    rows = []
+    rows, fill = [], []
     for method in PROPOSAL_METHODS:
         if totals[method].sum() == 0:
             continue
@@ -504,7 +509,10 @@ def proposal_quality(part: Part, run_dir: Path) -> list[list[str]]:
                 f"{100 * unlabelled[method] / pixels:.1f} %",
             ]
         )
-    return rows
+        # labelled area / true area = (tp / precision) / (tp / recall)
+        pairs = zip(s["recall"], s["recall"] / s["precision"], strict=True)
+        fill.append([method, *(f"{100 * r:.1f} ({a:.2f})" for r, a in pairs)])
+    return rows, fill
 
 
 def markdown(
@@ -513,7 +521,7 @@ def markdown(
     args,
     command: str,
     started: str,
-    proposals: list[list[str]] | None = None,
+    proposals: tuple[list[list[str]], list[list[str]]] | None = None,
 ) -> str:
     names = ["background", *part.classes]
     by_row: dict[str, list[dict]] = defaultdict(list)
@@ -563,9 +571,14 @@ def markdown(
                     "Proposal quality: IoU % of the labels the rows learn from, on the training "
                     "images against their true masks (seed 0's run folder):",
                     "",
-                    markdown_table(["proposal", "mIoU", *names, "unlabelled"], proposals),
+                    markdown_table(["proposal", "mIoU", *names, "unlabelled"], proposals[0]),
+                    "Proposal fill on the same images: recall % (share of a class's true pixels "
+                    "the proposal gives that class) and, in brackets, the area the proposal gives "
+                    "the class over its true area (under 1: it under-fills the objects):",
+                    "",
+                    markdown_table(["proposal", *names], proposals[1]),
                 ]
-                if proposals
+                if proposals and proposals[0]
                 else []
             ),
         ]
