@@ -16,7 +16,9 @@ from conftest import assert_one_line_error, pixel_box, write_boxes, write_scene
 
 from jmlnet_geo.bundle import ModelCard, build_model, load_bundle, save_bundle
 from jmlnet_geo.errors import InputFileError
+from jmlnet_geo.train import fingerprint
 from jmlnet_geo.train.data import box_masks, random_flips, scene_normalization
+from jmlnet_geo.train.fingerprint import file_digest, file_stamps
 
 FAST = ["--tile-size", "64", "--batch-size", "2", "--loader-workers", "0", "--workers", "1"]
 FAST += ["--progress", "none"]
@@ -73,6 +75,9 @@ def test_tiny_run_writes_a_bundle_and_reuses_its_stages(jmlgeo, tmp_path, tiny):
     assert again.code == 0, again.err
     reused = "proposals:grabcut, proposals:crf, truth, stage1, stage2, bundle"
     assert f"reused finished stages: {reused}" in again.err
+    os.utime(tiny[0], ns=(10**18, 10**18))  # same pixels, new time: a copy, a re-synced share
+    touched = jmlgeo(*train_args(tiny, out, *steps))
+    assert f"reused finished stages: {reused}" in touched.err
 
     other = jmlgeo(*train_args(tiny, out, *steps, "--loss", "ma"))
     assert_one_line_error(other, "other inputs or settings", "--resume", "--force")
@@ -93,6 +98,22 @@ def test_tiny_run_writes_a_bundle_and_reuses_its_stages(jmlgeo, tmp_path, tiny):
     assert fewer.code == 0, fewer.err
     reused = fewer.err.split("reused finished stages:")[1].splitlines()[0]
     assert "stage1" in reused and "stage2" not in reused
+
+
+def test_file_stamps_follow_content_not_time(tmp_path):
+    first = tmp_path / "a.tif"
+    first.write_bytes(bytes(range(256)) * 64)
+    copy = tmp_path / "copy" / "a.tif"
+    copy.parent.mkdir()
+    copy.write_bytes(first.read_bytes())
+    assert file_digest(copy) == file_digest(first)
+    stat = first.stat()
+    first.write_bytes(b"x" + first.read_bytes()[1:])  # one byte edited, size and time kept
+    os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert first.stat().st_size == stat.st_size
+    fingerprint._digest.cache_clear()  # as in the next process: the memo lives one process
+    [[path, size, digest]] = file_stamps([first])
+    assert path == str(first) and size == stat.st_size and digest != file_digest(copy)
 
 
 def test_full_supervision_from_masks(jmlgeo, tmp_path, tiny):

@@ -49,6 +49,7 @@ from jmlnet_geo.io.raster import Scene, open_dataset, read_window
 from jmlnet_geo.io.vector import SceneBoxes
 from jmlnet_geo.io.write import atomic_output
 from jmlnet_geo.train.data import Normalization, random_flips
+from jmlnet_geo.train.fingerprint import file_stamps
 from jmlnet_geo.train.optim import OptimizerSettings, check_optimizer
 
 Progress = Callable[[int, int], None]
@@ -528,8 +529,7 @@ def _fingerprint(
 ) -> str:
     digest = hashlib.sha256()
     for sb in scene_boxes:
-        st = os.stat(sb.scene.path)
-        digest.update(f"{os.path.abspath(sb.scene.path)}|{st.st_size}|{st.st_mtime_ns}".encode())
+        digest.update(json.dumps(file_stamps([sb.scene.path])).encode())
         digest.update(np.ascontiguousarray(sb.xyxy, np.float64).tobytes())
         digest.update(np.ascontiguousarray(sb.class_ids, np.int64).tobytes())
     parts = [list(class_names), asdict(normalization), dict(settings)]

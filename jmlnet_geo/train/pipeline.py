@@ -4,7 +4,7 @@ Proposals are the classic ones (box, crf, grabcut) and, when asked for, DetCAM a
 Faster R-CNN is then trained on the boxes first (stage ``detector``).
 
 A run folder holds every stage's outputs and ``run.json``, which records for each stage a
-fingerprint of its inputs (files by size and modification time) and settings. A stage whose
+fingerprint of its inputs (files by content, see ``fingerprint``) and settings. A stage whose
 fingerprint is unchanged is reused; an interrupted training stage resumes from its last
 checkpoint with ``resume=True``. A folder holding a run of other settings is refused unless
 ``resume`` (reuse what still matches, redo the rest) or ``force`` (start over) is given.
@@ -45,6 +45,7 @@ from jmlnet_geo.io.raster import Scene, open_scenes
 from jmlnet_geo.io.vector import SceneBoxes, boxes_for_scenes, read_boxes
 from jmlnet_geo.io.write import atomic_output, output_folder
 from jmlnet_geo.proposals.compose import CLASSIC_METHODS, DETECTOR_METHODS, ProposalOptions
+from jmlnet_geo.train.fingerprint import file_stamps
 from jmlnet_geo.train.optim import check_optimizer
 
 Progress = Callable[[int, int], None]
@@ -137,7 +138,7 @@ def train(
     if inputs.masks is not None:  # a class the boxes lack fails here, before any work
         read_boxes(inputs.masks, config.class_field, names)
     files = [*inputs.scenes, inputs.boxes]
-    base = {"files": _file_stamps(files), "classes": list(names)}
+    base = {"files": file_stamps(files), "classes": list(names)}
     options = ProposalOptions()
     from jmlnet_geo.train.data import scene_normalization
 
@@ -168,7 +169,7 @@ def train(
     for kind, source in (("truth", inputs.truth), (MASK, inputs.masks)):
         if source is None:
             continue
-        fp = _fingerprint(base, _file_stamps([source]), kind)
+        fp = _fingerprint(base, file_stamps([source]), kind)
         folder = run.path / kind
         paths = {s.path: folder / f"{Path(s.path).stem}.{kind}.tif" for s in scenes}
         if not run.reusable(kind, fp):
@@ -684,14 +685,6 @@ def _mask_scenes(scenes: Sequence[Scene], config: TrainConfig, have_masks: bool)
         )
     order = np.random.default_rng(config.segmenter.seed).permutation(len(scenes))
     return {scenes[i].path for i in sorted(order[:count])}
-
-
-def _file_stamps(paths: Sequence[Path]) -> list[list]:
-    out = []
-    for p in paths:
-        st = os.stat(p)
-        out.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
-    return out
 
 
 def _fingerprint(*parts: object) -> str:
