@@ -530,7 +530,7 @@ def markdown(
     full = np.mean([r["miou"] for r in by_row["full"]]) if by_row.get("full") else None
     rows, class_rows = [], []
     for row in ROWS:
-        rs = by_row.get(row.name)
+        rs = sorted(by_row.get(row.name, []), key=lambda r: r["seed"])
         if not rs:
             continue
         mious = [100 * r["miou"] for r in rs]
@@ -542,6 +542,7 @@ def markdown(
         class_rows.append([row.label, *(f"{100 * v:.1f}" for v in rs[0]["iou"])])
     notes = "\n".join(f"- {n}" for n in findings(by_row))
     codes = sorted({r.get("code", "unknown") for r in results})
+    seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in results}))
     return "\n".join(
         [
             f"- Command: `{command}` (from the repository root)",
@@ -551,7 +552,7 @@ def markdown(
             f"- Budget: preset `{args.preset}`, stage 1 {args.stage1_steps} steps + stage 2 "
             f"{args.stage2_steps} steps (batch and tile from the preset), {args.optimizer} lr "
             f"{args.lr} (warm-up {args.warmup} steps), detector {args.detector_steps} steps; "
-            f"seeds {args.seeds}",
+            f"seeds {seeds} (the per-seed column says which a row ran)",
             f"- Split: {describe_split(part)}",
             "- Train min: wall time of `train()` for the row; a row reusing its stage 1 (same "
             "stage-1 label as the row before) or the shared proposals and detector is shorter",
