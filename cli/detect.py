@@ -8,6 +8,10 @@ from pathlib import Path
 import typer
 from jmlnet_geo.cli.progress import PROGRESS_OPTION, ProgressDisplay, ProgressMode
 
+from jmlnet_geo.config import DetectorConfig
+
+_DEFAULTS = DetectorConfig()
+
 
 def train_detector(
     scenes: list[Path] = typer.Argument(..., help="Scenes to train on (GeoTIFF or images)."),
@@ -16,10 +20,18 @@ def train_detector(
         Path("detector"), "--out", help="Training folder (detector.safetensors, last.ckpt, logs)."
     ),
     preset: str = typer.Option("fast", "--preset", help="fast (CPU-friendly) or paper."),
-    steps: int | None = typer.Option(None, "--steps", min=1, help="Optimiser steps [500]."),
-    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Tiles a step [4]."),
-    tile_size: int | None = typer.Option(None, "--tile-size", min=32, help="Tile side [256]."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (AdamW) [5e-4]."),
+    steps: int | None = typer.Option(
+        None, "--steps", min=1, help=f"Optimiser steps [{_DEFAULTS.steps}]."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help=f"Tiles a step [{_DEFAULTS.batch_size}]."
+    ),
+    tile_size: int | None = typer.Option(
+        None, "--tile-size", min=32, help=f"Tile side [{_DEFAULTS.tile_size}]."
+    ),
+    lr: float | None = typer.Option(
+        None, "--lr", help=f"Peak learning rate (AdamW) [{_DEFAULTS.lr:g}]."
+    ),
     weights: str | None = typer.Option(
         None, "--weights", help="default, imagenet, a torchvision weight name, a file, or none."
     ),
@@ -33,9 +45,10 @@ def train_detector(
     progress: ProgressMode = PROGRESS_OPTION,
 ) -> None:
     """Train the Faster R-CNN detector on the boxes (for DetCAM, CAMCut and jmlgeo detect)."""
+    from dataclasses import replace
+
     from jmlnet_geo.io.raster import open_scenes
     from jmlnet_geo.io.vector import boxes_for_scenes, read_boxes
-    from jmlnet_geo.train.data import scene_normalization
     from jmlnet_geo.train.detector import train_detector as run
 
     display = ProgressDisplay(progress)
@@ -51,20 +64,12 @@ def train_detector(
     extra = {k: v for k, v in chosen.items() if v is not None}
     if weights is not None:
         extra["weights"] = None if weights.lower() == "none" else weights
+    config = replace(_DEFAULTS, preset=preset, **extra)
     with display.stage("detector", "steps") as report:
         path = run(
-            scene_boxes,
-            layer.classes.names,
-            scene_normalization(opened),
-            out,
-            preset=preset,
-            device=device,
-            resume=resume,
-            progress=report,
-            seed=seed,
-            message=display.message,
-            **extra,
-        )
+            scene_boxes, layer.classes.names, None, out, config, seed=seed, device=device,
+            resume=resume, progress=report, message=display.message,
+        )  # fmt: skip
     display.message(f"detector: {path}")
     display.output("detector", path)
     display.done()
@@ -90,18 +95,14 @@ def detect(
     import numpy as np
     import shapely
 
+    from jmlnet_geo.detection import detect_scene
+    from jmlnet_geo.detector_file import check_bands, load_detector, read_detector_card
     from jmlnet_geo.devices import resolve_device
     from jmlnet_geo.errors import OptionError
     from jmlnet_geo.io.raster import open_scenes
     from jmlnet_geo.io.vector import boxes_for_scenes, read_boxes
     from jmlnet_geo.io.write import check_vector_output, write_vector
-    from jmlnet_geo.train.detector import (
-        check_bands,
-        detect_scene,
-        load_detector,
-        mean_average_precision,
-        read_detector_card,
-    )
+    from jmlnet_geo.train.detector import mean_average_precision
 
     display = ProgressDisplay(progress)
     check_vector_output(out)

@@ -9,6 +9,8 @@ from pathlib import Path
 import typer
 from jmlnet_geo.cli.progress import PROGRESS_OPTION, ProgressDisplay, ProgressMode
 
+from jmlnet_geo.config import TAU_HIGH, TAU_LOW
+
 
 def proposals(
     scenes: list[Path] = typer.Argument(..., help="Scenes (GeoTIFF or any GDAL-readable image)."),
@@ -48,9 +50,11 @@ def proposals(
     detector_steps: int | None = typer.Option(
         None, "--detector-steps", min=1, help="Steps of the detector trained when none is given."
     ),
-    tau_low: float = typer.Option(0.15, "--tau-low", help="DetCAM low threshold (D_l = D > it)."),
+    tau_low: float = typer.Option(
+        TAU_LOW, "--tau-low", help="DetCAM low threshold (D_l = D > it)."
+    ),
     tau_high: float = typer.Option(
-        0.8, "--tau-high", help="DetCAM high threshold: CAMCut's sure foreground."
+        TAU_HIGH, "--tau-high", help="DetCAM high threshold: CAMCut's sure foreground."
     ),
     heatmap: bool = typer.Option(
         False, "--heatmap", help="Also write <scene>.detcam_heat.tif (DetCAM, 0-255)."
@@ -64,30 +68,15 @@ def proposals(
     from jmlnet_geo.io.raster import open_scenes
     from jmlnet_geo.io.vector import boxes_for_scenes, read_boxes
     from jmlnet_geo.io.write import atomic_output
-    from jmlnet_geo.proposals.compose import (
-        CLASSIC_METHODS,
-        DETECTOR_METHODS,
-        ProposalOptions,
-        check_methods,
-        summary_dict,
-        write_proposals,
-    )
+    from jmlnet_geo.proposals.compose import ProposalOptions, summary_dict
     from jmlnet_geo.proposals.crf import CRFOptions
     from jmlnet_geo.proposals.grabcut import GrabCutOptions
+    from jmlnet_geo.proposals.stage import DetectorProposalOptions, check_request, make_proposals
 
-    chosen = check_methods(
-        [m.strip().lower() for m in methods.split(",") if m.strip()],
-        (*CLASSIC_METHODS, *DETECTOR_METHODS),
+    det = DetectorProposalOptions(tau_low, tau_high, heatmap, device)
+    chosen = check_request(  # a bad method, threshold or detector file fails before any work
+        [m.strip().lower() for m in methods.split(",") if m.strip()], det, detector
     )
-    classic = [m for m in chosen if m in CLASSIC_METHODS]
-    detector_methods = [m for m in chosen if m in DETECTOR_METHODS]
-    if detector_methods:
-        from jmlnet_geo.proposals.detcam import check_thresholds
-        from jmlnet_geo.train.detector import read_detector_card
-
-        check_thresholds(tau_low, tau_high)
-        if detector is not None:
-            read_detector_card(detector)  # a missing file or a pickle fails before any work
     options = ProposalOptions(
         margin=margin,
         max_side=max_side,
@@ -110,41 +99,35 @@ def proposals(
         raise OptionError(f"--bands {bands}: a scene has fewer bands; run jmlgeo info to see them")
     layer = read_boxes(boxes, class_field, _names(classes))
     scene_boxes = boxes_for_scenes(layer, opened)
-    summaries = []
-    if classic:
-        with display.stage("proposals", "boxes") as report:
-            summaries = write_proposals(
-                scene_boxes,
-                layer.classes.names,
-                classic,
-                out,
-                options,
-                workers=workers or os.cpu_count() or 1,
-                progress=report,
-            )
-    record: dict = {}
-    if detector_methods:
-        detector = detector or _train_detector(
-            scene_boxes, layer.classes.names, opened, out, detector_steps, device, display
-        )
-        from jmlnet_geo.proposals.detector_proposals import write_detector_proposals
 
-        with display.stage(",".join(detector_methods), "boxes") as report:
-            found = write_detector_proposals(
-                scene_boxes,
-                layer.classes.names,
-                detector_methods,
-                out,
-                detector,
-                tau_low=tau_low,
-                tau_high=tau_high,
-                heatmap=heatmap,
-                device=device,
-                progress=report,
-                options=options,
-            )
-        summaries = _merge(summaries, found)
-        record = {"detector": os.path.abspath(detector), "tau_low": tau_low, "tau_high": tau_high}
+    def trained_detector() -> Path:
+        """The fast-preset detector in OUT/detector/ (trained, or reused: same data, settings)."""
+        from jmlnet_geo.config import DetectorConfig
+        from jmlnet_geo.train.detector import train_detector
+
+        config = DetectorConfig(**({"steps": detector_steps} if detector_steps else {}))
+        with display.stage("detector", "steps") as report:
+            path = train_detector(
+                scene_boxes, layer.classes.names, None, out / "detector", config, device=device,
+                resume=True, progress=report, message=display.message,
+            )  # fmt: skip
+        display.message(f"detector: {path}")
+        display.output("detector", path)
+        return path
+
+    result = make_proposals(
+        scene_boxes, layer.classes.names, chosen, out, options,
+        detector=detector or trained_detector, detector_options=det,
+        workers=workers or os.cpu_count() or 1, stage_progress=display.stage,
+    )  # fmt: skip
+    summaries = result.summaries
+    record: dict = {}
+    if result.detector is not None:
+        record = {
+            "detector": os.path.abspath(result.detector),
+            "tau_low": tau_low,
+            "tau_high": tau_high,
+        }
     if preview:
         _previews(scene_boxes, summaries, options, len(layer.classes), display)
     with atomic_output(out / "proposals.json") as tmp, open(tmp, "w", encoding="utf-8") as f:
@@ -154,46 +137,13 @@ def proposals(
             note = f", {m.fallbacks} fell back to the box" if m.fallbacks else ""
             display.message(f"{m.path}: {m.boxes} boxes ({method}{note})")
             display.output("proposal", m.path)
-    if detector_methods and heatmap:
+    if result.detector is not None and heatmap:
         from jmlnet_geo.proposals.detector_proposals import heat_path
 
         for sb in scene_boxes:
             display.message(f"{heat_path(out, sb.scene)}: DetCAM heat map")
             display.output("heatmap", heat_path(out, sb.scene))
     display.done()
-
-
-def _train_detector(scene_boxes, class_names, scenes, out, steps, device, display) -> Path:
-    """Train (or reuse, same data and settings) the fast-preset detector in OUT/detector/."""
-    from jmlnet_geo.train.data import scene_normalization
-    from jmlnet_geo.train.detector import train_detector
-
-    extra = {"steps": steps} if steps is not None else {}
-    with display.stage("detector", "steps") as report:
-        path = train_detector(
-            scene_boxes,
-            class_names,
-            scene_normalization(scenes),
-            out / "detector",
-            preset="fast",
-            device=device,
-            resume=True,
-            progress=report,
-            message=display.message,
-            **extra,
-        )
-    display.message(f"detector: {path}")
-    display.output("detector", path)
-    return path
-
-
-def _merge(first, second):
-    """Scene summaries of two runs over the same scenes, methods of both."""
-    if not first:
-        return second
-    for a, b in zip(first, second, strict=True):
-        a.methods.update(b.methods)
-    return first
 
 
 def _names(classes: str | None) -> list[str] | None:

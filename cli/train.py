@@ -77,8 +77,9 @@ def train(
     import dataclasses
 
     from jmlnet_geo.config import override, override_detector, preset_config
-    from jmlnet_geo.train.pipeline import TrainInputs, is_primary_process
+    from jmlnet_geo.train.pipeline import TrainInputs
     from jmlnet_geo.train.pipeline import train as run
+    from jmlnet_geo.train.run_folder import is_primary_process
 
     config = override(
         preset_config(preset),

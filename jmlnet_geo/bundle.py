@@ -1,8 +1,9 @@
 """The bundle: one safetensors file holding a trained segmenter's weights and its model card.
 
 The bundle is the contract between train, predict, the CLI, the QGIS plugin and ONNX export. It
-is a plain safetensors file (a JSON header plus raw tensors), so loading one never unpickles
-anything. The model card is JSON in the header's metadata under ``jmlgeo_model_card``:
+is a model file (:mod:`jmlnet_geo.model_file`): a plain safetensors file (a JSON header plus raw
+tensors), so loading one never unpickles anything. The model card is JSON in the header's
+metadata under ``jmlgeo_model_card``:
 
 - ``classes``: class names of ids 1..K; ``colours``: their RGB colours,
 - ``bands``: band count and names; ``normalization``: per-band mean and std,
@@ -13,7 +14,6 @@ anything. The model card is JSON in the header's metadata under ``jmlgeo_model_c
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -21,12 +21,22 @@ from typing import Any
 
 import torch
 
-from jmlnet_geo.errors import InputFileError, display_path
-from jmlnet_geo.io.write import atomic_output
+from jmlnet_geo.errors import InputFileError
+from jmlnet_geo.model_file import FileKind, load_weights, read_model_file, save_model_file
 
-FORMAT = "jmlgeo-bundle"
-FORMAT_VERSION = 1
-_CARD_KEY = "jmlgeo_model_card"
+#: The bundle as a kind of model file (:mod:`jmlnet_geo.model_file`).
+BUNDLE = FileKind(
+    format="jmlgeo-bundle",
+    card_key="jmlgeo_model_card",
+    error=InputFileError,
+    missing="bundle not found; give the file jmlgeo train wrote",
+    refused=(
+        "not a jmlgeo bundle (bundles are safetensors files written by jmlgeo train; pickles "
+        "and checkpoints are refused)"
+    ),
+    foreign="a safetensors file but not a jmlgeo bundle",
+    unreadable="the bundle's model card is unreadable",
+)
 
 
 @dataclass
@@ -63,16 +73,7 @@ def save_bundle(
         state_dict: The segmenter's weights (``model.state_dict()``).
         card: Its model card.
     """
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    metadata = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        _CARD_KEY: json.dumps(asdict(card), sort_keys=True),
-    }
-    with atomic_output(path) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
+    save_model_file(path, state_dict, asdict(card), BUNDLE)
 
 
 def load_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], ModelCard]:
@@ -84,37 +85,19 @@ def load_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], 
     Raises:
         InputFileError: Missing file, or not a jmlgeo bundle (e.g. a pickle or a checkpoint).
     """
-    from safetensors import SafetensorError, safe_open
-
-    shown = display_path(path)
-    if not os.path.isfile(path):
-        raise InputFileError(f"{shown}: bundle not found; give the file jmlgeo train wrote")
-    try:
-        with safe_open(os.fspath(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            if metadata.get("format") != FORMAT or _CARD_KEY not in metadata:
-                raise InputFileError(f"{shown}: a safetensors file but not a jmlgeo bundle")
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
-    except (SafetensorError, OSError, ValueError) as err:
-        if isinstance(err, InputFileError):
-            raise
-        raise InputFileError(
-            f"{shown}: not a jmlgeo bundle (bundles are safetensors files written by "
-            "jmlgeo train; pickles and checkpoints are refused)"
-        ) from None
-    try:
-        card = ModelCard(**json.loads(metadata[_CARD_KEY]))
-    except (TypeError, ValueError) as err:
-        raise InputFileError(f"{shown}: the bundle's model card is unreadable ({err})") from None
-    return state, card
+    return read_model_file(path, BUNDLE, ModelCard)
 
 
 def build_model(card: ModelCard, state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
-    """The segmenter of a bundle, weights loaded, in eval mode on the CPU."""
+    """The segmenter of a bundle, weights loaded, in eval mode on the CPU.
+
+    Raises:
+        InputFileError: The tensors do not fit the card's architecture.
+    """
     from jmlnet_geo.models.segmenter import build_segmenter
 
     arch = card.architecture
     head = arch.get("segmenter", "deeplabv3")
     model = build_segmenter(arch["preset"], card.num_classes, card.bands, weights=None, head=head)
-    model.load_state_dict(state_dict)
-    return model.eval()
+    described = f"a {arch['preset']} {head} of {card.num_classes} classes and {card.bands} bands"
+    return load_weights(model, state_dict, "the bundle", described).eval()

@@ -46,8 +46,8 @@ from jmlnet_geo.io.class_raster import (
 from jmlnet_geo.io.raster import Scene, open_dataset, open_scene, read_valid
 from jmlnet_geo.io.vector import IGNORE
 from jmlnet_geo.io.write import check_writable, output_folder
+from jmlnet_geo.normalization import Normalization
 from jmlnet_geo.tiling import GridTiles, ScenesTiles, SceneTiles, collate_tiles
-from jmlnet_geo.train.data import Normalization
 
 Progress = Callable[[int, int], None]
 

@@ -19,6 +19,7 @@ from jmlnet_geo.errors import CancelledError, JmlGeoError, OptionError
 from jmlnet_geo.io.raster import open_scenes
 from jmlnet_geo.io.vector import IGNORE, boxes_for_scenes, read_boxes
 from jmlnet_geo.models.detector import TileTransform
+from jmlnet_geo.normalization import Normalization, scene_normalization
 from jmlnet_geo.proposals.camcut import camcut_init, camcut_mask
 from jmlnet_geo.proposals.compose import pixel_boxes
 from jmlnet_geo.proposals.crop import BoxCrop
@@ -34,7 +35,6 @@ from jmlnet_geo.proposals.detcam import (
     scene_detcam,
 )
 from jmlnet_geo.proposals.detector_proposals import write_detector_proposals
-from jmlnet_geo.train.data import Normalization, scene_normalization
 from jmlnet_geo.train.detector import train_detector
 
 torch.set_num_threads(1)  # the test machine is shared: no thread oversubscription

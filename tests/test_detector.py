@@ -9,22 +9,19 @@ import pytest
 import torch
 from conftest import assert_one_line_error, pixel_box, write_boxes, write_scene
 
+from jmlnet_geo.detection import Detections, detect_scene
+from jmlnet_geo.detection import window_starts as _starts
+from jmlnet_geo.detector_file import (
+    DetectorFileError,
+    load_detector,
+    read_detector_card,
+    save_detector,
+)
 from jmlnet_geo.errors import JmlGeoError
 from jmlnet_geo.io.raster import open_scenes
 from jmlnet_geo.io.vector import boxes_for_scenes, read_boxes
-from jmlnet_geo.train.data import scene_normalization
-from jmlnet_geo.train.detector import (
-    Detections,
-    DetectorFileError,
-    _starts,
-    average_precision,
-    detect_scene,
-    load_detector,
-    mean_average_precision,
-    read_detector_card,
-    save_detector,
-    train_detector,
-)
+from jmlnet_geo.normalization import scene_normalization
+from jmlnet_geo.train.detector import average_precision, mean_average_precision, train_detector
 
 torch.set_num_threads(1)  # the test machine is shared: no thread oversubscription
 

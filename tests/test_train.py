@@ -16,8 +16,9 @@ from conftest import assert_one_line_error, pixel_box, write_boxes, write_scene
 
 from jmlnet_geo.bundle import ModelCard, build_model, load_bundle, save_bundle
 from jmlnet_geo.errors import InputFileError
+from jmlnet_geo.normalization import scene_normalization
 from jmlnet_geo.train import fingerprint
-from jmlnet_geo.train.data import box_masks, random_flips, scene_normalization
+from jmlnet_geo.train.data import box_masks, random_flips
 from jmlnet_geo.train.fingerprint import file_digest, file_stamps
 
 FAST = ["--tile-size", "64", "--batch-size", "2", "--loader-workers", "0", "--workers", "1"]
@@ -292,7 +293,7 @@ def test_masks_fraction_picks_a_seeded_share_of_scenes():
 
     from jmlnet_geo.config import preset_config
     from jmlnet_geo.errors import OptionError
-    from jmlnet_geo.train.pipeline import _mask_scenes
+    from jmlnet_geo.train.checks import mask_scenes as _mask_scenes
 
     scenes = [SimpleNamespace(path=f"s{i}.tif") for i in range(10)]
     config = preset_config("fast")

@@ -1,1 +1,43 @@
-"""Proposals: pixel pseudo labels made from boxes, one scene-aligned class raster per method."""
+"""Proposals: pixel pseudo labels made from boxes, one scene-aligned class raster per method.
+
+:func:`make_proposals` (:mod:`jmlnet_geo.proposals.stage`) makes any set of them; the modules
+below do one method or step each (``box``, ``grabcut``, ``crf``, ``detcam``, ``camcut``,
+``crop``, ``compose`` for the classic methods, ``detector_proposals`` for DetCAM/CAMCut,
+``preview``). Public names are listed in ``__all__`` and imported on first use, so importing the
+package imports neither torch nor cv2.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "make_proposals": "stage",
+    "check_request": "stage",
+    "ProposalCache": "stage",
+    "ProposalsResult": "stage",
+    "DetectorProposalOptions": "stage",
+    "CLASSIC_METHODS": "compose",
+    "DETECTOR_METHODS": "compose",
+    "ProposalOptions": "compose",
+    "SceneSummary": "compose",
+    "MethodSummary": "compose",
+    "write_proposals": "compose",
+    "proposal_path": "compose",
+    "summary_dict": "compose",
+    "write_detector_proposals": "detector_proposals",
+    "heat_path": "detector_proposals",
+    "DetCAMOptions": "detcam",
+    "scene_detcam": "detcam",
+    "CAMCutOptions": "camcut",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use (keeps the package import light)."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

@@ -136,7 +136,7 @@ def write_proposals(
         CancelledError: ``should_stop`` returned True; no raster was written.
     """
     methods = check_methods(methods)
-    paths = _output_paths(scene_boxes, methods, out_dir)
+    paths = output_paths(scene_boxes, methods, out_dir)
     jobs = [
         _SceneJob(sb.scene, scene_stretch(sb.scene, options), pixel_boxes(sb)) for sb in scene_boxes
     ]
@@ -220,9 +220,14 @@ def pixel_boxes(scene_boxes: SceneBoxes) -> np.ndarray:
     return np.array([box_pixels(b) for b in scene_boxes.xyxy], np.int64).reshape(-1, 4)
 
 
-def _output_paths(
+def output_paths(
     scene_boxes: Sequence[SceneBoxes], methods: Sequence[str], out_dir: str | os.PathLike[str]
 ) -> dict[tuple[str, str], Path]:
+    """The raster of each (scene path, method), in ``out_dir`` (created), checked writable.
+
+    Raises:
+        OutputError: The folder or a raster cannot be written, or two scenes share a file stem.
+    """
     out = Path(output_folder(out_dir, "the proposals"))
     stems: dict[str, str] = {}
     paths = {}
@@ -269,7 +274,7 @@ def _box_masks(
             progress(done, total)
 
     if workers <= 1 or len(tasks) <= 1:
-        with _single_threaded_cv2():
+        with single_threaded_cv2():
             for s, indexes in tasks:
                 if should_stop and should_stop():
                     raise CancelledError("stopped on request; no proposal was written")
@@ -293,7 +298,7 @@ def _box_masks(
     return results
 
 
-class _single_threaded_cv2:  # noqa: N801 - a context manager used like a function
+class single_threaded_cv2:  # noqa: N801 - a context manager used like a function
     """OpenCV on one thread for the block (as in the workers), restored afterwards."""
 
     def __enter__(self) -> None:

@@ -43,13 +43,12 @@ import torch.nn.functional as F
 from rasterio.windows import Window
 from torch import nn
 
+from jmlnet_geo.config import TAU_HIGH, TAU_LOW
 from jmlnet_geo.errors import CancelledError, OptionError
 from jmlnet_geo.io.raster import Scene, open_dataset, read_window
-from jmlnet_geo.train.data import Normalization
+from jmlnet_geo.normalization import Normalization
 
 #: Default thresholds of the paper (Tables 2 and 3).
-TAU_LOW = 0.15
-TAU_HIGH = 0.8
 
 
 @dataclass(frozen=True)

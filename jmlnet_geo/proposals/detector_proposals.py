@@ -25,6 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from jmlnet_geo.detector_file import (
+    DetectorCard,
+    DetectorFileError,
+    check_bands,
+    load_detector,
+    read_detector_card,
+)
 from jmlnet_geo.devices import resolve_device
 from jmlnet_geo.errors import CancelledError, display_path
 from jmlnet_geo.io.class_raster import class_raster_profile, strips
@@ -37,11 +44,12 @@ from jmlnet_geo.proposals.compose import (
     MethodSummary,
     ProposalOptions,
     SceneSummary,
-    _output_paths,
     check_methods,
+    output_paths,
     paint_proposal,
     pixel_boxes,
     scene_stretch,
+    single_threaded_cv2,
 )
 from jmlnet_geo.proposals.crop import full_size, read_crop
 from jmlnet_geo.proposals.detcam import (
@@ -50,13 +58,6 @@ from jmlnet_geo.proposals.detcam import (
     DetCAMOptions,
     check_thresholds,
     scene_detcam,
-)
-from jmlnet_geo.train.detector import (
-    DetectorCard,
-    DetectorFileError,
-    check_bands,
-    load_detector,
-    read_detector_card,
 )
 
 Progress = Callable[[int, int], None]
@@ -153,7 +154,7 @@ def write_detector_proposals(
     card = read_detector_card(detector_path)
     check_bands(card, [sb.scene for sb in scene_boxes], os.fspath(detector_path))
     labels = detector_labels(card, class_names, scene_boxes, detector_path)
-    paths = _output_paths(scene_boxes, methods, out_dir)
+    paths = output_paths(scene_boxes, methods, out_dir)
     model, card = load_detector(detector_path, resolve_device(device))
     normalization = card.band_normalization()
     total = sum(len(sb) for sb in scene_boxes) * (1 + ("camcut" in methods))
@@ -252,14 +253,12 @@ def camcut_masks(
         filled box when CAMCut cannot run or is degenerate), whether it fell back, and float64
         (N,) GrabCut seconds per box.
     """
-    from jmlnet_geo.proposals.compose import _single_threaded_cv2
-
     options = options or ProposalOptions()
     camcut_options = camcut_options or CAMCutOptions()
     stretch = scene_stretch(scene, options)
     masks, fallbacks = [], []
     seconds = np.zeros(len(boxes))
-    with open_dataset(scene) as ds, _single_threaded_cv2():
+    with open_dataset(scene) as ds, single_threaded_cv2():
         for i, heat in enumerate(heats):
             if should_stop and should_stop():
                 raise CancelledError("stopped on request; no proposal was written")

@@ -1,4 +1,6 @@
-"""Training data: band normalisation from scene statistics, tile loaders, flips and box masks.
+"""Training data: tile loaders, random flips and box masks.
+
+Band normalisation lives in :mod:`jmlnet_geo.normalization`.
 
 Batches come from :mod:`jmlnet_geo.tiling` (``collate_tiles``): ``image`` float32 (N, C, H, W) raw
 band values, ``valid`` bool (N, H, W), ``boxes`` a list of float32 (n_i, 4) in tile pixels,
@@ -8,68 +10,13 @@ truth; 255 = ignore).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader
 
-from jmlnet_geo.errors import InputFileError, display_path
-from jmlnet_geo.io.raster import Scene, band_statistics
 from jmlnet_geo.io.vector import SceneBoxes
 from jmlnet_geo.tiling import GridTiles, RandomTiles, ScenesTiles, SceneTiles, collate_tiles
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """Per-band standardisation: ``(value - mean) / std``; stored in the bundle.
-
-    Attributes:
-        mean: One value per band, in the scenes' units.
-        std: One value per band (never 0).
-    """
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def apply(self, image: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """float32 (N, C, H, W) raw values -> standardised; invalid pixels become 0."""
-        mean = torch.tensor(self.mean, dtype=image.dtype, device=image.device)[:, None, None]
-        std = torch.tensor(self.std, dtype=image.dtype, device=image.device)[:, None, None]
-        out = (image - mean) / std
-        if valid is not None:
-            out = out * valid.unsqueeze(1).to(out.dtype)
-        return out
-
-
-def scene_normalization(scenes: Sequence[Scene]) -> Normalization:
-    """Mean and std per band over the valid pixels of all scenes (pooled, weighted by size).
-
-    Raises:
-        InputFileError: The scenes do not all have the same number of bands.
-    """
-    counts = {s.count for s in scenes}
-    if len(counts) != 1:
-        listing = ", ".join(f"{display_path(s.path)} ({s.count})" for s in scenes)
-        raise InputFileError(f"scenes have different band counts: {listing}; train on one kind")
-    total = [0.0] * scenes[0].count
-    sums = [0.0] * scenes[0].count
-    squares = [0.0] * scenes[0].count
-    for scene in scenes:
-        for i, stat in enumerate(band_statistics(scene)):
-            if math.isnan(stat.mean):
-                continue
-            weight = scene.width * scene.height * stat.valid_fraction
-            total[i] += weight
-            sums[i] += weight * stat.mean
-            squares[i] += weight * (stat.std**2 + stat.mean**2)
-    mean, std = [], []
-    for n, s, q in zip(total, sums, squares, strict=True):
-        m = s / n if n else 0.0
-        mean.append(m)
-        std.append(max(math.sqrt(max(q / n - m * m, 0.0)), 1e-6) if n else 1.0)
-    return Normalization(tuple(mean), tuple(std))
 
 
 def box_masks(boxes: Sequence[torch.Tensor], height: int, width: int) -> torch.Tensor:

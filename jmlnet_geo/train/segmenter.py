@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from jmlnet_geo.losses import multi_label_loss
-from jmlnet_geo.train.data import Normalization, box_masks, random_flips
+from jmlnet_geo.normalization import Normalization
+from jmlnet_geo.train.data import box_masks, random_flips
 from jmlnet_geo.train.optim import OptimizerSettings
 
 IGNORE = 255

@@ -1,0 +1,75 @@
+"""The bundle a ``jmlgeo train`` run ends with: the final weights and the model card."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jmlnet_geo.bundle import ModelCard, save_bundle
+from jmlnet_geo.config import TrainConfig, config_dict
+from jmlnet_geo.io.raster import Scene
+from jmlnet_geo.io.vector import SceneBoxes
+from jmlnet_geo.model_file import writer_versions
+from jmlnet_geo.normalization import Normalization
+
+
+def write_bundle(
+    path: Path,
+    weights: Path,
+    scenes: Sequence[Scene],
+    scene_boxes: Sequence[SceneBoxes],
+    names: Sequence[str],
+    normalization: Normalization,
+    config: TrainConfig,
+    validation: dict[str, Any],
+) -> None:
+    """Write the bundle of a run: the final stage's weights and the model card.
+
+    Args:
+        path: The bundle file.
+        weights: The finished stage's ``weights.safetensors``.
+        scenes: The training scenes (the first one's bands, resolution and CRS units).
+        scene_boxes: Their boxes (boxes per class).
+        names: Class names of ids 1..K.
+        normalization: Band standardisation of the scenes.
+        config: The run's settings (written in full into the card).
+        validation: The last validation scores.
+    """
+    from safetensors.torch import load_file
+
+    from jmlnet_geo.io.class_raster import class_colours
+
+    first = scenes[0]
+    counts: dict[str, int] = {}
+    for sb in scene_boxes:
+        for class_id, n in zip(*np.unique(sb.class_ids, return_counts=True), strict=True):
+            counts[names[class_id - 1]] = counts.get(names[class_id - 1], 0) + int(n)
+    card = ModelCard(
+        classes=list(names),
+        colours=[list(c) for c in class_colours(len(names))],
+        bands=first.count,
+        band_names=list(first.band_names),
+        normalization={"mean": list(normalization.mean), "std": list(normalization.std)},
+        tile_size=config.segmenter.tile_size,
+        resolution=list(first.res) if first.georeferenced else None,
+        crs_units=(first.crs.linear_units if first.crs is not None else None),
+        architecture={
+            "segmenter": config.segmenter.head,
+            "preset": config.segmenter.preset,
+            "num_classes": len(names) + 1,
+            "in_channels": first.count,
+        },
+        config=config_dict(config),
+        versions=writer_versions(),
+        training_data={
+            "scenes": [os.path.basename(s.path) for s in scenes],
+            "boxes_per_class": counts,
+            "pixels": int(sum(s.width * s.height for s in scenes)),
+        },
+        validation=validation,
+    )
+    save_bundle(path, load_file(weights), card)

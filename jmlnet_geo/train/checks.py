@@ -1,0 +1,68 @@
+"""Checks of a ``jmlgeo train`` configuration, and which scenes train on true masks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from jmlnet_geo.config import LOSS_NAMES, TrainConfig, check_head
+from jmlnet_geo.errors import OptionError
+from jmlnet_geo.io.raster import Scene
+from jmlnet_geo.proposals.compose import CLASSIC_METHODS, DETECTOR_METHODS
+from jmlnet_geo.train.optim import check_optimizer
+
+#: The name of true masks among the proposals (``--masks``).
+MASK = "mask"
+
+
+def check_config(config: TrainConfig) -> list[str]:
+    """The proposal methods the run needs (true masks left out).
+
+    Raises:
+        OptionError: Unknown proposal, head, optimiser or loss names; bad DetCAM thresholds or
+            detector steps (when a detector method is used); a masks fraction outside 0..1.
+    """
+    seg = config.segmenter
+    known = (*CLASSIC_METHODS, *DETECTOR_METHODS, MASK)
+    wanted = [seg.stage1_proposal, *seg.proposals]
+    unknown = [p for p in wanted if p not in known]
+    if unknown:
+        raise OptionError(f"unknown proposal '{unknown[0]}'; choose from {', '.join(known[:-1])}")
+    check_head(seg.preset, seg.head)
+    check_optimizer(seg.optimizer)
+    if seg.loss not in LOSS_NAMES:
+        raise OptionError(f"unknown loss '{seg.loss}'; choose from {', '.join(LOSS_NAMES)}")
+    if any(p in DETECTOR_METHODS for p in wanted):
+        from jmlnet_geo.proposals.detcam import check_thresholds
+
+        check_thresholds(config.detector.tau_low, config.detector.tau_high)
+        if config.detector.steps <= 0:
+            raise OptionError(f"--detector-steps {config.detector.steps}: give at least 1")
+    if not 0.0 <= config.masks_fraction <= 1.0:
+        raise OptionError(f"--masks-fraction {config.masks_fraction}: give a value in 0..1")
+    return [m for m in dict.fromkeys(wanted) if m != MASK]
+
+
+def mask_scenes(scenes: Sequence[Scene], config: TrainConfig, have_masks: bool) -> set[str]:
+    """Scenes trained on true masks: a seeded ``masks_fraction`` of them (all when 0 or 1).
+
+    Returns:
+        The paths of those scenes (empty without masks).
+
+    Raises:
+        OptionError: A fraction without masks, or one that rounds to no scene.
+    """
+    if not have_masks:
+        if config.masks_fraction > 0:
+            raise OptionError("--masks-fraction needs --masks (the true masks)")
+        return set()
+    fraction = config.masks_fraction if config.masks_fraction > 0 else 1.0
+    count = round(fraction * len(scenes))
+    if count == 0:
+        raise OptionError(
+            f"--masks-fraction {fraction:g} of {len(scenes)} scene(s) rounds to no scene; "
+            "give more scenes (masks are mixed in per scene) or a larger fraction"
+        )
+    order = np.random.default_rng(config.segmenter.seed).permutation(len(scenes))
+    return {scenes[i].path for i in sorted(order[:count])}

@@ -1,0 +1,164 @@
+"""One way to fit a Lightning task: trainer set-up, quiet logging, checkpoints, progress.
+
+Both the segmenter stages (:mod:`jmlnet_geo.train.stage`) and the detector
+(:mod:`jmlnet_geo.train.detector`) train through :func:`fit_task`: one long epoch of ``steps``
+batches, a resumable ``last.ckpt`` every ``checkpoint_every`` steps, CSV logs (and TensorBoard
+when asked for and installed), AMP on CUDA, no progress bar of Lightning's own: the caller's
+``progress(done, total)`` is called after every step instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch.utils.data import DataLoader
+
+Progress = Callable[[int, int], None]
+
+#: File name of the resumable checkpoint in a stage's folder.
+CHECKPOINT = "last.ckpt"
+
+# Lightning warnings that say nothing to a user of this pipeline.
+_QUIET_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*not resumable.*",
+    ".*save_top_k=0.*",
+    ".*LeafSpec.*",  # Lightning's own deprecation
+    ".*dirpath has changed.*",  # a moved folder
+    ".*no `val_dataloader`.*",
+)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How a task is fitted.
+
+    Attributes:
+        steps: Optimiser steps (one epoch of that many batches).
+        folder: Where ``last.ckpt`` goes (and is resumed from when it exists).
+        log_dir: Parent folder of the logs.
+        log_name: Logs go to ``log_dir/log_name/metrics.csv`` (TensorBoard: ``.../tb``).
+        checkpoint_every: Save ``last.ckpt`` every this many steps.
+        accelerator: ``cpu`` or ``cuda`` (:func:`jmlnet_geo.devices.resolve_device`).
+        devices: Devices (processes) for distributed training.
+        strategy: Lightning strategy (``auto``, ``ddp``, ...).
+        precision: Lightning precision; ``auto``: 16-mixed on CUDA, 32-true on the CPU.
+        top_k: Lightning's ``save_top_k`` (None: Lightning's default).
+        tensorboard: Also log to TensorBoard when it is installed.
+        gradient_clip: Clip gradients to this norm (None: no clipping).
+        val_every: Validate every this many steps (None: never).
+    """
+
+    steps: int
+    folder: Path
+    log_dir: Path
+    log_name: str
+    checkpoint_every: int
+    accelerator: str = "cpu"
+    devices: int = 1
+    strategy: str = "auto"
+    precision: str = "auto"
+    top_k: int | None = None
+    tensorboard: bool = False
+    gradient_clip: float | None = None
+    val_every: int | None = None
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's info logging (its banners would interleave with our progress)."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def seed_fit(seed: int) -> None:
+    """Quiet Lightning and seed Python, NumPy and torch (workers included) before building."""
+    quiet_lightning()
+    L.seed_everything(seed, workers=True, verbose=False)
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto`` -> ``16-mixed`` on CUDA, ``32-true`` elsewhere; other values unchanged."""
+    if precision == "auto":
+        return "16-mixed" if accelerator == "cuda" else "32-true"
+    return precision
+
+
+class _Report(Callback):
+    """Calls ``progress(global step, steps)`` after every training batch."""
+
+    def __init__(self, progress: Progress, steps: int) -> None:
+        self.progress, self.steps = progress, steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        self.progress(trainer.global_step, self.steps)
+
+
+def fit_task(
+    task: L.LightningModule,
+    settings: FitSettings,
+    train_loader: DataLoader,
+    val_loader: DataLoader | None = None,
+    progress: Progress | None = None,
+) -> L.Trainer:
+    """Fit ``task``, resuming from ``settings.folder/last.ckpt`` when it exists.
+
+    Args:
+        task: The Lightning module.
+        settings: How to fit it.
+        train_loader: ``settings.steps`` batches.
+        val_loader: Validation batches (used when ``settings.val_every`` is set).
+        progress: Called with (steps done, steps) after each step.
+
+    Returns:
+        The trainer after fitting (``callback_metrics`` holds the last logged values).
+    """
+    s = settings
+    checkpoint = Path(s.folder) / CHECKPOINT
+    loggers = [L.pytorch.loggers.CSVLogger(s.log_dir, name=s.log_name, version="")]
+    if s.tensorboard:
+        with contextlib.suppress(ModuleNotFoundError, ImportError):
+            loggers.append(
+                L.pytorch.loggers.TensorBoardLogger(s.log_dir, name=s.log_name, version="tb")
+            )
+    saving = {} if s.top_k is None else {"save_top_k": s.top_k}
+    callbacks: list[Callback] = [
+        ModelCheckpoint(s.folder, save_last=True, every_n_train_steps=s.checkpoint_every, **saving)
+    ]
+    if progress is not None:
+        callbacks.append(_Report(progress, s.steps))
+    trainer = L.Trainer(
+        max_steps=s.steps,
+        max_epochs=1,
+        accelerator=s.accelerator,
+        devices=s.devices,
+        strategy=s.strategy,
+        precision=resolve_precision(s.precision, s.accelerator),
+        logger=loggers,
+        callbacks=callbacks,
+        val_check_interval=s.val_every,
+        limit_val_batches=None if s.val_every else 0,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        use_distributed_sampler=False,
+        gradient_clip_val=s.gradient_clip,
+        deterministic=False,
+    )
+    with warnings.catch_warnings():
+        for message in _QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        trainer.fit(
+            task,
+            train_dataloaders=train_loader,
+            val_dataloaders=val_loader if s.val_every else None,
+            ckpt_path=str(checkpoint) if checkpoint.exists() else None,
+        )
+    return trainer
