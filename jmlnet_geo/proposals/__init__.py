@@ -9,8 +9,7 @@ package imports neither torch nor cv2.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from jmlnet_geo.lazy import lazy_exports
 
 _HOMES = {
     "make_proposals": "stage",
@@ -35,9 +34,4 @@ _HOMES = {
 
 __all__ = sorted(_HOMES)
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module on first use (keeps the package import light)."""
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -12,8 +12,7 @@ Modules, by job: ``pipeline`` (orchestration), ``stage`` (one segmenter stage), 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from jmlnet_geo.lazy import lazy_exports
 
 _HOMES = {
     "TrainInputs": "pipeline",
@@ -42,9 +41,4 @@ _HOMES = {
 
 __all__ = sorted(_HOMES)
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module on first use (keeps the package import light)."""
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__ = lazy_exports(__name__, _HOMES)
