@@ -295,7 +295,7 @@ def scene_detcam(
     """DetCAM of every box of a scene, at the boxes' full resolution.
 
     Args:
-        model: The detector in eval mode (:func:`jmlnet_geo.train.detector.load_detector`);
+        model: The detector in eval mode (:func:`jmlnet_geo.detector_file.load_detector`);
             tensors go to its device.
         normalization: The detector's band standardisation.
         scene: The scene (same bands as the detector).
