@@ -290,7 +290,7 @@ def test_evaluate_errors(tmp_path):
 
 
 def test_evaluate_streams_in_strips(tmp_path, monkeypatch):
-    import jmlnet_geo.evaluate as ev
+    import jmlnet_geo.evaluate.scoring as ev
 
     truth = write_boxes(
         tmp_path / "truth.gpkg", [pixel_box(0, 0, 10, 13), pixel_box(3, 5, 6, 11)], ["x", "y"]
