@@ -78,15 +78,7 @@ def truth_source(
 ) -> TruthSource:
     """The truth of ``scene``'s grid, to read window by window (nothing is rasterised yet).
 
-    Args:
-        scene: The grid (a class raster's or a scene's header).
-        truth_path: A polygon layer (GPKG, GeoJSON, Shapefile, FlatGeobuf) with a class column,
-            or a class raster on the same grid.
-        class_field: The polygon layer's class column (strings or integers).
-        classes: Class names of ids 1..K; default: the layer's sorted class values.
-
-    Raises:
-        As :func:`truth_raster`.
+    Arguments and errors as :func:`truth_raster`, but ``scene`` is a header.
     """
     shown = display_path(truth_path)
     if not os.path.exists(truth_path):
