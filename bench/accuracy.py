@@ -58,6 +58,7 @@ import rasterio
 from shapely.geometry import box as shapely_box
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.data import nwpu_layers  # noqa: E402
 from bench.report import (  # noqa: E402
     REPO,
     code_version,
@@ -67,8 +68,8 @@ from bench.report import (  # noqa: E402
     update_section,
 )
 from jmlnet_geo.config import preset_config  # noqa: E402
-from jmlnet_geo.evaluate import confusion_matrix, scores, truth_raster  # noqa: E402
-from jmlnet_geo.io.importers import import_coco  # noqa: E402
+from jmlnet_geo.evaluate import TruthCache, score_scenes, scores  # noqa: E402
+from jmlnet_geo.io.isaid import import_isaid, isaid_images  # noqa: E402
 from jmlnet_geo.io.raster import open_scene  # noqa: E402
 from jmlnet_geo.predict import PredictOptions, Predictor  # noqa: E402
 from jmlnet_geo.train.pipeline import TrainInputs, train  # noqa: E402
@@ -167,47 +168,30 @@ def nwpu_part(work: Path, quick: bool) -> Part:
         Path(split["train_truth"]),
         tuple(split["classes"]),
         tuple(DATA / "imgs" / name for name in split["val"]),
-        work / "truth.gpkg",
+        Path(split["val_truth"]),
     )
 
 
 def isaid_part(work: Path) -> Part:
     """The devkit's split: P0005 (train folder) to train, P0003 and P0004 (val) to score."""
-    from rasterio import features
-    from shapely.geometry import shape
-
-    from bench.proposals import load_isaid
-
-    folder = work / "isaid"
+    folder, source = work / "isaid", SHARED / "isaid_devkit_samples"
     folder.mkdir(parents=True, exist_ok=True)
-    data = load_isaid(SHARED, folder)  # boxes of all three images; truth rasters in isaid_truth
-    boxes = gpd.read_file(folder / "isaid_boxes.gpkg")
-    images = {p.name: p for p in (SHARED / "isaid_devkit_samples").glob("*/images/P*[0-9].png")}
+    boxes_path, masks_path = folder / "isaid_boxes.gpkg", folder / "isaid_masks.gpkg"
+    import_isaid(source, boxes_path, truth=masks_path, truth_rasters=folder / "isaid_truth")
+    boxes = gpd.read_file(boxes_path)
+    images = {p.name: p for p in isaid_images(source)}
     train = sorted(n for n, p in images.items() if p.parent.parent.name == "train")
     val = sorted(n for n, p in images.items() if p.parent.parent.name == "val")
-    train_boxes = folder / "train_boxes.gpkg"
+    train_boxes, train_masks = folder / "train_boxes.gpkg", folder / "train_masks.gpkg"
     boxes[boxes["image"].isin(train)].to_file(train_boxes, driver="GPKG")
-    masks = []
-    for name in train:
-        truth = folder / "isaid_truth" / f"{Path(name).stem}.tif"
-        with rasterio.open(truth) as ds:
-            ids = ds.read(1)
-        for geometry, value in features.shapes(ids, mask=(ids > 0) & (ids < 255)):
-            masks.append(
-                {
-                    "class": data.class_names[int(value) - 1],
-                    "image": name,
-                    "geometry": shape(geometry),
-                }
-            )
-    train_masks = folder / "train_masks.gpkg"
-    gpd.GeoDataFrame(masks, geometry="geometry", crs=None).to_file(train_masks, driver="GPKG")
+    masks = gpd.read_file(masks_path)
+    masks[masks["image"].isin(train)].reset_index(drop=True).to_file(train_masks, driver="GPKG")
     return Part(
         "isaid",
         tuple(images[n] for n in train),
         train_boxes,
         train_masks,
-        tuple(data.class_names),
+        tuple(sorted(boxes["class"].unique())),
         tuple(images[n] for n in val),
         folder / "isaid_truth",
     )
@@ -266,9 +250,7 @@ def prepare(work: Path, quick: bool) -> dict:
     ``quick`` keeps the first 60 train and 20 validation images of the split.
     """
     work.mkdir(parents=True, exist_ok=True)
-    boxes, truth = work / "boxes.gpkg", work / "truth.gpkg"
-    if not boxes.exists():
-        import_coco(DATA / "NWPU_instances_train.json", DATA / "imgs", boxes, truth=truth)
+    boxes, truth = nwpu_layers(SHARED, work)
     frame = gpd.read_file(boxes)
     classes = sorted(frame["class"].unique())
     per_image = frame.groupby("image")["class"].apply(set).to_dict()
@@ -297,6 +279,7 @@ def prepare(work: Path, quick: bool) -> dict:
         if not out.exists():
             layer = gpd.read_file(source)
             layer[layer["image"].isin(split["train"])].to_file(out, driver="GPKG")
+    split["val_truth"] = str(truth)
     return split
 
 
@@ -306,7 +289,7 @@ def run_folder(work: Path, part: Part, quick: bool, seed: int) -> Path:
     return work / "runs" / f"{prefix}seed{seed}"
 
 
-def run_row(row: Row, part: Part, work: Path, args, seed: int, truths: dict) -> dict:
+def run_row(row: Row, part: Part, work: Path, args, seed: int, truths: TruthCache) -> dict:
     """Train one row (in the part's and seed's shared run folder) and score it."""
     config = preset_config(args.preset)
     seg = replace(
@@ -339,25 +322,17 @@ def run_row(row: Row, part: Part, work: Path, args, seed: int, truths: dict) -> 
     shutil.copyfile(result.bundle, bundle)
     start = time.perf_counter()
     predictor = Predictor(bundle, "auto")
-    num_classes = len(part.classes) + 1
-    total = np.zeros((num_classes, num_classes), np.int64)
     out = work / "predictions" / part.name
-    for scene in part.val_scenes:
-        pred = predictor.predict(scene, out, PredictOptions(loader_workers=0, batch_size=8))
-        with rasterio.open(pred.classes) as ds:
-            predicted = ds.read(1)
-        if scene not in truths:
-            truths[scene] = truth_raster(
-                open_scene(scene), part.truth_of(scene), classes=part.classes
-            )
-        total += confusion_matrix(predicted, truths[scene], num_classes)
-    s = scores(total)
+    options = PredictOptions(loader_workers=0, batch_size=8)
+    preds = [predictor.predict(scene, out, options).classes for scene in part.val_scenes]
+    scenes = [open_scene(scene) for scene in part.val_scenes]
+    pooled = score_scenes(preds, truths, class_names=part.classes, scenes=scenes).pooled
     return {
         "part": part.name,
         "row": row.name,
         "seed": seed,
-        "miou": float(s["miou"]),
-        "iou": [float(v) for v in s["iou"]],
+        "miou": float(pooled.miou),
+        "iou": [float(v) for v in pooled.iou],
         "train_s": train_seconds,
         "reused": result.reused,
         "eval_s": time.perf_counter() - start,
@@ -480,33 +455,31 @@ def proposal_quality(part: Part, run_dir: Path) -> tuple[list[list[str]], list[l
         class's true pixels the proposal gives that class) and, in brackets, the area the
         proposal gives the class over its true area (under 1: the proposal under-fills).
     """
-    num_classes = len(part.classes) + 1
-    totals = {m: np.zeros((num_classes, num_classes), np.int64) for m in PROPOSAL_METHODS}
-    unlabelled = dict.fromkeys(PROPOSAL_METHODS, 0)
+    found = {m: [] for m in PROPOSAL_METHODS}  # (raster, scene) of each method
     pixels = 0
     for scene in part.train_scenes:
         paths = {m: run_dir / "proposals" / f"{scene.stem}.{m}.tif" for m in PROPOSAL_METHODS}
         if not any(p.exists() for p in paths.values()):
             continue
-        truth = truth_raster(open_scene(scene), part.train_masks, classes=part.classes)
-        pixels += truth.size
+        header = open_scene(scene)
+        pixels += header.width * header.height
         for method, path in paths.items():
             if path.exists():
-                with rasterio.open(path) as ds:
-                    label = ds.read(1)
-                totals[method] += confusion_matrix(label, truth, num_classes)
-                unlabelled[method] += int((label == 255).sum())
+                found[method].append((path, header))
+    truth = TruthCache(part.train_masks, classes=part.classes)
     rows, fill = [], []
     for method in PROPOSAL_METHODS:
-        if totals[method].sum() == 0:
+        if not found[method]:
             continue
-        s = scores(totals[method])
+        rasters, scenes = zip(*found[method], strict=True)
+        result = score_scenes(rasters, truth, class_names=part.classes, scenes=scenes)
+        s = scores(result.pooled.confusion)
         rows.append(
             [
                 method,
                 f"{100 * s['miou']:.2f}",
                 *(f"{100 * v:.1f}" for v in s["iou"]),
-                f"{100 * unlabelled[method] / pixels:.1f} %",
+                f"{100 * result.unlabelled / pixels:.1f} %",
             ]
         )
         # labelled area / true area = (tp / precision) / (tp / recall)
@@ -653,7 +626,9 @@ def main(argv: list[str] | None = None) -> int:
             part = {"isaid": isaid_part, "spacenet": spacenet_part}[part_name](args.work)
             part_rows = [r for r in rows if r.name in EXTRA_ROWS]
         log(f"{part.name}: {len(part.train_scenes)} train, {len(part.val_scenes)} scored scene(s)")
-        truths: dict = {}
+        truths = TruthCache(
+            lambda scene, p=part: p.truth_of(Path(scene.path)), classes=part.classes
+        )
         for seed in [int(s) for s in args.seeds.split(",")]:
             for row in part_rows:
                 key = (part.name, row.name, seed)

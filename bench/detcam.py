@@ -17,7 +17,7 @@ On NWPU VHR-10 train (``../shared/data``, COCO bbox -> boxes, polygons -> true m
    0.9} of CAMCut: the analogues of the paper's Tables 2 and 3 (which score a DeepLab trained on
    the proposals, on iSAID; we score the proposals themselves).
 5. iSAID samples (the three images of ``../shared/data/isaid_devkit_samples``, boxes and truth
-   from ``bench.proposals.load_isaid``): a detector with the same budget trained on their boxes,
+   from ``jmlgeo import isaid``): a detector with the same budget trained on their boxes,
    then DetCAM (tau_l 0.15) and CAMCut (tau_h 0.8) next to BOX, CRF and GrabCut for all their
    boxes, scored like 3 (table 6). Written to its own marked section, ``detcam-isaid``, placed
    right after the ``detcam`` section, so that ``--parts isaid`` can redo it alone.
@@ -46,21 +46,17 @@ import shutil
 import sys
 import time
 import warnings
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
-import rasterio
 import torch
 from rasterio.errors import NotGeoreferencedWarning
 
 if __package__ in (None, ""):  # run as a file (python bench/detcam.py)
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
 
-from bench.proposals import Score, load_isaid
+from bench.data import Dataset, Score, load_isaid, load_nwpu, score_folder
 from bench.report import (
     REPO,
     Results,
@@ -75,10 +71,8 @@ from bench.report import (
     update_section,
     work_folder,
 )
-from jmlnet_geo.evaluate import confusion_matrix, truth_raster
-from jmlnet_geo.io.importers import import_coco
-from jmlnet_geo.io.raster import Scene, open_scenes
-from jmlnet_geo.io.vector import IGNORE, SceneBoxes, boxes_for_scenes, read_boxes
+from jmlnet_geo.evaluate import mean_average_precision
+from jmlnet_geo.io.vector import IGNORE, SceneBoxes
 from jmlnet_geo.proposals.compose import (
     ProposalOptions,
     paint_proposal,
@@ -92,14 +86,10 @@ from jmlnet_geo.proposals.detector_proposals import (
     detcam_masks,
     write_detector_proposals,
 )
-from jmlnet_geo.train.data import scene_normalization
-from jmlnet_geo.train.detector import (
-    detect_scene,
-    load_detector,
-    mean_average_precision,
-    read_detector_card,
-    train_detector,
-)
+from jmlnet_geo.detection import detect_scene
+from jmlnet_geo.detector_file import load_detector, read_detector_card
+from jmlnet_geo.normalization import scene_normalization
+from jmlnet_geo.train.detector import train_detector
 
 SECTION = "detcam"
 #: The iSAID part's section, kept right after ``SECTION`` (``--parts isaid`` rewrites it alone).
@@ -117,70 +107,11 @@ PAPER_TABLE2 = {0.05: 51.34, 0.1: 53.46, 0.15: 53.88, 0.2: 53.76, 0.25: 53.20}
 PAPER_TABLE3 = {0.6: 53.58, 0.7: 54.10, 0.8: 54.24, 0.9: 54.23}
 LABEL = {"box": "BOX", "crf": "CRF", "grabcut": "GrabCut", "detcam": "DetCAM", "camcut": "CAMCut"}
 
-# --- data -------------------------------------------------------------------------------------
-
-
-class Truths(Protocol):
-    """A data set's class names and true masks (``Nwpu``, or ``bench.proposals.Dataset``)."""
-
-    class_names: tuple[str, ...]
-
-    def truth(self, scene: Scene) -> np.ndarray: ...
-
-
-@dataclass
-class Nwpu:
-    """NWPU VHR-10 train: every image with its boxes, class names and true masks."""
-
-    scene_boxes: list[SceneBoxes]
-    class_names: tuple[str, ...]
-    truth_layer: Path
-    _cache: dict[str, tuple[bytes, tuple[int, int]]] = field(default_factory=dict)
-
-    def truth(self, scene: Scene) -> np.ndarray:
-        """uint8 (H, W) true class raster of a scene (cached, compressed)."""
-        hit = self._cache.get(scene.path)
-        if hit is None:
-            array = truth_raster(scene, self.truth_layer, "class", self.class_names)
-            hit = self._cache[scene.path] = (zlib.compress(array.tobytes(), 1), array.shape)
-        return np.frombuffer(zlib.decompress(hit[0]), np.uint8).reshape(hit[1])
-
-
-def load_nwpu(data: Path, work: Path) -> Nwpu:
-    folder = data / "nwpu_vhr10_train"
-    boxes, truth = work / "nwpu_boxes.gpkg", work / "nwpu_truth.gpkg"
-    if not boxes.exists() or not truth.exists():
-        import_coco(folder / "NWPU_instances_train.json", folder / "imgs", boxes, truth=truth)
-    layer = read_boxes(boxes)
-    scenes = open_scenes(sorted((folder / "imgs").glob("*.jpg")))
-    return Nwpu(boxes_for_scenes(layer, scenes), layer.classes.names, truth)
-
-
 # --- scoring ----------------------------------------------------------------------------------
 
 
-def score_folder(nwpu: Truths, scene_boxes: Sequence[SceneBoxes], out: Path, method: str) -> Score:
-    """Score the ``method`` rasters in ``out`` against the true masks."""
-    k = len(nwpu.class_names) + 1
-    score = Score(np.zeros((k, k), np.int64))
-    for sb in scene_boxes:
-        with rasterio.open(proposal_path(out, sb.scene, method)) as ds:
-            pred = ds.read(1)
-        truth = nwpu.truth(sb.scene)
-        score.confusion += confusion_matrix(pred, truth, k)
-        valid = (pred != IGNORE) & (truth != IGNORE)
-        for (c0, r0, c1, r1), class_id in zip(pixel_boxes(sb), sb.class_ids, strict=True):
-            inside = valid[r0:r1, c0:c1]
-            p = (pred[r0:r1, c0:c1] == class_id) & inside
-            t = (truth[r0:r1, c0:c1] == class_id) & inside
-            union = int((p | t).sum())
-            score.box_ious.append(int((p & t).sum()) / union if union else math.nan)
-    score.boxes = sum(len(sb) for sb in scene_boxes)
-    return score
-
-
 def paint_all(
-    nwpu: Truths, scene_boxes: Sequence[SceneBoxes], masks: dict[str, list], out: Path, method: str
+    nwpu: Dataset, scene_boxes: Sequence[SceneBoxes], masks: dict[str, list], out: Path, method: str
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for sb in scene_boxes:
@@ -280,7 +211,7 @@ def budget_text(info: dict, threads: int) -> str:
     )
 
 
-def part_map(nwpu: Nwpu, detector: Path, heldout, fit, results: Results) -> None:
+def part_map(nwpu: Dataset, detector: Path, heldout, fit, results: Results) -> None:
     model, card = load_detector(detector)
     rows, summary = [], {}
     for name, images in (("held-out", heldout), ("training (fit)", fit)):
@@ -347,7 +278,7 @@ def detcam_and_camcut(data, detector: Path, images, out: Path, tau_lows, tau_hig
     return low, high, zero, shrunk, auc, auc_by_class
 
 
-def ranking_auc(nwpu: Truths, images: Sequence[SceneBoxes], heats: dict) -> tuple[float, dict]:
+def ranking_auc(nwpu: Dataset, images: Sequence[SceneBoxes], heats: dict) -> tuple[float, dict]:
     """How well DetCAM orders a box's pixels: AUC of object vs background pixels inside it.
 
     0.5 is chance, 1.0 every object pixel above every background pixel. Boxes that are all
@@ -378,7 +309,7 @@ def ranking_auc(nwpu: Truths, images: Sequence[SceneBoxes], heats: dict) -> tupl
     return mean, {k: float(np.mean(v)) for k, v in sorted(per_class.items())}
 
 
-def classic(nwpu: Truths, images, out: Path, methods, workers: int) -> dict[str, Score]:
+def classic(nwpu: Dataset, images, out: Path, methods, workers: int) -> dict[str, Score]:
     shutil.rmtree(out, ignore_errors=True)
     summaries = write_proposals(images, nwpu.class_names, methods, out, workers=workers)
     found = {}
@@ -391,7 +322,7 @@ def classic(nwpu: Truths, images, out: Path, methods, workers: int) -> dict[str,
 
 
 def detector_methods(
-    nwpu: Truths, images, heats, seconds, out: Path, tau_lows, tau_highs
+    nwpu: Dataset, images, heats, seconds, out: Path, tau_lows, tau_highs
 ) -> tuple[dict[float, Score], dict[float, Score]]:
     """DetCAM at each tau_l and CAMCut (tau_l 0.15) at each tau_h, from the same DetCAM."""
     low, high = {}, {}
@@ -795,7 +726,7 @@ def run_isaid(args: argparse.Namespace, work: Path, command: str, machine: str) 
         f"({', '.join(timings)} min)\n"
         f"- Data: ../shared/data/isaid_devkit_samples, {names} (DOTA RGB PNG; boxes: the tight "
         "box of each instance id, truth: the semantic masks, both from "
-        f"`bench.proposals.load_isaid`): {counts} boxes\n"
+        f"`jmlgeo import isaid`): {counts} boxes\n"
         f"- Detector, trained on the boxes of these three images with the NWPU part's budget: "
         f"{budget_text(info, args.threads)}; mAP@0.5 on the same images (fit): "
         f"{pct(fit['map'])} ({fit_text})\n"

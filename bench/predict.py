@@ -260,7 +260,7 @@ def instrumented(stats: Stats) -> Iterator[type]:
             stats.forward += time.perf_counter() - start
             return out
 
-    class TimedBlender(predict_module._Blender):
+    class TimedBlender(predict_module.Blender):
         def add(self, window, logits):
             start = time.perf_counter()
             strips = list(super().add(window, logits))
@@ -273,8 +273,8 @@ def instrumented(stats: Stats) -> Iterator[type]:
             stats.blend += time.perf_counter() - start
             yield from strips
 
-    original_writers, original_cog = predict_module._writers, predict_module.copy_to_cog
-    original_blender = predict_module._Blender
+    original_writers, original_cog = predict_module.strip_writers, predict_module.copy_to_cog
+    original_blender = predict_module.Blender
 
     @contextlib.contextmanager
     def timed_writers(*args, **kwargs):
@@ -292,20 +292,20 @@ def instrumented(stats: Stats) -> Iterator[type]:
         original_cog(src, dst)
         stats.cog += time.perf_counter() - start
 
-    predict_module._writers, predict_module.copy_to_cog = timed_writers, timed_cog
-    predict_module._Blender = TimedBlender
+    predict_module.strip_writers, predict_module.copy_to_cog = timed_writers, timed_cog
+    predict_module.Blender = TimedBlender
     try:
         yield TimedPredictor
     finally:
-        predict_module._writers, predict_module.copy_to_cog = original_writers, original_cog
-        predict_module._Blender = original_blender
+        predict_module.strip_writers, predict_module.copy_to_cog = original_writers, original_cog
+        predict_module.Blender = original_blender
 
 
 def grid_windows(side: int, tile: int, stride: int) -> list[tuple[int, int]]:
     """(col, row) of our snapped grid over a square scene (as :mod:`jmlnet_geo.tiling`)."""
-    from jmlnet_geo.tiling import _offsets
+    from jmlnet_geo.tiling import grid_offsets
 
-    offsets = [round(o) for o in _offsets(float(side), float(tile), float(stride))]
+    offsets = [round(o) for o in grid_offsets(float(side), float(tile), float(stride))]
     return [(col, row) for row in offsets for col in offsets]
 
 

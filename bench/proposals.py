@@ -48,35 +48,26 @@ import sys
 import tempfile
 import time
 import warnings
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import cv2
-import geopandas as gpd
 import numpy as np
-import rasterio
 from rasterio.errors import NotGeoreferencedWarning
-from shapely.geometry import box as shapely_box
 
-from jmlnet_geo.evaluate import confusion_matrix, scores, truth_raster
-from jmlnet_geo.io.class_raster import class_raster_writer
-from jmlnet_geo.io.importers import import_coco
-from jmlnet_geo.io.raster import Scene, open_scene, open_scenes
-from jmlnet_geo.io.vector import IGNORE, SceneBoxes, boxes_for_scenes, read_boxes
+from jmlnet_geo.io.vector import SceneBoxes
 from jmlnet_geo.proposals.compose import (
     CLASSIC_METHODS,
     ProposalOptions,
     SceneSummary,
     pixel_boxes,
-    proposal_path,
     write_proposals,
 )
 
 if __package__ in (None, ""):  # run as a file (python bench/proposals.py)
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
 
+from bench.data import Dataset, Score, load_isaid, load_nwpu, load_spacenet, score_folder
 from bench.report import (
     REPO,
     Results,
@@ -104,158 +95,7 @@ SXYS = (10.0, 20.0, 40.0, 80.0)
 QUICK_FG_PROBS = (0.6, 0.7)
 QUICK_SXYS = (10.0, 20.0)
 
-#: iSAID semantic colours (RGB, as the PNG stores them) -> class name.
-ISAID_CLASSES = {
-    (0, 0, 63): "ship",
-    (0, 63, 63): "storage_tank",
-    (0, 63, 0): "baseball_diamond",
-    (0, 63, 127): "tennis_court",
-    (0, 63, 191): "basketball_court",
-    (0, 63, 255): "ground_track_field",
-    (0, 127, 63): "bridge",
-    (0, 127, 127): "large_vehicle",
-    (0, 0, 127): "small_vehicle",
-    (0, 0, 191): "helicopter",
-    (0, 0, 255): "swimming_pool",
-    (0, 191, 127): "roundabout",
-    (0, 127, 191): "soccer_ball_field",
-    (0, 127, 255): "plane",
-    (0, 100, 155): "harbor",
-}
-
 METHOD_LABEL = {"box": "BOX", "crf": "CRF", "grabcut": "GrabCut"}
-
-# --- data sets --------------------------------------------------------------------------------
-
-
-class TruthCache:
-    """True class rasters of scenes (``truth_raster``), kept zlib-compressed in memory."""
-
-    def __init__(self, truth_of: Callable[[Scene], Path], class_field: str, classes: Sequence[str]):
-        self._truth_of = truth_of
-        self._class_field = class_field
-        self._classes = list(classes)
-        self._cache: dict[str, tuple[bytes, tuple[int, int]]] = {}
-
-    def __call__(self, scene: Scene) -> np.ndarray:
-        hit = self._cache.get(scene.path)
-        if hit is not None:
-            return np.frombuffer(zlib.decompress(hit[0]), np.uint8).reshape(hit[1])
-        truth = truth_raster(scene, self._truth_of(scene), self._class_field, self._classes)
-        self._cache[scene.path] = (zlib.compress(truth.tobytes(), 1), truth.shape)
-        return truth
-
-
-@dataclass
-class Dataset:
-    """Scenes with their true boxes, class names and true masks."""
-
-    name: str
-    scene_boxes: list[SceneBoxes]
-    class_names: tuple[str, ...]
-    truth: TruthCache
-
-    @property
-    def boxes(self) -> int:
-        return sum(len(sb) for sb in self.scene_boxes)
-
-    def head(self, n: int) -> Dataset:
-        """The first ``n`` scenes (in sorted file order)."""
-        return replace(self, scene_boxes=self.scene_boxes[:n])
-
-    def spread(self, n: int) -> Dataset:
-        """``n`` scenes evenly spaced over the sorted list (NWPU files are grouped by class)."""
-        if n >= len(self.scene_boxes):
-            return self
-        keep = np.unique(np.linspace(0, len(self.scene_boxes) - 1, n).round().astype(int))
-        return replace(self, scene_boxes=[self.scene_boxes[i] for i in keep])
-
-
-def load_nwpu(data: Path, work: Path) -> Dataset:
-    folder = data / "nwpu_vhr10_train"
-    boxes, truth = work / "nwpu_boxes.gpkg", work / "nwpu_truth.gpkg"
-    import_coco(folder / "NWPU_instances_train.json", folder / "imgs", boxes, truth=truth)
-    layer = read_boxes(boxes)
-    scenes = open_scenes(sorted((folder / "imgs").glob("*.jpg")))
-    return Dataset(
-        "NWPU VHR-10 train",
-        boxes_for_scenes(layer, scenes),
-        layer.classes.names,
-        TruthCache(lambda scene: truth, "class", layer.classes.names),
-    )
-
-
-def load_isaid(data: Path, work: Path) -> Dataset:
-    """Boxes: the tight box of each instance id; truth: the semantic map as a class raster."""
-    folder = data / "isaid_devkit_samples"
-    images = sorted(
-        (p for p in folder.glob("*/images/*.png") if "_instance_" not in p.name),
-        key=lambda p: p.name,
-    )
-    rows, semantic = [], {}
-    for image in images:
-        colour = _read_rgb(image.with_name(f"{image.stem}_instance_color_RGB.png"))
-        packed = _read_rgb(image.with_name(f"{image.stem}_instance_id_RGB.png")).astype(np.int64)
-        ids = packed[..., 0] + 256 * packed[..., 1] + 65536 * packed[..., 2]
-        names = np.full(ids.shape, "", object)
-        for rgb, name in ISAID_CLASSES.items():
-            names[(colour == rgb).all(axis=-1)] = name
-        semantic[image.name] = names
-        for instance in np.unique(ids[ids > 0]):
-            rr, cc = np.nonzero(ids == instance)
-            name = names[rr[0], cc[0]]
-            if not name:
-                raise ValueError(f"{image}: instance {instance} has a colour outside the palette")
-            geometry = shapely_box(cc.min(), rr.min(), cc.max() + 1, rr.max() + 1)
-            rows.append({"class": name, "image": image.name, "geometry": geometry})
-    layer_path = work / "isaid_boxes.gpkg"
-    gpd.GeoDataFrame(rows, geometry="geometry", crs=None).to_file(layer_path, layer="boxes")
-    layer = read_boxes(layer_path)
-    scenes = open_scenes(images)
-    truth_dir = work / "isaid_truth"
-    truth_dir.mkdir(parents=True, exist_ok=True)
-    for scene in scenes:
-        names = semantic[scene.name]
-        classes = np.zeros(names.shape, np.uint8)
-        for class_id, name in enumerate(layer.classes.names, start=1):
-            classes[names == name] = class_id
-        with class_raster_writer(
-            truth_dir / f"{Path(scene.path).stem}.tif", scene, layer.classes.names
-        ) as dst:
-            dst.write(classes, 1)
-    return Dataset(
-        "iSAID samples",
-        boxes_for_scenes(layer, scenes),
-        layer.classes.names,
-        TruthCache(
-            lambda scene: truth_dir / f"{Path(scene.path).stem}.tif", "class", layer.classes.names
-        ),
-    )
-
-
-def load_spacenet(data: Path, work: Path) -> Dataset:
-    """Boxes: envelopes of the building polygons (``read_boxes``); truth: the polygons."""
-    folder = data / "spacenet_solaris_sample"
-    frame = gpd.read_file(folder / "geotiff_labels.geojson")
-    buildings = gpd.GeoDataFrame({"class": ["building"] * len(frame)}, geometry=frame.geometry)
-    layer_path = work / "spacenet_buildings.gpkg"
-    buildings.to_file(layer_path, layer="buildings")
-    layer = read_boxes(layer_path)
-    scene = open_scene(folder / "sample_geotiff.tif")
-    return Dataset(
-        "SpaceNet tile",
-        boxes_for_scenes(layer, [scene]),
-        layer.classes.names,
-        TruthCache(lambda scene: layer_path, "class", layer.classes.names),
-    )
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f"{path}: cannot be read")
-    return image[:, :, ::-1]
-
 
 # --- running and scoring ----------------------------------------------------------------------
 
@@ -320,65 +160,6 @@ def run_proposals(
 
 
 @dataclass
-class Score:
-    """Confusion matrix (rows truth, columns proposal) and the object IoU inside each box."""
-
-    confusion: np.ndarray
-    box_ious: list[float] = field(default_factory=list)
-    box_inter: int = 0
-    box_union: int = 0
-    fallbacks: int = 0
-    boxes: int = 0
-    seconds: float = 0.0  # method time, summed over boxes
-
-    @property
-    def iou(self) -> np.ndarray:
-        return scores(self.confusion)["iou"]
-
-    @property
-    def miou(self) -> float:
-        return scores(self.confusion)["miou"]
-
-    @property
-    def object_miou(self) -> float:
-        """Mean IoU over the object classes present (background left out)."""
-        s = scores(self.confusion)
-        present = s["present"][1:]
-        return float(s["iou"][1:][present].mean()) if present.any() else math.nan
-
-    @property
-    def mean_box_iou(self) -> float:
-        values = [v for v in self.box_ious if not math.isnan(v)]
-        return float(np.mean(values)) if values else math.nan
-
-    @property
-    def per_box(self) -> float:
-        """Method seconds per box."""
-        return self.seconds / self.boxes if self.boxes else math.nan
-
-
-def score_run(dataset: Dataset, scene_boxes: Sequence[SceneBoxes], run: Run, method: str) -> Score:
-    """Compare the proposal rasters of ``method`` with the truth, scene by scene."""
-    num_classes = len(dataset.class_names) + 1
-    score = Score(np.zeros((num_classes, num_classes), np.int64))
-    for sb in scene_boxes:
-        with rasterio.open(proposal_path(run.out, sb.scene, method)) as ds:
-            pred = ds.read(1)
-        truth = dataset.truth(sb.scene)
-        score.confusion += confusion_matrix(pred, truth, num_classes)
-        valid = (pred != IGNORE) & (truth != IGNORE)
-        for (c0, r0, c1, r1), class_id in zip(pixel_boxes(sb), sb.class_ids, strict=True):
-            inside = valid[r0:r1, c0:c1]
-            p = (pred[r0:r1, c0:c1] == class_id) & inside
-            t = (truth[r0:r1, c0:c1] == class_id) & inside
-            inter, union = int((p & t).sum()), int((p | t).sum())
-            score.box_ious.append(inter / union if union else math.nan)
-            score.box_inter += inter
-            score.box_union += union
-    return score
-
-
-@dataclass
 class Outcome:
     """A method's proposals for a data set: scores and the run's counts."""
 
@@ -405,7 +186,7 @@ def run_and_score(
     """Proposals of ``methods`` for each job, scored: one ``{method: Outcome}`` per job."""
     runs = run_proposals(jobs, methods, out, options, workers)
     return [
-        {m: Outcome(score_run(ds, sbs, run, m), run, m) for m in methods}
+        {m: Outcome(score_folder(ds, sbs, run.out, m), run, m) for m in methods}
         for (ds, sbs), run in zip(jobs, runs, strict=True)
     ]
 
@@ -587,7 +368,8 @@ def part_speed(nwpu: Dataset, args, work: Path, results: Results) -> dict[str, O
         f"{ms(runs[1].cpu / nwpu.boxes)} vs {ms(runs[2].cpu / nwpu.boxes)} ms; rasters "
         f"byte-identical: {'yes' if same else 'no'}."
     )
-    return {m: Outcome(score_run(nwpu, nwpu.scene_boxes, runs[1], m), runs[1], m) for m in methods}
+    scored = {m: score_folder(nwpu, nwpu.scene_boxes, runs[1].out, m) for m in methods}
+    return {m: Outcome(score, runs[1], m) for m, score in scored.items()}
 
 
 @dataclass

@@ -99,10 +99,10 @@ def detect(
     from jmlnet_geo.detector_file import check_bands, load_detector, read_detector_card
     from jmlnet_geo.devices import resolve_device
     from jmlnet_geo.errors import OptionError
+    from jmlnet_geo.evaluate.metrics import mean_average_precision
     from jmlnet_geo.io.raster import open_scenes
     from jmlnet_geo.io.vector import boxes_for_scenes, read_boxes
     from jmlnet_geo.io.write import check_vector_output, write_vector
-    from jmlnet_geo.train.detector import mean_average_precision
 
     display = ProgressDisplay(progress)
     check_vector_output(out)

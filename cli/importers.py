@@ -1,4 +1,4 @@
-"""``jmlgeo import coco|dota``: bring a data set's boxes (and truth) as layers for plain images."""
+"""``jmlgeo import coco|dota|isaid``: a data set's boxes (and truth) as layers for plain images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 app = typer.Typer(
-    help="Import boxes from data set formats (COCO instances, DOTA labelTxt).",
+    help="Import boxes from data set formats (COCO instances, DOTA labelTxt, iSAID masks).",
     no_args_is_help=True,
 )
 
@@ -48,3 +48,17 @@ def dota(
     from jmlnet_geo.io.importers import import_dota
 
     _report(import_dota(labels, images, out), out)
+
+
+@app.command()
+def isaid(
+    folder: Path = typer.Argument(..., help="Folder with NAME.png and its iSAID mask PNGs."),
+    out: Path = typer.Option(..., "--out", help="Box layer to write (.gpkg, .geojson, .fgb)."),
+    truth: Path | None = typer.Option(
+        None, "--truth", help="Also write the semantic masks as a truth polygon layer."
+    ),
+) -> None:
+    """Instance masks -> the tight box of each instance; semantic masks -> truth polygons."""
+    from jmlnet_geo.io.isaid import import_isaid
+
+    _report(import_isaid(folder, out, truth), out, truth)

@@ -233,9 +233,9 @@ class Predictor:
         )
         total, done = len(sampler), 0
         outputs = functools.partial(strip_outputs, probabilities=probs_path is not None)
-        buffer = _Blender(scene, self.card.num_classes, tile, overlap, outputs)
+        buffer = Blender(scene, self.card.num_classes, tile, overlap, outputs)
         with (
-            _writers(scene, self.card, classes_path, probs_path) as write,
+            strip_writers(scene, self.card, classes_path, probs_path) as write,
             ThreadPoolExecutor(1) as writer,
         ):
             pending: Future | None = None
@@ -255,13 +255,14 @@ class Predictor:
                 pending.result()
 
 
-class _Blender:
+class Blender:
     """Weighted sum of window logits over a buffer one tile high, emitting finished strips.
 
     The buffer holds float32 (K+1, tile, scene width) weighted logit sums and (tile, width)
     weight sums; rows no later window reaches are handed to ``finish_strip(sums, weights)``
     (views of the buffer, so it must copy what it keeps) and what it returns is yielded with the
-    strip's first row.
+    strip's first row. Public, like :func:`strip_writers`: both are looked up here when a
+    prediction starts, so a benchmark can time them by setting the module's attribute.
     """
 
     def __init__(
@@ -363,7 +364,7 @@ def _ramp(tile: int, overlap: int) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _writers(scene: Scene, card: ModelCard, classes_path: Path, probs_path: Path | None):
+def strip_writers(scene: Scene, card: ModelCard, classes_path: Path, probs_path: Path | None):
     """Yield ``write((row, (class ids, probabilities)))`` that writes a strip (nodata masked)."""
     with contextlib.ExitStack() as stack:
         classes = stack.enter_context(

@@ -193,22 +193,22 @@ class SnappedGridGeoSampler(GridGeoSampler):
         super().__init__(dataset, size, stride, units=Units.PIXELS)
         self.length = 0
         for xmin, ymin, xmax, ymax in (g.bounds for g in self.index.geometry):
-            rows = _offsets(ymax - ymin, self.size[0], self.stride[0])
-            self.length += len(rows) * len(_offsets(xmax - xmin, self.size[1], self.stride[1]))
+            rows = grid_offsets(ymax - ymin, self.size[0], self.stride[0])
+            self.length += len(rows) * len(grid_offsets(xmax - xmin, self.size[1], self.stride[1]))
 
     def __iter__(self) -> Iterator[GeoSlice]:
         """Yield tiles row by row from the top-left (north-west) corner."""
         for i, geom in enumerate(self.index.geometry):
             xmin, ymin, xmax, ymax = geom.bounds
             t = slice(self.index.index[i].left, self.index.index[i].right)
-            for down in _offsets(ymax - ymin, self.size[0], self.stride[0]):
+            for down in grid_offsets(ymax - ymin, self.size[0], self.stride[0]):
                 top = ymax - down
-                for right in _offsets(xmax - xmin, self.size[1], self.stride[1]):
+                for right in grid_offsets(xmax - xmin, self.size[1], self.stride[1]):
                     left = xmin + right
                     yield slice(left, left + self.size[1]), slice(top - self.size[0], top), t
 
 
-def _offsets(extent: float, size: float, stride: float) -> list[float]:
+def grid_offsets(extent: float, size: float, stride: float) -> list[float]:
     """Tile offsets along one axis from the starting edge, the last one snapped to the far edge.
 
     An extent smaller than a tile gets one tile at offset 0. A tiny tolerance absorbs float

@@ -200,6 +200,67 @@ def test_bad_input_is_one_clear_line(jmlgeo, tmp_path, case):
     assert set(os.listdir(tmp_path)) == before  # nothing written, not even a partial file
 
 
+def test_import_isaid_via_cli(jmlgeo, tmp_path):
+    from test_importers import write_isaid
+
+    write_isaid(tmp_path / "isaid" / "images")
+    result = jmlgeo("import", "isaid", "isaid", "--out", "b.gpkg", "--truth", "t.gpkg")
+    assert result.code == 0, result.err
+    assert "wrote 3 boxes over 1 images to b.gpkg" in result.out
+    assert "small_vehicle: 2" in result.out and "wrote 3 truth polygons to t.gpkg" in result.out
+    assert_one_line_error(jmlgeo("import", "isaid", "nope", "--out", "b.gpkg"), "nope")
+
+
+def _sample_class_rasters(folder):
+    """perfect.tif (the sample truth) and shifted.tif (it, 3 px to the right) in ``folder``."""
+    import rasterio
+
+    from jmlnet_geo.evaluate import truth_raster
+    from jmlnet_geo.io.raster import open_scene
+
+    scene = open_scene(SAMPLE / "scene.tif")
+    labels = truth_raster(scene, SAMPLE / "truth.gpkg")
+    folder.mkdir(exist_ok=True)
+    profile = {"driver": "GTiff", "width": scene.width, "height": scene.height, "count": 1}
+    profile.update(dtype="uint8", crs=scene.crs, transform=scene.transform)
+    for name, values in (("perfect", labels), ("shifted", np.roll(labels, 3, axis=1))):
+        with rasterio.open(folder / f"{name}.tif", "w", **profile) as ds:
+            ds.write(values, 1)
+    return folder / "perfect.tif", folder / "shifted.tif"
+
+
+def test_evaluate_pools_several_predictions(jmlgeo, tmp_path):
+    perfect, shifted = _sample_class_rasters(tmp_path / "preds")
+    truth = SAMPLE / "truth.gpkg"
+    singles = []
+    for path in (perfect, shifted):
+        assert jmlgeo("evaluate", path, "--truth", truth, "--out", f"{path.stem}.json").code == 0
+        singles.append(json.loads((tmp_path / f"{path.stem}.json").read_text()))
+    result = jmlgeo("evaluate", perfect, shifted, "--truth", truth, "--out", "r.json")
+    assert result.code == 0, result.err
+    pooled = json.loads((tmp_path / "r.json").read_text())
+    confusion = np.array(singles[0]["confusion"]) + np.array(singles[1]["confusion"])
+    assert pooled["confusion"] == confusion.tolist()
+    assert [s["confusion"] for s in pooled["scenes"]] == [s["confusion"] for s in singles]
+    assert "| perfect.tif | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 |" in result.out
+    assert "| shifted.tif |" in result.out and "| pooled |" in result.out
+    miou = float(result.out.strip().splitlines()[-1].split()[1])
+    assert miou == pytest.approx(100 * pooled["miou"], abs=0.005)
+    assert 100 * singles[1]["miou"] < miou < 100
+
+
+def test_evaluate_takes_a_folder(jmlgeo, tmp_path):
+    perfect, shifted = _sample_class_rasters(tmp_path / "preds")
+    truth = SAMPLE / "truth.gpkg"
+    files = jmlgeo("evaluate", perfect, shifted, "--truth", truth)
+    folder = jmlgeo("evaluate", "preds", "--truth", truth, "--out", "r.json")
+    assert folder.code == 0, folder.err
+    assert folder.out == files.out
+    assert len(json.loads((tmp_path / "r.json").read_text())["scenes"]) == 2
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(jmlgeo("evaluate", "empty", "--truth", truth), "empty", "no .tif")
+
+
 def test_evaluate_truth_against_itself_and_a_shifted_copy(jmlgeo, tmp_path):
     import rasterio
 

@@ -290,7 +290,7 @@ def test_evaluate_errors(tmp_path):
 
 
 def test_evaluate_streams_in_strips(tmp_path, monkeypatch):
-    import jmlnet_geo.evaluate as ev
+    import jmlnet_geo.evaluate.scoring as ev
 
     truth = write_boxes(
         tmp_path / "truth.gpkg", [pixel_box(0, 0, 10, 13), pixel_box(3, 5, 6, 11)], ["x", "y"]
@@ -305,6 +305,50 @@ def test_evaluate_streams_in_strips(tmp_path, monkeypatch):
     np.testing.assert_array_equal(evaluate(path, truth).confusion, whole.confusion)
     labels = truth_raster(path, truth)
     np.testing.assert_array_equal(whole.confusion, confusion_matrix(pred, labels, 3))
+
+
+# --- many scenes ------------------------------------------------------------------------------
+
+
+def test_score_scenes_pools_scenes_and_scores_boxes(tmp_path):
+    from jmlnet_geo.evaluate import TruthCache, box_ious, score_scenes
+
+    truth = write_boxes(
+        tmp_path / "truth.gpkg",
+        [pixel_box(0, 0, 10, 10), pixel_box(2, 2, 4, 4)],
+        ["field", "house"],
+    )
+    first = np.zeros((10, 12), np.uint8)
+    first[0:10, 0:10] = 1
+    first[0, 10:12] = 255
+    second = first.copy()
+    second[2:4, 2:4] = 2
+    paths = [class_raster(tmp_path / "a.tif", first), class_raster(tmp_path / "b.tif", second)]
+    one = [evaluate(p, truth) for p in paths]
+    boxes = [(np.array([[0, 0, 10, 10], [2, 2, 4, 4]]), np.array([1, 2]))] * 2
+    result = score_scenes(paths, truth, boxes=boxes)
+    for scene, single in zip(result.scenes, one, strict=True):
+        np.testing.assert_array_equal(scene.confusion, single.confusion)
+    np.testing.assert_array_equal(result.pooled.confusion, one[0].confusion + one[1].confusion)
+    assert result.pooled.class_names == ("background", "field", "house")
+    assert result.pooled.prediction == "2 class rasters" and result.pooled.truth == str(truth)
+    # a: the field box predicts 100 field pixels for 96 true ones, the house none; b: exact
+    np.testing.assert_allclose(result.box_ious[0], [0.96, 0.0])
+    np.testing.assert_allclose(result.box_ious[1], [1.0, 1.0])
+    assert (result.box_inter, result.box_union) == (96 + 0 + 96 + 4, 100 + 4 + 96 + 4)
+    assert result.mean_box_iou == pytest.approx((0.96 + 0 + 1 + 1) / 4)
+    assert result.unlabelled == 4 and result.total_pixels == 240
+    plain = score_scenes(paths, [truth, truth], class_names=["field", "house"])
+    np.testing.assert_array_equal(plain.pooled.confusion, result.pooled.confusion)
+    assert [len(v) for v in plain.box_ious] == [0, 0] and plain.unlabelled == 4
+    cached = score_scenes(paths, TruthCache(truth, classes=["field", "house"]))
+    np.testing.assert_array_equal(cached.pooled.confusion, result.pooled.confusion)
+    iou, inter, union = box_ious(first, truth_raster(paths[0], truth), *boxes[0])
+    assert inter.tolist() == [96, 0] and union.tolist() == [100, 4]
+    with pytest.raises(EvaluationError, match="2 class rasters but 1 truth files"):
+        score_scenes(paths, [truth])
+    with pytest.raises(EvaluationError, match="no class raster"):
+        score_scenes([], truth)
 
 
 # --- outputs ----------------------------------------------------------------------------------

@@ -167,3 +167,66 @@ def test_dota_errors(tmp_path):
     with pytest.raises(InputFileError, match=r"P1.txt:1: expected 'x1 y1 ... x4 y4 class"):
         import_dota(labels, tmp_path / "images", tmp_path / "d.gpkg")
     assert not (tmp_path / "d.gpkg").exists()
+
+
+def write_isaid(folder, name="P0001"):
+    """A 6 x 8 iSAID sample: two small vehicles (ids 1, 2) and one plane (id 300)."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = np.zeros((6, 8), np.int64)
+    ids[1:3, 1:4] = 1
+    ids[4:6, 0:2] = 2
+    ids[0:4, 5:8] = 300
+    colour = np.zeros((6, 8, 3), np.uint8)
+    colour[(ids == 1) | (ids == 2)] = (0, 0, 127)  # small_vehicle
+    colour[ids == 300] = (0, 127, 255)  # plane
+    packed = np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
+    for suffix, rgb in (
+        ("", colour),
+        ("_instance_color_RGB", colour),
+        ("_instance_id_RGB", packed),
+    ):
+        cv2.imwrite(str(folder / f"{name}{suffix}.png"), rgb[:, :, ::-1])
+    return ids
+
+
+def test_isaid_import_boxes_truth_and_rasters(tmp_path):
+    import rasterio
+
+    from jmlnet_geo.io.isaid import import_isaid
+
+    write_isaid(tmp_path / "data" / "val" / "images")
+    out, truth, rasters = tmp_path / "b.gpkg", tmp_path / "t.gpkg", tmp_path / "truth"
+    summary = import_isaid(tmp_path / "data", out, truth=truth, truth_rasters=rasters)
+    assert (summary.boxes, summary.images) == (3, 1)
+    assert summary.per_class == {"small_vehicle": 2, "plane": 1}
+    frame = gpd.read_file(out)
+    assert frame["class"].tolist() == ["small_vehicle", "small_vehicle", "plane"]
+    assert set(frame["image"]) == {"P0001.png"} and frame.crs is None
+    assert [tuple(g.bounds) for g in frame.geometry] == [(1, 1, 4, 3), (0, 4, 2, 6), (5, 0, 8, 4)]
+    with rasterio.open(rasters / "P0001.tif") as ds:
+        classes = ds.read(1)
+    assert classes.sum() == 12 * 1 + 10 * 2  # plane id 1, small_vehicle id 2 (sorted names)
+    polygons = gpd.read_file(truth)
+    assert sorted(polygons["class"]) == ["plane", "small_vehicle", "small_vehicle"]
+    assert summary.truth == 3 and polygons.area.sum() == 22
+
+
+def test_isaid_errors(tmp_path):
+    from jmlnet_geo.io.isaid import import_isaid
+
+    with pytest.raises(InputFileError, match="iSAID folder not found"):
+        import_isaid(tmp_path / "nope", tmp_path / "b.gpkg")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputFileError, match="no image with an iSAID mask"):
+        import_isaid(tmp_path / "empty", tmp_path / "b.gpkg")
+
+
+def test_isaid_import_gives_exactly_the_readme_counts(tmp_path):
+    from jmlnet_geo.io.isaid import import_isaid
+
+    folder = needs_shared_data("isaid_devkit_samples")
+    summary = import_isaid(folder, tmp_path / "b.gpkg")
+    assert (summary.boxes, summary.images) == (306, 3)
+    assert summary.per_class == {"large_vehicle": 231, "small_vehicle": 74, "storage_tank": 1}

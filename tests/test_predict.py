@@ -13,10 +13,12 @@ from jmlnet_geo.errors import CancelledError
 from jmlnet_geo.io.raster import open_scene
 from jmlnet_geo.models.segmenter import build_segmenter
 from jmlnet_geo.predict import (
+    Blender as _Blender,
+)
+from jmlnet_geo.predict import (
     PredictOptions,
     Predictor,
     ResolutionWarning,
-    _Blender,
     strip_outputs,
 )
 from jmlnet_geo.tiling import GridTiles, ScenesTiles, SceneTiles, window_of

@@ -220,7 +220,7 @@ def boxes_for_scene(layer: BoxLayer, scene: Scene, min_size: float = 2.0) -> Sce
     Raises:
         CRSMismatchError: The layer and the scene cannot be put in one coordinate system.
     """
-    frame = _frame_in_scene_space(layer, scene)
+    frame = frame_in_scene_space(layer, scene)
     bounds = frame.geometry.bounds.to_numpy(dtype=np.float64).reshape(-1, 4)
     # Envelope corners -> pixels. The transform is north-up or identity (see raster.py).
     inv = ~scene.transform
@@ -245,7 +245,7 @@ def boxes_for_scene(layer: BoxLayer, scene: Scene, min_size: float = 2.0) -> Sce
     )
 
 
-def _frame_in_scene_space(layer: BoxLayer, scene: Scene) -> gpd.GeoDataFrame:
+def frame_in_scene_space(layer: BoxLayer, scene: Scene) -> gpd.GeoDataFrame:
     """The layer's features that may fall on ``scene``, in the scene's map coordinates."""
     frame, shown = layer.frame, display_path(layer.path)
     if not scene.georeferenced:
@@ -335,7 +335,7 @@ def _no_overlap_message(layer: BoxLayer, scenes: Sequence[Scene]) -> str:
     parts = []
     for scene in scenes[:3]:
         try:
-            frame = _frame_in_scene_space(layer, scene)
+            frame = frame_in_scene_space(layer, scene)
         except CRSMismatchError:
             frame = layer.frame
         extent = _fmt_bounds(frame.total_bounds) if len(frame) else "none for this image"

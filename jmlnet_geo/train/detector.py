@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
 import shutil
 import time
@@ -35,10 +34,10 @@ import torch
 from torch import nn
 
 from jmlnet_geo.config import DetectorConfig, detector_training_settings
-from jmlnet_geo.detection import Detections
 from jmlnet_geo.detector_file import DETECTOR_FILE, DetectorCard, read_detector_card, save_detector
 from jmlnet_geo.devices import resolve_device
 from jmlnet_geo.errors import InputFileError, JmlGeoError, OptionError, display_path
+from jmlnet_geo.evaluate.metrics import average_precision, mean_average_precision  # noqa: F401
 from jmlnet_geo.io.vector import SceneBoxes
 from jmlnet_geo.model_file import writer_versions
 from jmlnet_geo.normalization import Normalization, scene_normalization
@@ -321,78 +320,3 @@ def detector_fingerprint(
          array_digest(sb.class_ids.astype(np.int64))] for sb in scene_boxes
     ]  # fmt: skip
     return fingerprint(per_scene, list(class_names), asdict(normalization), settings)
-
-
-# --- mAP --------------------------------------------------------------------------------------
-
-
-def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
-    """Area under the precision-recall curve, PASCAL VOC all-point interpolation.
-
-    Args:
-        recall: float (N,), non-decreasing: recall after each detection, by falling score.
-        precision: float (N,): precision after each detection.
-
-    Returns:
-        AP in 0..1 (0 when there is no detection).
-    """
-    mrec = np.concatenate([[0.0], np.asarray(recall, np.float64), [1.0]])
-    mpre = np.concatenate([[0.0], np.asarray(precision, np.float64), [0.0]])
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # precision envelope
-    steps = np.nonzero(mrec[1:] != mrec[:-1])[0]
-    return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
-
-
-def mean_average_precision(
-    detections: Sequence[Detections],
-    truths: Sequence[tuple[np.ndarray, np.ndarray]],
-    num_classes: int,
-    iou_threshold: float = 0.5,
-) -> dict[str, Any]:
-    """Mean average precision (mAP) at an IoU threshold, VOC style, over several images.
-
-    Per class, detections of all images are ranked by score; each is a true positive when its
-    IoU with a not yet matched truth box of its class and image is >= ``iou_threshold``.
-
-    Args:
-        detections: Per image, its :class:`Detections` (pixel boxes).
-        truths: Per image, ``(xyxy float (M, 4), class ids int (M,))`` in the same pixels.
-        num_classes: K (class ids 1..K).
-        iou_threshold: 0.5 for mAP@0.5.
-
-    Returns:
-        ``{"ap": {class id: AP or NaN}, "truths": {class id: count}, "map": mean AP over the
-        classes that have truth boxes (NaN when none has)}``.
-    """
-    from torchvision.ops import box_iou
-
-    ap: dict[int, float] = {}
-    counts: dict[int, int] = {}
-    for cls in range(1, num_classes + 1):
-        gts = [np.asarray(b, np.float64)[np.asarray(c) == cls] for b, c in truths]
-        counts[cls] = int(sum(len(g) for g in gts))
-        rows = []
-        for i, det in enumerate(detections):
-            pick = det.labels == cls
-            scored = zip(det.scores[pick], det.xyxy[pick], strict=True)
-            rows += [(float(s), i, b) for s, b in scored]
-        if counts[cls] == 0:
-            ap[cls] = math.nan
-            continue
-        rows.sort(key=lambda r: -r[0])
-        matched = [np.zeros(len(g), bool) for g in gts]
-        tp = np.zeros(len(rows))
-        for k, (_, i, box) in enumerate(rows):
-            if len(gts[i]) == 0:
-                continue
-            ious = box_iou(torch.from_numpy(box[None]), torch.from_numpy(gts[i]))[0].numpy()
-            best = int(np.argmax(ious))
-            if ious[best] >= iou_threshold and not matched[i][best]:
-                matched[i][best] = True
-                tp[k] = 1
-        hits = np.cumsum(tp)
-        recall = hits / counts[cls]
-        precision = hits / np.arange(1, len(rows) + 1)
-        ap[cls] = average_precision(recall, precision) if rows else 0.0
-    values = [v for v in ap.values() if not math.isnan(v)]
-    return {"ap": ap, "truths": counts, "map": float(np.mean(values)) if values else math.nan}

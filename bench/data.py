@@ -1,0 +1,154 @@
+"""The benches' data sets (NWPU VHR-10, iSAID samples, SpaceNet tile) and proposal scoring.
+
+Everything is read with the library's importers (``import_coco``, ``import_isaid``) and scored
+with ``jmlnet_geo.evaluate.score_scenes``; this module only says where the files are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+
+from jmlnet_geo.evaluate import TruthCache, score_scenes, scores
+from jmlnet_geo.io.importers import import_coco
+from jmlnet_geo.io.isaid import import_isaid, isaid_images
+from jmlnet_geo.io.raster import Scene, open_scene, open_scenes
+from jmlnet_geo.io.vector import SceneBoxes, boxes_for_scenes, read_boxes
+from jmlnet_geo.proposals.compose import pixel_boxes, proposal_path
+
+
+@dataclass
+class Dataset:
+    """Scenes with their true boxes, class names and true masks (``truth(scene)``)."""
+
+    name: str
+    scene_boxes: list[SceneBoxes]
+    class_names: tuple[str, ...]
+    truth: Callable[[Scene], np.ndarray]
+
+    @property
+    def boxes(self) -> int:
+        return sum(len(sb) for sb in self.scene_boxes)
+
+    def head(self, n: int) -> Dataset:
+        """The first ``n`` scenes (in sorted file order)."""
+        return replace(self, scene_boxes=self.scene_boxes[:n])
+
+    def spread(self, n: int) -> Dataset:
+        """``n`` scenes evenly spaced over the sorted list (NWPU files are grouped by class)."""
+        if n >= len(self.scene_boxes):
+            return self
+        keep = np.unique(np.linspace(0, len(self.scene_boxes) - 1, n).round().astype(int))
+        return replace(self, scene_boxes=[self.scene_boxes[i] for i in keep])
+
+
+def nwpu_layers(data: Path, work: Path) -> tuple[Path, Path]:
+    """NWPU VHR-10 train imported once (``import_coco``): (box layer, truth polygon layer)."""
+    folder = data / "nwpu_vhr10_train"
+    boxes, truth = work / "nwpu_boxes.gpkg", work / "nwpu_truth.gpkg"
+    if not boxes.exists() or not truth.exists():
+        import_coco(folder / "NWPU_instances_train.json", folder / "imgs", boxes, truth=truth)
+    return boxes, truth
+
+
+def load_nwpu(data: Path, work: Path) -> Dataset:
+    """Every NWPU VHR-10 train image with its COCO boxes; truth: the COCO polygons."""
+    boxes, truth = nwpu_layers(data, work)
+    layer = read_boxes(boxes)
+    scenes = open_scenes(sorted((data / "nwpu_vhr10_train" / "imgs").glob("*.jpg")))
+    names = layer.classes.names
+    return Dataset(
+        "NWPU VHR-10 train",
+        boxes_for_scenes(layer, scenes),
+        names,
+        TruthCache(truth, "class", names),
+    )
+
+
+def load_isaid(data: Path, work: Path) -> Dataset:
+    """Boxes: the tight box of each instance id; truth: the semantic map as class rasters.
+
+    Written by ``import_isaid`` to ``work/isaid_boxes.gpkg`` and ``work/isaid_truth/NAME.tif``.
+    """
+    layer_path, truth_dir = work / "isaid_boxes.gpkg", work / "isaid_truth"
+    import_isaid(data / "isaid_devkit_samples", layer_path, truth_rasters=truth_dir)
+    layer = read_boxes(layer_path)
+    scenes = open_scenes(isaid_images(data / "isaid_devkit_samples"))
+    names = layer.classes.names
+    truth = TruthCache(lambda scene: truth_dir / f"{Path(scene.path).stem}.tif", "class", names)
+    return Dataset("iSAID samples", boxes_for_scenes(layer, scenes), names, truth)
+
+
+def load_spacenet(data: Path, work: Path) -> Dataset:
+    """Boxes: envelopes of the building polygons (``read_boxes``); truth: the polygons."""
+    folder = data / "spacenet_solaris_sample"
+    frame = gpd.read_file(folder / "geotiff_labels.geojson")
+    buildings = gpd.GeoDataFrame({"class": ["building"] * len(frame)}, geometry=frame.geometry)
+    layer_path = work / "spacenet_buildings.gpkg"
+    buildings.to_file(layer_path, layer="buildings")
+    layer = read_boxes(layer_path)
+    scene = open_scene(folder / "sample_geotiff.tif")
+    names = layer.classes.names
+    truth = TruthCache(layer_path, "class", names)
+    return Dataset("SpaceNet tile", boxes_for_scenes(layer, [scene]), names, truth)
+
+
+@dataclass
+class Score:
+    """Confusion matrix (rows truth, columns proposal) and the object IoU inside each box."""
+
+    confusion: np.ndarray
+    box_ious: list[float] = field(default_factory=list)
+    box_inter: int = 0
+    box_union: int = 0
+    fallbacks: int = 0
+    boxes: int = 0
+    seconds: float = 0.0  # method time, summed over boxes
+
+    @property
+    def iou(self) -> np.ndarray:
+        return scores(self.confusion)["iou"]
+
+    @property
+    def miou(self) -> float:
+        return scores(self.confusion)["miou"]
+
+    @property
+    def object_miou(self) -> float:
+        """Mean IoU over the object classes present (background left out)."""
+        s = scores(self.confusion)
+        present = s["present"][1:]
+        return float(s["iou"][1:][present].mean()) if present.any() else math.nan
+
+    @property
+    def mean_box_iou(self) -> float:
+        values = [v for v in self.box_ious if not math.isnan(v)]
+        return float(np.mean(values)) if values else math.nan
+
+    @property
+    def per_box(self) -> float:
+        """Method seconds per box."""
+        return self.seconds / self.boxes if self.boxes else math.nan
+
+
+def score_folder(data: Dataset, scene_boxes: Sequence[SceneBoxes], out: Path, method: str) -> Score:
+    """Score the ``method`` proposal rasters in ``out`` against the true masks."""
+    result = score_scenes(
+        [proposal_path(out, sb.scene, method) for sb in scene_boxes],
+        data.truth,
+        class_names=data.class_names,
+        scenes=[sb.scene for sb in scene_boxes],
+        boxes=[(pixel_boxes(sb), sb.class_ids) for sb in scene_boxes],
+    )
+    return Score(
+        result.pooled.confusion,
+        [float(v) for ious in result.box_ious for v in ious],
+        result.box_inter,
+        result.box_union,
+        boxes=sum(len(sb) for sb in scene_boxes),
+    )
