@@ -71,8 +71,11 @@ from bench.report import (
     update_section,
     work_folder,
 )
+from jmlnet_geo.detection import detect_scene
+from jmlnet_geo.detector_file import load_detector, read_detector_card
 from jmlnet_geo.evaluate import mean_average_precision
 from jmlnet_geo.io.vector import IGNORE, SceneBoxes
+from jmlnet_geo.normalization import scene_normalization
 from jmlnet_geo.proposals.compose import (
     ProposalOptions,
     paint_proposal,
@@ -86,9 +89,6 @@ from jmlnet_geo.proposals.detector_proposals import (
     detcam_masks,
     write_detector_proposals,
 )
-from jmlnet_geo.detection import detect_scene
-from jmlnet_geo.detector_file import load_detector, read_detector_card
-from jmlnet_geo.normalization import scene_normalization
 from jmlnet_geo.train.detector import train_detector
 
 SECTION = "detcam"
