@@ -130,7 +130,7 @@ def _print_bundle(b: dict) -> None:
         elif isinstance(value, dict):
             console.print(f"  {label}:")
             for k, v in value.items():
-                text = _flat(v) if isinstance(v, dict) else json.dumps(v, default=str)
+                text = _flat(v) if isinstance(v, dict) else _text(v)
                 console.print(f"    {escape(str(k))}: {escape(text)}")
         else:
             console.print(f"  {label}: {escape(str(value))}")
@@ -140,8 +140,11 @@ def _print_bundle(b: dict) -> None:
 
 def _flat(values: dict) -> str:
     """``k v, k v`` for a dict; nested values as compact JSON."""
-    parts = []
-    for k, v in values.items():
-        text = v if isinstance(v, str) else json.dumps(v, default=str, separators=(",", ":"))
-        parts.append(f"{k} {text}")
-    return ", ".join(parts)
+    return ", ".join(f"{k} {_text(v)}" for k, v in values.items())
+
+
+def _text(value: object) -> str:
+    """A string as it is, anything else as compact JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=str, separators=(",", ":"))
