@@ -10,7 +10,7 @@ from jmlnet_geo.cli.progress import PROGRESS_OPTION, ProgressDisplay, ProgressMo
 
 def predict(
     bundle: Path = typer.Argument(..., help="Bundle written by jmlgeo train."),
-    scenes: list[Path] = typer.Argument(..., help="Scenes to predict."),
+    scenes: list[Path] = typer.Argument(..., help="Scenes to predict (rasters or STAC Item JSON)."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     polygons: bool = typer.Option(False, "--polygons", help="Also write <scene>.polygons.gpkg."),
     probabilities: bool = typer.Option(
@@ -35,9 +35,17 @@ def predict(
         min=0,
         help="Reader processes (default: 0 on CPU, reading between forward passes; 1 on CUDA).",
     ),
+    stac: bool = typer.Option(False, "--stac", help="Also write <scene>.item.json (STAC Item)."),
+    model_item: Path | None = typer.Option(
+        None, "--model-item", help="STAC item of the bundle (default: <bundle>.json if there)."
+    ),
+    asset: str | None = typer.Option(None, "--asset", help="STAC Item scenes: asset to read."),
     progress: ProgressMode = PROGRESS_OPTION,
 ) -> None:
     """Predict scenes of any size to class COGs (and polygons), streaming strip by strip."""
+    from dataclasses import asdict
+
+    from jmlnet_geo import stac as stac_io
     from jmlnet_geo.predict import PredictOptions, Predictor
     from jmlnet_geo.vectorize import write_polygons
 
@@ -52,7 +60,10 @@ def predict(
         probabilities=probabilities,
         loader_workers=loader_workers,
     )
-    for scene in scenes:
+    for given in scenes:
+        scene = given
+        if stac_io.is_stac_item(given):
+            scene = Path(stac_io.resolve_scene(given, asdict(predictor.card), asset))
         with display.stage(f"predict {scene.name}", "windows") as report:
             result = predictor.predict(scene, out, options, progress=report)
         mpx = result.pixels / 1e6
@@ -66,6 +77,15 @@ def predict(
             frame = write_polygons(result.classes, path, min_area=min_area, simplify=simplify)
             display.message(f"{path}: {len(frame)} polygons")
             display.output("polygons", path)
+        if stac:
+            item = stac_io.write_prediction_item(
+                result.classes,
+                bundle,
+                polygons=path if polygons else None,
+                probabilities=result.probabilities,
+                model_item_path=model_item,
+            )
+            display.output("stac", item)
     display.done()
 
 
@@ -87,10 +107,23 @@ def vectorize(
 
 def export(
     bundle: Path = typer.Argument(..., help="Bundle written by jmlgeo train."),
-    out: Path = typer.Argument(..., help="The .onnx file to write."),
+    out: Path | None = typer.Argument(None, help="The .onnx file to write."),
+    stac: Path | None = typer.Option(
+        None, "--stac", help="Also write a STAC Item (MLM extension) describing the model."
+    ),
 ) -> None:
-    """ONNX model (probabilities) with the metadata the Deepness QGIS plugin reads."""
-    from jmlnet_geo.export import export_onnx
+    """ONNX model (probabilities) with Deepness metadata, and/or a STAC MLM item."""
+    from jmlnet_geo.errors import OptionError
 
-    meta = export_onnx(bundle, out)
-    print(f"{out}: ONNX, tiles {meta['tiles_size']} px, classes {meta['class_names']}")
+    if out is None and stac is None:
+        raise OptionError("give the .onnx file to write, --stac ITEM.json, or both")
+    if out is not None:
+        from jmlnet_geo.export import export_onnx
+
+        meta = export_onnx(bundle, out)
+        print(f"{out}: ONNX, tiles {meta['tiles_size']} px, classes {meta['class_names']}")
+    if stac is not None:
+        from jmlnet_geo.stac import write_model_item
+
+        write_model_item(bundle, stac, onnx=out)
+        print(f"{stac}: STAC Item (MLM v1.4.0), assets: bundle" + (", onnx" if out else ""))

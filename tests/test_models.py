@@ -12,16 +12,12 @@ from torchvision.models import resnet50
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 
 from jmlnet_geo.errors import InputFileError, JmlGeoError
-from jmlnet_geo.models import backbones
-from jmlnet_geo.models.backbones import (
-    adapt_first_conv,
-    describe_weights,
-    efficientnet_lite0_state_dict,
-    efficientnet_lite0_weights_path,
-    weights_info,
-)
+from jmlnet_geo.models import weights
+from jmlnet_geo.models.bands import adapt_first_conv
 from jmlnet_geo.models.detector import TileTransform, box_head_feature_layer, build_detector
 from jmlnet_geo.models.segmenter import build_segmenter, first_conv
+from jmlnet_geo.models.state_dict import describe_weights, weights_info
+from jmlnet_geo.models.weights import efficientnet_lite0_state_dict, efficientnet_lite0_weights_path
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -69,22 +65,22 @@ def test_lite0_weights_map_to_timm_names_in_order(lite0):
 
 
 def test_lite0_weights_shape_mismatch_is_a_clear_error(monkeypatch):
-    real = backbones._timm_reference_shapes
+    real = weights._timm_reference_shapes
 
     def altered():
         shapes = real()
         shapes["blocks.0.0.conv_dw.weight"] = torch.Size([32, 1, 5, 5])
         return shapes
 
-    backbones._lite0_state_dict_cached.cache_clear()
-    monkeypatch.setattr(backbones, "_timm_reference_shapes", altered)
+    weights._lite0_state_dict_cached.cache_clear()
+    monkeypatch.setattr(weights, "_timm_reference_shapes", altered)
     try:
         with pytest.raises(
             JmlGeoError, match=r"_blocks\.0\._depthwise_conv.*blocks\.0\.0\.conv_dw"
         ):
             efficientnet_lite0_state_dict()
     finally:
-        backbones._lite0_state_dict_cached.cache_clear()
+        weights._lite0_state_dict_cached.cache_clear()
 
 
 # ---------------------------------------------------------------------------- first conv
@@ -331,7 +327,7 @@ def test_nothing_is_downloaded(monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    backbones._lite0_state_dict_cached.cache_clear()  # really read the packaged file again
+    weights._lite0_state_dict_cached.cache_clear()  # really read the packaged file again
     assert not weights_info(build_segmenter("fast", 2, 3)).from_scratch
     assert not weights_info(build_detector("fast", 1, 3)).from_scratch
     with pytest.raises(JmlGeoError, match="not available offline"):

@@ -48,21 +48,22 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from jmlnet_geo.errors import JmlGeoError
-from jmlnet_geo.models.backbones import (
-    DEFAULT,
-    ENCODER_NAME,
-    LITE0_SOURCE,
+from jmlnet_geo.models.backbones import check_preset, check_sizes
+from jmlnet_geo.models.bands import first_conv_replaced
+from jmlnet_geo.models.state_dict import (
     WEIGHTS_INFO_ATTR,
     WeightsInfo,
-    check_preset,
-    check_sizes,
     describe_weights,
-    efficientnet_lite0_state_dict,
-    first_conv_replaced,
-    hub_state_dict,
     load_best_matching,
     load_fully,
     load_matching,
+)
+from jmlnet_geo.models.weights import (
+    DEFAULT,
+    ENCODER_NAME,
+    LITE0_SOURCE,
+    efficientnet_lite0_state_dict,
+    hub_state_dict,
     load_state_dict_file,
     weights_kind,
 )
@@ -307,7 +308,7 @@ def build_detector(
             K); the model predicts K + 1 scores.
         in_channels: Number of bands of the input tiles (any, >= 1). With pretrained RGB
             weights the first convolution is adapted by
-            :func:`jmlnet_geo.models.backbones.adapt_first_conv`.
+            :func:`jmlnet_geo.models.bands.adapt_first_conv`.
         weights: ``"default"`` (fast: ``"imagenet"``, paper: None); None (from scratch);
             ``"imagenet"`` (fast: the packaged EfficientNet-Lite0 weights, offline; paper:
             ``ResNet50_Weights.IMAGENET1K_V1`` from the torch hub cache); for ``paper`` a

@@ -16,7 +16,7 @@ resolution, a plain tensor for both presets:
   in the torch hub cache or in a local file.
 
 The factory records what it loaded on the model (see
-:func:`jmlnet_geo.models.backbones.describe_weights`); it never prints and never downloads.
+:func:`jmlnet_geo.models.state_dict.describe_weights`); it never prints and never downloads.
 Not for detection: see :mod:`jmlnet_geo.models.detector`.
 """
 
@@ -34,27 +34,28 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
 
 from jmlnet_geo.config import DEFAULT_HEADS, HEADS, check_head
 from jmlnet_geo.errors import JmlGeoError
-from jmlnet_geo.models.backbones import (
-    DEFAULT,
-    ENCODER_NAME,
-    LITE0_SOURCE,
+from jmlnet_geo.models.backbones import check_preset, check_sizes
+from jmlnet_geo.models.bands import first_conv_replaced
+from jmlnet_geo.models.state_dict import (
     WEIGHTS_INFO_ATTR,
     WeightsInfo,
-    check_preset,
-    check_sizes,
     describe_weights,
-    efficientnet_lite0_state_dict,
-    first_conv_replaced,
-    hub_state_dict,
     load_best_matching,
     load_fully,
     load_matching,
+)
+from jmlnet_geo.models.weights import (
+    DEFAULT,
+    ENCODER_NAME,
+    LITE0_SOURCE,
+    efficientnet_lite0_state_dict,
+    hub_state_dict,
     load_state_dict_file,
     weights_kind,
 )
 
 __all__ = ["DEFAULT_HEADS", "DEFAULT_WEIGHTS", "HEADS", "build_segmenter", "describe_weights"]
-__all__ += ["check_head", "first_conv"]
+__all__ += ["first_conv"]
 
 #: Weights each preset starts from when ``weights="default"``.
 DEFAULT_WEIGHTS: dict[str, str | None] = {"fast": "imagenet", "paper": None}
@@ -210,7 +211,7 @@ def build_segmenter(
             K + 1).
         in_channels: Number of bands of the input tiles (any, >= 1). With pretrained RGB
             weights the first convolution is adapted by
-            :func:`jmlnet_geo.models.backbones.adapt_first_conv`.
+            :func:`jmlnet_geo.models.bands.adapt_first_conv`.
         weights: ``"default"`` (fast: ``"imagenet"``, paper: None); None (from scratch);
             ``"imagenet"`` (fast: the packaged EfficientNet-Lite0 weights, offline; paper:
             ``ResNet50_Weights.IMAGENET1K_V1`` from the torch hub cache); for ``paper`` a
