@@ -107,12 +107,12 @@ def test_the_cli_error_reaches_the_user_verbatim(fake, bundle, tmp_path, monkeyp
 def test_a_missing_executable_gives_the_message(
     plugin, use_executable, bundle, tmp_path, monkeypatch
 ):
-    from jmlgeo_qgis import runner
+    from jmlgeo_qgis import executable
 
     use_executable(None)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("JMLGEO_EXECUTABLE", raising=False)
-    monkeypatch.setattr(runner, "candidate_dirs", lambda home=None: [tmp_path / "venv" / "bin"])
+    monkeypatch.setattr(executable, "candidate_dirs", lambda home=None: [tmp_path / "venv" / "bin"])
     params = {"INPUT": str(SCENE), "BUNDLE": str(bundle), "OUTPUT_FOLDER": str(tmp_path / "o")}
     with pytest.raises(QgsProcessingException) as caught:
         processing.run("jmlgeo:predict", params)
