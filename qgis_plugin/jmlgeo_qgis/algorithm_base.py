@@ -9,11 +9,13 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterFolderDestination,
 )
 
-from . import runner
-from .parameters import raster_path, tr
+from . import runner, runs
+from .parameters import folder_value, raster_path, tr
 from .provider import configured_executable, icon
+from .settings import runs_folder
 
 
 class JmlGeoAlgorithm(QgsProcessingAlgorithm):
@@ -53,6 +55,39 @@ class JmlGeoAlgorithm(QgsProcessingAlgorithm):
         value = self.parameterAsEnumString(parameters, name, context)
         return value or None
 
+    def add_run_folder(self, name: str, label: str) -> None:
+        """A folder destination whose default is the persistent runs folder (never temporary).
+
+        Left at the default (or emptied, or set to a temporary folder), each run gets a new
+        folder inside the runs folder, named after its scenes and the time.
+        """
+        base = runs_folder()
+        parameter = QgsProcessingParameterFolderDestination(
+            name, self.tr(f"{label} (default: a new folder in {base})"), base
+        )
+        parameter.setHelp(
+            self.tr(
+                "Left at the runs folder, each run gets its own folder there, named after the "
+                "scenes and the time. Change the runs folder in Settings > Options > Processing "
+                "> Providers > JMLNet (jmlgeo)."
+            )
+        )
+        self.addParameter(parameter)
+
+    def run_folder(
+        self, parameters, name, context, kind: str, scenes: list[str], resume: bool = False
+    ) -> str:
+        """The folder of this run, created: the chosen one, or a new one in the runs folder."""
+        value = folder_value(parameters, name)
+        chosen = (
+            None
+            if runs.is_unchosen(value)
+            else self.parameterAsFileOutput(parameters, name, context)
+        )
+        folder = runs.resolve_run_folder(chosen, runs_folder(), kind, scenes, resume=resume)
+        folder.mkdir(parents=True, exist_ok=True)
+        return str(folder)
+
     def scene_paths(self, parameters, name, context) -> list[str]:
         """Files of a multiple-raster parameter."""
         layers = self.parameterAsLayerList(parameters, name, context)
@@ -60,34 +95,58 @@ class JmlGeoAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(self.tr(f"{name}: choose at least one raster layer"))
         return [raster_path(layer, name) for layer in layers]
 
-    def run_jmlgeo(self, args: list[str], feedback: QgsProcessingFeedback) -> runner.RunResult:
-        """Run ``jmlgeo args...`` with progress, log and cancel wired to ``feedback``."""
-        feedback = feedback or QgsProcessingFeedback()
+    def executable(self) -> str:
+        """The ``jmlgeo`` to run, checked: it must answer ``--version`` with our name."""
         try:
             executable = runner.find_executable(configured_executable())
+            runner.check_executable(executable)
         except runner.ExecutableNotFoundError as err:
             raise QgsProcessingException(str(err)) from err
+        return executable
+
+    def run_jmlgeo(
+        self, args: list[str], feedback: QgsProcessingFeedback, console: bool = True
+    ) -> runner.RunResult:
+        """Run ``jmlgeo args...`` with progress, log and cancel wired to ``feedback``.
+
+        ``console=False`` keeps the command's plain output (tables) out of the log; it is still
+        in the result's ``text``.
+
+        Each line reaches the log once: a stage's name as the progress text (which the dialog
+        also logs), repeated lines and warnings dropped, and the ``error:`` line only as the
+        exception's message.
+        """
+        feedback = feedback or QgsProcessingFeedback()
+        executable = self.executable()
         feedback.pushCommandInfo(" ".join(shlex.quote(a) for a in [executable, *args]))
         stage = [None]
+        lines = runner.LineFilter()
 
         def progress(fraction: float, name: str) -> None:
             if name != stage[0]:
                 stage[0] = name
-                feedback.setProgressText(name)
+                if lines.fresh(name):
+                    feedback.setProgressText(name)
             feedback.setProgress(100.0 * fraction)
 
-        log = {
+        push = {
             "info": feedback.pushInfo,
             "warning": feedback.pushWarning,
             "console": feedback.pushConsoleInfo,
-            "error": feedback.pushDebugInfo,  # the exception below carries it
         }
+
+        def log(text: str, level: str) -> None:
+            if level == "console" and not console:
+                return
+            if level != "error" and lines.fresh(text, level):  # errors: the exception says it
+                push.get(level, feedback.pushInfo)(text)
+
         try:
             return runner.run(
                 executable,
                 args,
                 on_progress=progress,
-                on_log=lambda text, level: log.get(level, feedback.pushInfo)(text),
+                on_log=log,
                 is_canceled=feedback.isCanceled,
             )
         except runner.CancelledError as err:

@@ -135,3 +135,54 @@ def parse_scores(lines: Iterable[str]) -> tuple[float, float] | None:
         if match:
             return float(match["miou"]), float(match["acc"])
     return None
+
+
+def _cells(line: str) -> list[str] | None:
+    text = line.strip()
+    if not (text.startswith("|") and text.endswith("|")):
+        return None
+    return [cell.strip() for cell in text[1:-1].split("|")]
+
+
+def table_html(lines: Iterable[str]) -> str:
+    """``jmlgeo evaluate``'s Markdown tables (and score line) as HTML, for people to read."""
+    import html
+
+    parts: list[str] = []
+    rows: list[list[str]] = []
+
+    def close() -> None:
+        if not rows:
+            return
+        head, *body = rows
+        cells = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+        out = [f"<tr>{cells}</tr>"]
+        for row in body:
+            tds = "".join(
+                f'<td align="{"right" if _is_number(c) else "left"}">{html.escape(c)}</td>'
+                for c in row
+            )
+            out.append(f"<tr>{tds}</tr>")
+        parts.append(
+            '<table border="1" cellspacing="0" cellpadding="3">' + "".join(out) + "</table>"
+        )
+        rows.clear()
+
+    for line in lines:
+        cells = _cells(line)
+        if cells is None:
+            close()
+            if line.strip():
+                parts.append(f"<p>{html.escape(line.strip())}</p>")
+        elif not all(set(c) <= set("-: ") for c in cells):  # not the |---| rule
+            rows.append(cells)
+    close()
+    return "\n".join(parts)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.rstrip("%"))
+    except ValueError:
+        return False
+    return True

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import html
+import os
+
 from qgis.core import (
     QgsMapLayer,
     QgsProcessing,
     QgsProcessingException,
+    QgsProcessingOutputHtml,
     QgsProcessingOutputNumber,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMapLayer,
@@ -37,8 +41,9 @@ class EvaluateAlgorithm(JmlGeoAlgorithm):
         return self.tr(
             "Scores a class raster (a prediction or a proposal) against the truth "
             "(<code>jmlgeo evaluate</code>): polygons with a class field, or a class raster. "
-            "Logs the per-class IoU table and returns mIoU and pixel accuracy (in percent); the "
-            "full report (confusion matrix included) is written as JSON."
+            "Shows the per-class IoU table in the log and the results viewer (also written as "
+            "HTML next to the report) and returns mIoU and pixel accuracy (in percent); the full "
+            "report (confusion matrix included) is written as JSON."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS API
@@ -66,6 +71,7 @@ class EvaluateAlgorithm(JmlGeoAlgorithm):
                 defaultValue=QgsProcessing.TEMPORARY_OUTPUT,
             )
         )
+        self.addOutput(QgsProcessingOutputHtml("OUTPUT_HTML", self.tr("Evaluation (table)")))
         self.addOutput(QgsProcessingOutputNumber("MIOU", self.tr("mIoU (%)")))
         self.addOutput(QgsProcessingOutputNumber("PIXEL_ACCURACY", self.tr("Pixel accuracy (%)")))
 
@@ -86,8 +92,21 @@ class EvaluateAlgorithm(JmlGeoAlgorithm):
             report,
             class_field=self.parameterAsString(parameters, "CLASS_FIELD", context) or "class",
         )
-        result = self.run_jmlgeo(args, feedback)
+        result = self.run_jmlgeo(args, feedback, console=False)
         scores = runner.parse_scores(result.text)
         if scores is None:
             raise QgsProcessingException(self.tr("jmlgeo evaluate printed no mIoU line"))
-        return {"OUTPUT": report, "MIOU": scores[0], "PIXEL_ACCURACY": scores[1]}
+        table = runner.table_html(result.text)
+        feedback.pushInfo(table)
+        page = os.path.splitext(report)[0] + ".html"
+        title = html.escape(f"{os.path.basename(prediction)} against {os.path.basename(truth)}")
+        with open(page, "w", encoding="utf-8") as f:
+            f.write(f"<html><head><meta charset='utf-8'><title>{title}</title></head><body>")
+            f.write(f"<h3>{title}</h3>{table}</body></html>\n")
+        feedback.pushInfo(self.tr(f"Table written to {page}"))
+        return {
+            "OUTPUT": report,
+            "OUTPUT_HTML": page,
+            "MIOU": scores[0],
+            "PIXEL_ACCURACY": scores[1],
+        }

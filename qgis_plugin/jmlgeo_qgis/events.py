@@ -110,8 +110,9 @@ class EventReader:
         kind = event["event"]
         if kind == "stage":
             self.stage = str(event.get("stage", ""))
-            self.on_log(f"{self.stage}…", "info")
+            # Progress first: a display that logs the stage name with it can drop the line.
             self.on_progress(0.0, self.stage)
+            self.on_log(f"{self.stage}…", "info")
         elif kind == "progress":
             if "stage" in event:
                 self.stage = str(event["stage"])
@@ -164,3 +165,33 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return str(number)
+
+
+class LineFilter:
+    """Drops log lines that say again what was just said.
+
+    A line is dropped when it equals the previous one (ignoring case, spaces and a trailing
+    ellipsis, so a stage's "predict scene.tif…" after the progress text "predict scene.tif"), and
+    a warning when the same warning was already shown.
+    """
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+        self.warnings: set[str] = set()
+        self.dropped = 0
+
+    @staticmethod
+    def key(text: str) -> str:
+        """What two lines share when they say the same thing."""
+        return " ".join(text.strip().rstrip("….").split()).casefold()
+
+    def fresh(self, text: str, level: str = "info") -> bool:
+        """Whether to show ``text``; remembers it."""
+        key = self.key(text)
+        repeated = key == self.last or (level == "warning" and key in self.warnings)
+        self.last = key
+        if level == "warning":
+            self.warnings.add(key)
+        if repeated:
+            self.dropped += 1
+        return not repeated

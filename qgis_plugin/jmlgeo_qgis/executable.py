@@ -111,3 +111,64 @@ def find_executable(
         f".venv/bin/jmlgeo), then set its path in {SETTING_HINT} or in ${EXECUTABLE_VARIABLE}. "
         f"Looked on PATH and in: {looked}."
     )
+
+
+#: ``--version`` answers are cached by (path, modification time): a check costs one process.
+_CHECKED: dict[tuple[str, float], str] = {}
+
+
+def check_executable(
+    path: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+) -> str:
+    """The version ``path --version`` prints (``jmlgeo 0.1.0``); an error when it is not jmlgeo.
+
+    A wrong setting (the venv's ``python``, another program) otherwise fails later with a
+    cryptic message ("can't open file '.../predict'").
+
+    Raises:
+        ExecutableNotFoundError: Saying what the file is and what to pick instead.
+    """
+    import subprocess
+
+    from .process import clean_environment
+
+    path = os.fspath(path)
+    try:
+        key = (path, os.stat(path).st_mtime)
+    except OSError:
+        key = (path, 0.0)
+    if key in _CHECKED:
+        return _CHECKED[key]
+    try:
+        done = subprocess.run(
+            [path, "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            env=clean_environment(environ),
+            check=False,
+        )
+        answer = (done.stdout or done.stderr).decode("utf-8", errors="replace").strip()
+    except (OSError, subprocess.TimeoutExpired) as err:
+        answer = f"no answer ({err})"
+    first = answer.splitlines()[0].strip() if answer else "nothing"
+    if first.startswith(EXECUTABLE_NAME + " "):
+        _CHECKED[key] = first
+        return first
+    raise ExecutableNotFoundError(_not_jmlgeo(Path(path), first))
+
+
+def _not_jmlgeo(path: Path, answer: str) -> str:
+    name = path.name.lower()
+    what = f"{path} is not the jmlgeo command: `{path.name} --version` answered '{answer[:200]}'."
+    sibling = next((path.parent / n for n in _names() if _is_executable(path.parent / n)), None)
+    if name.startswith(("python", "py.exe", "pythonw")):
+        what += " It is a Python interpreter."
+    if sibling is not None and sibling != path:
+        hint = f" Pick {sibling} instead"
+    else:
+        hint = " Pick the jmlgeo in the bin/ (Windows: Scripts) folder of jmlnet-geo's venv"
+    return f"{what}{hint} in {SETTING_HINT}, or leave the setting empty to auto-detect."

@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingOutputLayerDefinition,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterMultipleLayers,
@@ -19,6 +20,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
+from .settings import mark_output
 from .styling import StylePostProcessor
 
 DEVICES = ["auto", "cpu", "cuda"]
@@ -78,17 +80,32 @@ def load_on_completion(
     output_name: str,
     hint: QgsProcessingUtils.LayerHint,
     style=None,
+    kind: str = "output",
 ) -> None:
     """Have Processing add ``path`` to the project when the algorithm finishes, then style it.
 
     Processing loads these layers when the algorithm runs from its dialog, the batch dialog or
-    ``processing.runAndLoadResults``; ``processing.run`` leaves the project alone.
+    ``processing.runAndLoadResults``; ``processing.run`` leaves the project alone. The layer is
+    tagged as jmlgeo's ``kind`` of output (see :func:`.settings.is_output`).
     """
     details = QgsProcessingContext.LayerDetails(name, context.project(), output_name, hint)
     details.forceName = True
-    if style is not None:
-        details.setPostProcessor(StylePostProcessor.create(style))
+
+    def apply(layer) -> None:
+        mark_output(layer, kind)
+        if style is not None:
+            style(layer)
+
+    details.setPostProcessor(StylePostProcessor.create(apply))
     context.addLayerToLoadOnCompletion(path, details)
+
+
+def folder_value(parameters: dict, name: str) -> object:
+    """The raw value of a folder destination (a path, ``TEMPORARY_OUTPUT``, or None)."""
+    value = parameters.get(name)
+    if isinstance(value, QgsProcessingOutputLayerDefinition):
+        value = value.sink.staticValue()
+    return value
 
 
 def stem(path: str) -> str:
@@ -109,7 +126,9 @@ def add_boxes_parameters(algorithm: QgsProcessingAlgorithm) -> None:
     )
     algorithm.addParameter(
         QgsProcessingParameterFeatureSource(
-            "BOXES", algorithm.tr("Boxes (one polygon per object)"), [QgsProcessing.TypeVector]
+            "BOXES",
+            algorithm.tr("Boxes (polygon layer, one rectangle per object)"),
+            [QgsProcessing.TypeVectorPolygon],
         )
     )
     algorithm.addParameter(

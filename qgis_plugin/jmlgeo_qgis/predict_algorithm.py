@@ -13,7 +13,6 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
-    QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingUtils,
@@ -26,7 +25,10 @@ from .parameters import (
     load_on_completion,
     raster_path,
     stem,
+    tr,
 )
+from .runs import bundle_name
+from .settings import last_bundle, remember_bundle, remember_scene
 from .styling import style_class_raster, style_polygons
 
 
@@ -59,6 +61,7 @@ class PredictAlgorithm(JmlGeoAlgorithm):
                 "BUNDLE",
                 self.tr("Model bundle (model.safetensors)"),
                 fileFilter="Model bundles (*.safetensors);;All files (*.*)",
+                defaultValue=last_bundle(),
             )
         )
         self.addParameter(
@@ -107,11 +110,7 @@ class PredictAlgorithm(JmlGeoAlgorithm):
                 optional=True,
             )
         )
-        self.addParameter(
-            QgsProcessingParameterFolderDestination(
-                "OUTPUT_FOLDER", self.tr("Output folder"), QgsProcessing.TEMPORARY_OUTPUT
-            )
-        )
+        self.add_run_folder("OUTPUT_FOLDER", "Output folder")
         self.addOutput(QgsProcessingOutputRasterLayer("OUTPUT", self.tr("Classes")))
         self.addOutput(
             QgsProcessingOutputVectorLayer(
@@ -129,8 +128,7 @@ class PredictAlgorithm(JmlGeoAlgorithm):
         bundle = self.parameterAsFile(parameters, "BUNDLE", context)
         if not bundle or not os.path.isfile(bundle):
             raise QgsProcessingException(self.tr(f"BUNDLE: no bundle file at '{bundle}'"))
-        out = self.parameterAsFileOutput(parameters, "OUTPUT_FOLDER", context)
-        os.makedirs(out, exist_ok=True)
+        out = self.run_folder(parameters, "OUTPUT_FOLDER", context, "predict", [scene])
         args = runner.predict_args(
             bundle,
             [scene],
@@ -145,39 +143,59 @@ class PredictAlgorithm(JmlGeoAlgorithm):
             simplify=self.optional_double(parameters, "SIMPLIFY", context),
         )
         result = self.run_jmlgeo(args, feedback)
-        classes = result.path("classes")
-        if classes is None:
-            raise QgsProcessingException(self.tr("jmlgeo predict announced no class raster"))
-        style = result.path("style")
-        polygons = result.path("polygons")
-        probabilities = result.path("probabilities")
-        name = stem(classes)
-        raster, vector = QgsProcessingUtils.LayerHint.Raster, QgsProcessingUtils.LayerHint.Vector
+        outputs = load_prediction(context, result, bundle)
+        remember_bundle(bundle)
+        remember_scene(scene)
+        return {**outputs, "OUTPUT_FOLDER": out}
+
+
+def load_prediction(context, result: runner.RunResult, bundle: str) -> dict:
+    """Have Processing load what ``jmlgeo predict`` announced, styled and named for the bundle.
+
+    Polygons come as class-coloured outlines over a light fill, so the raster shows through.
+
+    Returns:
+        The Predict algorithm's outputs (without the folder).
+    """
+    classes = result.path("classes")
+    if classes is None:
+        raise QgsProcessingException(tr("jmlgeo predict announced no class raster"))
+    style = result.path("style")
+    polygons = result.path("polygons")
+    probabilities = result.path("probabilities")
+    name, model = stem(classes), bundle_name(bundle)
+    raster, vector = QgsProcessingUtils.LayerHint.Raster, QgsProcessingUtils.LayerHint.Vector
+    load_on_completion(
+        context,
+        classes,
+        f"{name} classes ({model})",
+        "OUTPUT",
+        raster,
+        lambda layer: style_class_raster(layer, style),
+        kind="classes",
+    )
+    if polygons:
         load_on_completion(
             context,
-            classes,
-            f"{name} classes",
-            "OUTPUT",
-            raster,
-            lambda layer: style_class_raster(layer, style),
+            polygons,
+            f"{name} polygons ({model})",
+            "OUTPUT_POLYGONS",
+            vector,
+            lambda layer: style_polygons(layer, classes),
+            kind="polygons",
         )
-        if polygons:
-            load_on_completion(
-                context,
-                polygons,
-                f"{name} polygons",
-                "OUTPUT_POLYGONS",
-                vector,
-                lambda layer: style_polygons(layer, classes),
-            )
-        if probabilities:
-            load_on_completion(
-                context, probabilities, f"{name} probabilities", "OUTPUT_PROBABILITIES", raster
-            )
-        return {
-            "OUTPUT": classes,
-            "OUTPUT_POLYGONS": polygons,
-            "OUTPUT_PROBABILITIES": probabilities,
-            "OUTPUT_STYLE": style,
-            "OUTPUT_FOLDER": out,
-        }
+    if probabilities:
+        load_on_completion(
+            context,
+            probabilities,
+            f"{name} probabilities ({model})",
+            "OUTPUT_PROBABILITIES",
+            raster,
+            kind="probabilities",
+        )
+    return {
+        "OUTPUT": classes,
+        "OUTPUT_POLYGONS": polygons,
+        "OUTPUT_PROBABILITIES": probabilities,
+        "OUTPUT_STYLE": style,
+    }

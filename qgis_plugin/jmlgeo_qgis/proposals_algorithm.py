@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingOutputMultipleLayers,
     QgsProcessingParameterEnum,
-    QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsProcessingUtils,
 )
@@ -62,18 +60,14 @@ class ProposalsAlgorithm(JmlGeoAlgorithm):
                 "WORKERS", self.tr("Processes (0: all cores)"), minValue=0, defaultValue=0
             )
         )
-        self.addParameter(
-            QgsProcessingParameterFolderDestination(
-                "OUTPUT_FOLDER", self.tr("Output folder"), QgsProcessing.TEMPORARY_OUTPUT
-            )
-        )
+        self.add_run_folder("OUTPUT_FOLDER", "Output folder")
         self.addOutput(QgsProcessingOutputMultipleLayers("PROPOSALS", self.tr("Proposals")))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         """Run ``jmlgeo proposals`` and load the rasters."""
         scenes = self.scene_paths(parameters, "SCENES", context)
         boxes = vector_path(self, parameters, "BOXES", context, feedback)
-        out = self.parameterAsFileOutput(parameters, "OUTPUT_FOLDER", context)
+        out = self.run_folder(parameters, "OUTPUT_FOLDER", context, "proposals", scenes)
         methods = self.parameterAsEnumStrings(parameters, "METHODS", context) or METHODS
         workers = self.parameterAsInt(parameters, "WORKERS", context)
         args = runner.proposals_args(
@@ -95,5 +89,6 @@ class ProposalsAlgorithm(JmlGeoAlgorithm):
                 "PROPOSALS",
                 QgsProcessingUtils.LayerHint.Raster,
                 style_class_raster,
+                kind="proposal",
             )
         return {"PROPOSALS": paths, "OUTPUT_FOLDER": out}

@@ -21,10 +21,18 @@ protocol), :mod:`.process` (the child process) and :mod:`.errors`. None imports 
 
 from __future__ import annotations
 
-from .arguments import evaluate_args, parse_scores, predict_args, proposals_args, train_args
+from .arguments import (
+    evaluate_args,
+    parse_scores,
+    predict_args,
+    proposals_args,
+    table_html,
+    train_args,
+)
 from .errors import CancelledError, ExecutableNotFoundError, RunError
 from .events import (
     EventReader,
+    LineFilter,
     LogCallback,
     Output,
     OutputCallback,
@@ -38,6 +46,7 @@ from .executable import (
     EXECUTABLE_VARIABLE,
     SETTING_HINT,
     candidate_dirs,
+    check_executable,
     find_executable,
 )
 from .process import LEAKED_PREFIXES, LEAKED_VARIABLES, clean_environment, run, stop
@@ -47,6 +56,7 @@ __all__ = [
     "EXECUTABLE_NAME",
     "EXECUTABLE_VARIABLE",
     "EventReader",
+    "LineFilter",
     "ExecutableNotFoundError",
     "LEAKED_PREFIXES",
     "LEAKED_VARIABLES",
@@ -58,6 +68,7 @@ __all__ = [
     "RunResult",
     "SETTING_HINT",
     "candidate_dirs",
+    "check_executable",
     "clean_environment",
     "evaluate_args",
     "event_fraction",
@@ -68,5 +79,6 @@ __all__ = [
     "proposals_args",
     "run",
     "stop",
+    "table_html",
     "train_args",
 ]
