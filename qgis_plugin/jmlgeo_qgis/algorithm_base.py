@@ -63,8 +63,8 @@ class JmlGeoAlgorithm(QgsProcessingAlgorithm):
         """
         base = runs_folder()
         parameter = QgsProcessingParameterFolderDestination(
-            name, self.tr(f"{label} (default: a new folder in {base})"), base
-        )
+            name, self.tr(f"{label} (default: a new folder in {base})"), base, optional=True
+        )  # optional: left out (processing.run) or skipped, it is a new folder in the runs folder
         parameter.setHelp(
             self.tr(
                 "Left at the runs folder, each run gets its own folder there, named after the "
