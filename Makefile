@@ -39,7 +39,8 @@ clean:
 # The QGIS plugin (qgis_plugin/): a zip for "Install from ZIP", and its tests in real QGIS.
 # test-qgis runs qgis_plugin/tests headless with Debian's QGIS (apt-get install qgis python3-qgis)
 # from .venv-qgis: a venv over /usr/bin/python3 with its system site-packages (QGIS's Python
-# bindings) plus pytest and pytest-qgis. Without QGIS it prints why and skips.
+# bindings) plus pytest and pytest-qgis. Without QGIS it prints why and skips. The screenshot test
+# (Xvfb) saves dist/qgis-screenshot.png (or $JMLGEO_SCREENSHOT): CI keeps it as an artifact.
 QGIS_PYTHON := /usr/bin/python3
 QGIS_VENV := .venv-qgis
 QGIS_STAMP := $(QGIS_VENV)/.installed
@@ -53,6 +54,7 @@ test-qgis:
 	  echo "qgis.core); apt-get install qgis python3-qgis python3-venv, then make test-qgis"; \
 	else \
 	  $(MAKE) --no-print-directory $(STAMP) $(QGIS_STAMP) && \
+	  JMLGEO_SCREENSHOT=$${JMLGEO_SCREENSHOT:-$(CURDIR)/dist/qgis-screenshot.png} \
 	  QT_QPA_PLATFORM=offscreen $(QGIS_VENV)/bin/pytest qgis_plugin/tests; \
 	fi
 

@@ -6,11 +6,22 @@ torch nor cv2 (nor rasterio/geopandas).
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
 import typer
-from jmlnet_geo.cli import detect, evaluate, importers, info, predict, proposals, train
+from jmlnet_geo.cli import (
+    detect,
+    doctor,
+    evaluate,
+    importers,
+    info,
+    predict,
+    progress,
+    proposals,
+    train,
+)
 
 from jmlnet_geo import __version__
 from jmlnet_geo.errors import JmlGeoError
@@ -32,6 +43,7 @@ app.command(name="predict")(predict.predict)
 app.command(name="vectorize")(predict.vectorize)
 app.command(name="export")(predict.export)
 app.command(name="evaluate")(evaluate.evaluate)
+app.command(name="doctor")(doctor.doctor)
 app.add_typer(importers.app, name="import")
 
 
@@ -46,17 +58,78 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Only warnings and errors: no progress, no messages."
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Every warning each time, GDAL's own included."
+    ),
 ) -> None:
     """Pixel-accurate maps from bounding boxes (JMLNet) for georeferenced scenes."""
+    if quiet and verbose:
+        raise typer.BadParameter("--quiet and --verbose exclude each other")
+    level = -1 if quiet else 1 if verbose else 0
+    progress.set_verbosity(level)
+    if level > 0:
+        _WARNINGS.verbose = True
+        warnings.filterwarnings("always")
+
+
+#: rasterio's NotGeoreferencedWarning, once per plain image opened (and again in each worker);
+#: our own PlainImageWarning already names those images once. No comma: PYTHONWARNINGS splits
+#: on commas, and spawned workers (proposals) read the filter from it.
+GDAL_REPEATS = ("Dataset has no geotransform",)
+
+
+class _WarningSummary:
+    """Shows each warning once; at exit, how many repeats were left out."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[type, str]] = set()
+        self.repeats = 0
+        self.verbose = False
+
+    def show(self, message, category, filename, lineno, file=None, line=None) -> None:
+        key = (category, str(message))
+        if key in self.seen and not self.verbose:
+            self.repeats += 1
+            return
+        self.seen.add(key)
+        print(f"warning: {message}", file=sys.stderr)
+
+    def summary(self) -> None:
+        if self.repeats:
+            print(
+                f"warning: {self.repeats} repeated warnings not shown again (--verbose shows them)",
+                file=sys.stderr,
+            )
+            self.repeats = 0
+
+
+_WARNINGS = _WarningSummary()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    _WARNINGS.show(message, category, filename, lineno, file, line)
+
+
+def _quiet_gdal_repeats() -> None:
+    """Ignore GDAL/rasterio warnings that repeat per file, here and in spawned workers."""
+    for text in GDAL_REPEATS:
+        warnings.filterwarnings("ignore", message=text)
+    extra = ",".join(f"ignore:{text}" for text in GDAL_REPEATS)
+    current = os.environ.get("PYTHONWARNINGS", "")
+    if extra not in current:
+        os.environ["PYTHONWARNINGS"] = f"{current},{extra}" if current else extra
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run ``jmlgeo``; a :class:`JmlGeoError` becomes ``error: <message>`` and exit code 1."""
     warnings.showwarning = _show_warning
+    args = sys.argv[1:] if argv is None else argv
+    if "--verbose" not in args and "-v" not in args:
+        _quiet_gdal_repeats()
+    _WARNINGS.__init__()  # (main runs many times in one process in the tests)
     try:
         app(args=argv, prog_name="jmlgeo")
     except JmlGeoError as err:
@@ -65,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("error: interrupted; no output was left half-written", file=sys.stderr)
         sys.exit(130)
+    finally:
+        _WARNINGS.summary()
 
 
 if __name__ == "__main__":

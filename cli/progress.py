@@ -1,7 +1,8 @@
 """Progress for long commands: a rich bar for people, JSON lines for machines (the QGIS plugin).
 
 Library functions take a ``progress(done, total)`` callback; a command opens a
-:class:`ProgressDisplay` and hands each stage's callback to the library.
+:class:`ProgressDisplay` and hands each stage's callback to the library. In ``bar`` mode outside
+a terminal (a log file, CI) a stage prints a plain line every 10 % or 30 s instead of a bar.
 
 JSON lines go to standard output, one object per line, flushed at once::
 
@@ -28,6 +29,19 @@ import time
 from collections.abc import Callable, Iterator
 
 import typer
+
+#: -1 with ``--quiet`` (no progress, no messages; warnings and errors only), 1 with
+#: ``--verbose`` (every warning, each time), 0 otherwise. Set by ``jmlgeo``'s root options.
+VERBOSITY = 0
+
+#: Outside a terminal, a progress line at least this often (seconds), besides every 10 %.
+LINE_INTERVAL = 30.0
+
+
+def set_verbosity(level: int) -> None:
+    """Set :data:`VERBOSITY` (the root callback does, before the command runs)."""
+    global VERBOSITY
+    VERBOSITY = level
 
 
 class ProgressMode(enum.StrEnum):
@@ -62,16 +76,18 @@ class ProgressDisplay:
         """A ``progress(done, total)`` callback for one stage, shown as ``name``."""
         if self.mode is ProgressMode.json:
             yield self._json_callback(name)
-        elif self.mode is ProgressMode.bar and sys.stderr.isatty():
+        elif self.mode is ProgressMode.bar and VERBOSITY >= 0 and sys.stderr.isatty():
             yield from self._bar(name, unit)
+        elif self.mode is ProgressMode.bar and VERBOSITY >= 0:
+            yield self._line_callback(name, unit)
         else:
-            yield lambda done, total: None
+            yield lambda done, total, **info: None
 
     def message(self, text: str) -> None:
-        """A line for the user (standard error) or a message event (JSON)."""
+        """A line for the user (standard error) or a message event (JSON); none with --quiet."""
         if self.mode is ProgressMode.json:
             _emit({"event": "message", "text": text})
-        else:
+        elif VERBOSITY >= 0:
             print(text, file=sys.stderr if self.mode is ProgressMode.none else sys.stdout)
 
     def output(self, kind: str, path: str | os.PathLike[str]) -> None:
@@ -83,6 +99,38 @@ class ProgressDisplay:
         """The command finished successfully."""
         if self.mode is ProgressMode.json:
             _emit({"event": "done"})
+
+    def _line_callback(self, name: str, unit: str) -> Callable[..., None]:
+        """Outside a terminal (a log file, CI, a pipe): a line every 10 % or every 30 s.
+
+        ``stage1: 40/200 steps (20 %), loss 0.5312, 1m20s elapsed, about 5m20s left``. The
+        callback takes an optional ``loss=`` keyword from stages that know it.
+        """
+        start = time.monotonic()
+        state = {"time": start, "tenth": -1, "done": False}
+
+        def report(done: int, total: int, **info: object) -> None:
+            if state["done"]:
+                return
+            now = time.monotonic()
+            tenth = int(10 * done / total) if total else 10
+            finished = bool(total) and done >= total
+            if not finished and tenth <= state["tenth"] and now - state["time"] < LINE_INTERVAL:
+                return
+            state.update(time=now, tenth=tenth, done=finished)
+            parts = [f"{name}: {done}/{total} {unit}" if total else f"{name}: {done} {unit}"]
+            if total:
+                parts[0] += f" ({100 * done // total} %)"
+            loss = info.get("loss")
+            if isinstance(loss, (int, float)):
+                parts.append(f"loss {loss:.4f}")
+            elapsed = now - start
+            parts.append(f"{_duration(elapsed)} elapsed")
+            if total and 0 < done < total:
+                parts.append(f"about {_duration(elapsed * (total - done) / done)} left")
+            print(", ".join(parts), file=sys.stderr, flush=True)
+
+        return report
 
     def _json_callback(self, name: str) -> Callable[[int, int], None]:
         last = [0.0, -1]
@@ -134,6 +182,17 @@ class ProgressDisplay:
                 bar.update(task, completed=done, total=total)
 
             yield report
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 def _emit(event: dict) -> None:

@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "qgis_plugin"))
 
-from jmlgeo_qgis import runner  # noqa: E402
+from jmlgeo_qgis import executable, runner  # noqa: E402
 from jmlgeo_qgis.runner import (  # noqa: E402
     CancelledError,
     EventReader,
@@ -529,3 +529,103 @@ def test_candidate_dirs_cover_common_venvs(tmp_path):
     for expected in [".venv/bin", "jmlgeo/.venv/bin", ".local/bin"]:
         assert tmp_path / expected in dirs
     assert ROOT / ".venv" / "bin" in dirs  # the plugin used from this checkout
+
+
+# --- issue 21: runs folder, executable check, deduplicated lines, tables, presets -----------
+
+from jmlgeo_qgis import presets, runs  # noqa: E402
+
+
+def test_a_run_gets_its_own_folder_in_the_runs_folder_and_resume_finds_it(tmp_path):
+    base = tmp_path / "runs"
+    first = runs.resolve_run_folder(None, base, "train", ["/d/scene.tif"], when=0)
+    assert base.is_dir() and first.parent == base  # created on first use
+    assert first.name.startswith("train-scene-") and not first.exists()
+    first.mkdir()
+    again = runs.resolve_run_folder("TEMPORARY_OUTPUT", base, "train", ["/d/scene.tif"], when=0)
+    assert again != first and again.name == first.name + "-2"  # never the same folder twice
+    assert runs.resolve_run_folder(base, base, "train", ["/x/scene.tif"], resume=True) == first
+    two = runs.resolve_run_folder(None, base, "train", ["/d/a.tif", "/d/b.tif"], resume=True)
+    assert two.name.startswith("train-a+1-")  # other scenes: nothing to resume, a new folder
+    (base / "train-scene-b-20240101-000000").mkdir()  # another scene's name, not this one's
+    assert runs.latest_run_folder(base, "train", ["scene.tif"]) == first
+    chosen = tmp_path / "mine"
+    assert runs.resolve_run_folder(str(chosen), base, "train", ["s.tif"], resume=True) == chosen
+    assert runs.bundle_name("/r/train-scene-1/model.safetensors") == "train-scene-1"
+    assert runs.bundle_name("/r/roads.safetensors") == "roads"
+
+
+def test_check_executable_wants_our_name(tmp_path, fake):
+    assert executable.check_executable(fake, environ=fake_env(tmp_path)) == "jmlgeo 0.0.0+fake"
+    python = tmp_path / "bin" / "python3"
+    python.symlink_to(sys.executable)
+    with pytest.raises(ExecutableNotFoundError) as caught:
+        executable.check_executable(python)
+    message = str(caught.value)
+    assert message.startswith(f"{python} is not the jmlgeo command: `python3 --version` answered")
+    assert "Python interpreter" in message and f"Pick {fake} instead" in message
+    other = _executable(tmp_path / "other" / "tool")
+    with pytest.raises(ExecutableNotFoundError, match="answered 'nothing'.*bin/ .*venv"):
+        executable.check_executable(other)
+
+
+def test_line_filter_drops_repeats():
+    lines = runner.LineFilter()
+    shown = [
+        text
+        for text, level in [
+            ("predict scene.tif", "info"),  # the progress text
+            ("predict scene.tif…", "info"),  # the stage line that follows it
+            ("no georeferencing", "warning"),
+            ("wrote a", "info"),
+            ("wrote a", "info"),
+            ("no georeferencing", "warning"),  # shown already: a warning is said once
+            ("wrote b", "info"),
+        ]
+        if lines.fresh(text, level)
+    ]
+    assert shown == ["predict scene.tif", "no georeferencing", "wrote a", "wrote b"]
+    assert lines.dropped == 3
+
+
+def test_stage_progress_comes_before_its_log_line():
+    calls = []
+    reader = EventReader(lambda f, s: calls.append("progress"), lambda t, lvl: calls.append(t))
+    reader.stdout_line('{"event": "stage", "stage": "train", "total": 3}')
+    assert calls == ["progress", "train…"]
+
+
+def test_table_html():
+    lines = [
+        "| class | IoU |",
+        "|---|---|",
+        "| building | 50.00 |",
+        "mIoU 70.00  pixel accuracy 91.50",
+    ]
+    page = runner.table_html(lines)
+    assert page.startswith("<table") and "<th>class</th><th>IoU</th>" in page
+    assert '<td align="left">building</td><td align="right">50.00</td>' in page
+    assert page.endswith("<p>mIoU 70.00  pixel accuracy 91.50</p>") and "---" not in page
+    assert runner.table_html(["| <b> |", "|-|", "| x |"]).count("&lt;b&gt;") == 1
+
+
+def test_the_presets_the_dialog_shows_are_the_library_s():
+    from jmlnet_geo.config import LOSS_NAMES, preset_config
+    from jmlnet_geo.proposals.compose import CLASSIC_METHODS, DETECTOR_METHODS
+
+    for name, shown in presets.PRESET_DEFAULTS.items():
+        segmenter = preset_config(name).segmenter
+        assert {key: getattr(segmenter, key) for key in shown} == shown
+    assert set(presets.LOSS_HELP) == set(LOSS_NAMES)
+    assert set(presets.PROPOSALS) == {*CLASSIC_METHODS, *DETECTOR_METHODS}
+
+
+def test_duration_estimate():
+    fast_cpu = presets.estimate_seconds("fast", 60, "cpu")
+    assert 4 * 60 < fast_cpu < 20 * 60  # the sample: about 10 min on 2 cores (README)
+    assert presets.estimate_seconds("fast", 60, "cuda") < fast_cpu / 5
+    assert presets.estimate_seconds("paper", 60, "cpu") > 24 * 3600
+    assert presets.estimate_seconds("fast", 60, "cpu", stage1_steps=1, stage2_steps=1) < 60
+    assert presets.format_duration(30) == "under a minute"
+    assert presets.format_duration(12 * 60) == "about 12 min"
+    assert presets.format_duration(3 * 3600 + 20 * 60) == "about 3 h 20 min"

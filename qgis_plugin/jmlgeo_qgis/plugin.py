@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from qgis.core import QgsApplication, QgsRasterLayer
+from qgis.core import QgsApplication
 from qgis.PyQt.QtWidgets import QAction
 
+from .defaults import train_defaults
 from .provider import PROVIDER_ID, JmlGeoProvider, icon
+from .settings import last_bundle, scene_layer
 
 MENU = "&JMLNet (jmlgeo)"
 
@@ -42,7 +44,7 @@ class JmlGeoPlugin:
         ):
             action = QAction(icon(), label, parent)
             action.setObjectName(f"jmlgeo{name.title()}")
-            action.triggered.connect(lambda _checked=False, n=name: self.open_algorithm(n))
+            action.triggered.connect(lambda _checked=False, n=name: self.open_named(n))
             self.actions.append(action)
         settings = QAction("Where is jmlgeo? (settings)…", parent)
         settings.setObjectName("jmlgeoSettings")
@@ -63,13 +65,31 @@ class JmlGeoPlugin:
             self.provider = None
 
     def predict_parameters(self) -> dict:
-        """Dialog presets: the active layer as the scene when it is a raster."""
-        layer = self.iface.activeLayer()
-        return {"INPUT": layer} if isinstance(layer, QgsRasterLayer) else {}
+        """Dialog presets: the active raster, else the last used or topmost; the last bundle."""
+        parameters = {}
+        layer = scene_layer(self.iface.activeLayer())
+        if layer is not None:
+            parameters["INPUT"] = layer
+        bundle = last_bundle()
+        if bundle:
+            parameters["BUNDLE"] = bundle
+        return parameters
+
+    def train_parameters(self) -> dict:
+        """Dialog presets: the selected (or active) rasters, the likeliest box layer, its field."""
+        return train_defaults(self.iface)
 
     def open_predict(self) -> None:
         """The Predict dialog with the active raster layer preselected."""
         self.open_algorithm("predict", self.predict_parameters())
+
+    def open_named(self, name: str) -> None:
+        """The dialog of one algorithm, prefilled where the plugin knows what to offer."""
+        presets = {"train": self.train_parameters, "proposals": self.train_parameters}
+        parameters = presets[name]() if name in presets else {}
+        if name == "proposals":
+            parameters.pop("PREDICT", None)
+        self.open_algorithm(name, parameters)
 
     def open_algorithm(self, name: str, parameters: dict | None = None) -> None:
         """Open an algorithm's Processing dialog (background run, progress, log, cancel)."""

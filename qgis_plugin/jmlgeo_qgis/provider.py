@@ -1,4 +1,4 @@
-"""The Processing provider ``jmlgeo``: its algorithms and its one setting (the executable)."""
+"""The Processing provider ``jmlgeo``: its algorithms and its settings (executable, runs folder)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ PROVIDER_ID = "jmlgeo"
 
 #: The Processing setting (Settings > Options > Processing > Providers) naming the executable.
 EXECUTABLE_SETTING = "JMLGEO_EXECUTABLE"
+
+#: The Processing setting naming the runs folder (see :mod:`.runs`); as in :mod:`.settings`.
+RUNS_FOLDER_SETTING = "JMLGEO_RUNS_FOLDER"
 
 ICON = os.path.join(os.path.dirname(__file__), "icon.svg")
 
@@ -50,6 +53,18 @@ class JmlGeoProvider(QgsProcessingProvider):
                 valuetype=Setting.FILE,
             )
         )
+        ProcessingConfig.addSetting(
+            Setting(
+                self.name(),
+                RUNS_FOLDER_SETTING,
+                self.tr(
+                    "Runs folder: where runs without a chosen folder go, one sub-folder each "
+                    "(empty: jmlgeo-runs beside the saved project, else ~/jmlgeo-runs)"
+                ),
+                "",
+                valuetype=Setting.FOLDER,
+            )
+        )
         ProcessingConfig.readSettings()
         self.refreshAlgorithms()
         return True
@@ -59,6 +74,7 @@ class JmlGeoProvider(QgsProcessingProvider):
         from processing.core.ProcessingConfig import ProcessingConfig
 
         ProcessingConfig.removeSetting(EXECUTABLE_SETTING)
+        ProcessingConfig.removeSetting(RUNS_FOLDER_SETTING)
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API
         """Add one instance of each algorithm."""

@@ -89,8 +89,33 @@ def style_class_raster(layer: QgsRasterLayer, style: str | None = None) -> bool:
     return True
 
 
+#: Opacity of the polygons' fill (0-255): enough to see the class, little enough to see the raster.
+FILL_ALPHA = 60
+
+#: Outline width of the polygons, millimetres.
+OUTLINE_WIDTH = 0.6
+
+
+def outline_symbol(layer: QgsVectorLayer, colour: QColor) -> QgsSymbol:
+    """A class's symbol: an outline in its colour over a light fill of the same colour."""
+    symbol = QgsSymbol.defaultSymbol(layer.geometryType())
+    symbol.setColor(colour)
+    fill = QColor(colour)
+    fill.setAlpha(FILL_ALPHA)
+    for index in range(symbol.symbolLayerCount()):
+        part = symbol.symbolLayer(index)
+        if hasattr(part, "setStrokeColor"):
+            part.setFillColor(fill)
+            part.setStrokeColor(colour)
+            part.setStrokeWidth(OUTLINE_WIDTH)
+    return symbol
+
+
 def style_polygons(layer: QgsVectorLayer, class_raster: str | None = None) -> bool:
     """A categorized renderer on ``class_name``, coloured like the class raster's palette.
+
+    Each class is an outline over a light fill (:func:`outline_symbol`): the polygons sit over
+    the raster they come from without hiding it.
 
     Args:
         layer: Polygons with ``class_id`` and ``class_name`` (as ``jmlgeo predict`` writes them).
@@ -123,9 +148,7 @@ def style_polygons(layer: QgsVectorLayer, class_raster: str | None = None) -> bo
         colour = colours.get(class_id) if class_id is not None else None
         if colour is None:
             colour = QColor(FALLBACK_COLOURS[i % len(FALLBACK_COLOURS)])
-        symbol = QgsSymbol.defaultSymbol(layer.geometryType())
-        symbol.setColor(colour)
-        categories.append(QgsRendererCategory(name, symbol, name))
+        categories.append(QgsRendererCategory(name, outline_symbol(layer, colour), name))
     layer.setRenderer(QgsCategorizedSymbolRenderer("class_name", categories))
     layer.triggerRepaint()
     return True

@@ -59,20 +59,29 @@ def test_run_and_load_results_adds_styled_layers(fake, bundle, tmp_path, project
         {"INPUT": str(SCENE), "BUNDLE": str(bundle), "OUTPUT_FOLDER": str(tmp_path / "out")},
     )
     layers = {layer.name(): layer for layer in QgsProject.instance().mapLayers().values()}
-    assert set(layers) == {"scene classes", "scene polygons"}
-    raster = layers["scene classes"]
+    model = bundle.parent.name  # the bundle's run folder names the layers (issue 21)
+    assert set(layers) == {f"scene classes ({model})", f"scene polygons ({model})"}
+    raster = layers[f"scene classes ({model})"]
     assert raster.source() == results["OUTPUT"]
     renderer = raster.renderer()
     assert isinstance(renderer, QgsPalettedRasterRenderer)
     labels = {c.value: c.label for c in renderer.classes()}
     assert labels[1] == "building" and labels[2] == "tree"
-    vector = layers["scene polygons"]
+    vector = layers[f"scene polygons ({model})"]
     categorized = vector.renderer()
     assert isinstance(categorized, QgsCategorizedSymbolRenderer)
     assert categorized.classAttribute() == "class_name"
     colours = {c.value(): c.symbol().color().name() for c in categorized.categories()}
     palette = {c.label: c.color.name() for c in renderer.classes()}
     assert colours == {"building": palette["building"], "tree": palette["tree"]}
+    for category in categorized.categories():  # outlines over a light fill: the raster shows
+        fill = category.symbol().symbolLayer(0)
+        assert fill.fillColor().alpha() < 128 and fill.strokeColor().alpha() == 255
+        assert fill.strokeColor().name() == palette[category.value()]
+    assert {layer.customProperty("jmlgeo/output") for layer in layers.values()} == {
+        "classes",
+        "polygons",
+    }
 
 
 def test_styles_without_a_qml_come_from_the_colour_table(fake, bundle, tmp_path):
@@ -107,12 +116,12 @@ def test_the_cli_error_reaches_the_user_verbatim(fake, bundle, tmp_path, monkeyp
 def test_a_missing_executable_gives_the_message(
     plugin, use_executable, bundle, tmp_path, monkeypatch
 ):
-    from jmlgeo_qgis import runner
+    from jmlgeo_qgis import executable
 
     use_executable(None)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("JMLGEO_EXECUTABLE", raising=False)
-    monkeypatch.setattr(runner, "candidate_dirs", lambda home=None: [tmp_path / "venv" / "bin"])
+    monkeypatch.setattr(executable, "candidate_dirs", lambda home=None: [tmp_path / "venv" / "bin"])
     params = {"INPUT": str(SCENE), "BUNDLE": str(bundle), "OUTPUT_FOLDER": str(tmp_path / "o")}
     with pytest.raises(QgsProcessingException) as caught:
         processing.run("jmlgeo:predict", params)

@@ -75,16 +75,16 @@ def test_button_opens_predict_with_the_active_raster_layer(
 
     qgis_iface.setActiveLayer(scene)
     plugin.predict_action.trigger()
-    assert opened[-1][0] == "jmlgeo:predict" and opened[-1][1] == {"INPUT": scene}
+    assert opened[-1][0] == "jmlgeo:predict" and opened[-1][1]["INPUT"] is scene
 
-    qgis_iface.setActiveLayer(vector)  # not a raster: nothing preselected
+    qgis_iface.setActiveLayer(vector)  # not a raster: the topmost raster (issue 21)
     plugin.predict_action.trigger()
-    assert opened[-1] == ("jmlgeo:predict", {})
+    assert opened[-1][0] == "jmlgeo:predict" and opened[-1][1]["INPUT"] is scene
 
     menu = {a.objectName() for a in plugin.actions}
     assert {"jmlgeoPredict", "jmlgeoTrain", "jmlgeoProposals", "jmlgeoEvaluate"} <= menu
     next(a for a in plugin.actions if a.objectName() == "jmlgeoTrain").trigger()
-    assert opened[-1] == ("jmlgeo:train", {})
+    assert opened[-1] == ("jmlgeo:train", {"SCENES": [scene]})  # points are no box layer
 
     next(a for a in plugin.actions if a.objectName() == "jmlgeoSettings").trigger()
     options = qgis_iface.showOptionsDialog  # a MagicMock in pytest-qgis's interface
