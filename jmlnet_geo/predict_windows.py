@@ -8,8 +8,11 @@ convolutional, so a larger window forwards fewer pixels twice and has fewer seam
   :data:`CPU_WINDOW` px on CPU, on CUDA what a quarter of the free memory allows (at most
   :data:`CUDA_WINDOW`); and in both cases no larger than keeps the blend buffer (float32,
   K + 2 planes, one window high and one scene wide) under :data:`BUFFER_BYTES`, so a very wide
-  scene gets a smaller window rather than more memory. A scene smaller than the window is
-  predicted in one window of its own longer side (rounded up to the stride), padded.
+  scene gets a smaller window rather than more memory. A default window is then shrunk to the
+  smallest stride multiple that needs no more windows along the scene's longer side (4096 px: 5
+  windows of 896 px, not 5 of 1024 mostly repeating pixels). A scene smaller than the window is
+  predicted in one window of its own longer side (rounded up to the stride), padded (invalid, so
+  0 after normalisation: the mean).
 - **overlap**: the card's ``predict_overlap`` when present, else ``min(RECEPTIVE_OVERLAP, window
   // 4)``: about one effective receptive field of the model (see :data:`RECEPTIVE_OVERLAP`), and
   never more than a quarter of the window (so a 256 px window keeps the old 64 px).
@@ -132,10 +135,12 @@ def plan_windows(
     per_pixel = ACTIVATION_BYTES.get(preset, ACTIVATION_BYTES["paper"])
     height, width = scene_shape
     planes_bytes = 4 * (card.num_classes + 1)
+    explicit_window = window is not None
     if window is not None:
         window = round_window(window, stride)
     else:
         window = card_value(card, "predict_window")
+        explicit_window = window is not None  # the bundle's preference is kept as it is
         if window is None:
             largest = CPU_WINDOW if free_bytes is None else CUDA_WINDOW
             if free_bytes is not None:
@@ -155,6 +160,10 @@ def plan_windows(
     whole = -(-max(height, width) // stride) * stride
     if window > whole:  # a smaller scene: one window of its own size covers it
         window, overlap = whole, min(overlap, whole // 2)
+    elif not explicit_window:  # the smallest window giving as few windows along the longer side
+        count = -(-(max(height, width) - overlap) // (window - overlap))
+        fit = -(-(max(height, width) + (count - 1) * overlap) // count)
+        window = min(window, -(-fit // stride) * stride)
     if batch_size is None:
         budget = BATCH_PIXELS if free_bytes is None else free_bytes // 4 // per_pixel
         batch_size = max(1, min(64, budget // (window * window)))
