@@ -30,7 +30,7 @@ def predict(
         "--overlap",
         min=0,
         help="Pixels neighbouring windows share (default: the bundle's predict_overlap, else "
-        "about one receptive field of the model, 96 px, at most window / 4).",
+        "about one receptive field of the model, 288 px, at most window / 4).",
     ),
     batch_size: int | None = typer.Option(
         None, "--batch-size", min=1, help="Windows per pass (default: ~0.5 Mpx on CPU)."

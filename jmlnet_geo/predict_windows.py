@@ -9,13 +9,14 @@ convolutional, so a larger window forwards fewer pixels twice and has fewer seam
   :data:`CUDA_WINDOW`); and in both cases no larger than keeps the blend buffer (float32,
   K + 2 planes, one window high and one scene wide) under :data:`BUFFER_BYTES`, so a very wide
   scene gets a smaller window rather than more memory. A default window is then shrunk to the
-  smallest stride multiple that needs no more windows along the scene's longer side (4096 px: 5
-  windows of 896 px, not 5 of 1024 mostly repeating pixels). A scene smaller than the window is
+  smallest stride multiple that needs no more windows along the scene's longer side (2048 px: 3
+  windows of 864 px, not 3 of 1024 mostly repeating pixels). A scene smaller than the window is
   predicted in one window of its own longer side (rounded up to the stride), padded (invalid, so
   0 after normalisation: the mean).
 - **overlap**: the card's ``predict_overlap`` when present, else ``min(RECEPTIVE_OVERLAP, window
-  // 4)``: about one effective receptive field of the model (see :data:`RECEPTIVE_OVERLAP`), and
-  never more than a quarter of the window (so a 256 px window keeps the old 64 px).
+  // 4)``: about one receptive field of the model (288 px, see :data:`RECEPTIVE_OVERLAP`), and
+  never more than a quarter of the window (so 256 px on CPU's 1024 px window, and a 256 px window
+  keeps the old 64 px).
 - **batch size**: about :data:`BATCH_PIXELS` pixels per forward on CPU (8 windows of 256²), from
   free memory on CUDA.
 - **weights**: :func:`weight_window` ``"ramp"`` (linear over the overlap) or ``"cosine"`` (flat
@@ -50,14 +51,14 @@ BUFFER_BYTES = 256 * 2**20
 #: the fast preset (peak RSS growth of a 1024² forward / its pixels); the paper preset's ResNet-50
 #: at stride 8 about 4x. Used to size windows and batches from free CUDA memory.
 ACTIVATION_BYTES = {"fast": 600, "paper": 2400}
-#: Default overlap (px) per preset: about one effective receptive field. Measured as the
-#: gradient of one output pixel's logits with respect to a 512² input of the trained demo bundle
-#: (fast preset), less the uniform level of the ASPP image-pooling branch: half of the remaining
-#: gradient mass lies within 51 px (Chebyshev radius) of the pixel, 90 % within 110 px. A pixel
-#: in the middle of an overlap of 2 x 51 px is 51 px from both windows' edges, so every pixel
-#: has at least that context in one window; see ``bench/predict_windows.py`` for the seams.
-#: The paper preset (not measured: no trained bundle) gets the same.
-RECEPTIVE_OVERLAP = {"fast": 96, "paper": 96}
+#: Default overlap (px) per preset: about one receptive field. Both presets' outermost ASPP taps
+#: reach 288 px from the output pixel (fast: rate 18 at stride 16; paper: rate 36 at stride 8),
+#: and measured on the trained demo bundle (fast) as the gradient of one output pixel's logits
+#: with respect to a 512² input, less the uniform level of the ASPP image-pooling branch, 90 % of
+#: the remaining gradient mass lies within 145 px (Chebyshev radius), a diameter of 290 px
+#: (``bench/predict_windows.py``). The seam excess falls with the overlap (0.72, 0.38, 0.14 points
+#: at 96, 256, 512 px, 2048² mosaic of the sample scene), the forwarded pixels rise with it.
+RECEPTIVE_OVERLAP = {"fast": 288, "paper": 288}
 #: Output stride when the model does not state one (the paper preset's dilated ResNet-50).
 PAPER_STRIDE = 8
 WEIGHTS = ("ramp", "cosine")
@@ -152,7 +153,7 @@ def plan_windows(
     if overlap is None:
         overlap = card_value(card, "predict_overlap")
         if overlap is None:
-            overlap = min(RECEPTIVE_OVERLAP.get(preset, 96), window // 4)
+            overlap = min(RECEPTIVE_OVERLAP.get(preset, 288), window // 4)
         overlap = min(overlap, window // 2)
     if not 0 <= overlap < window:
         which = "--overlap" if explicit_overlap else "the bundle's predict_overlap"

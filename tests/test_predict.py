@@ -297,7 +297,8 @@ def test_default_plan_follows_device_card_and_scene_width(bundle):
     card, model = predictor.card, predictor.model
     assert output_stride(model) == 16
     plan = plan_windows(card, model, "cpu", (4096, 4096))
-    assert (plan.window, plan.overlap, plan.batch_size) == (896, 96, 1)  # 5 x 5 windows
+    assert (plan.window, plan.overlap, plan.batch_size) == (1024, 256, 1)  # 5 x 5 windows
+    assert plan_windows(card, model, "cpu", (2048, 2048)).window == 864  # 3 x 3, not 3 of 1024
     assert plan_windows(card, model, "cpu", (1024, 1000)).window == 1024  # one window
     assert plan_windows(card, model, "cpu", (4096, 4096), window=256).overlap == 64
     wide = plan_windows(card, model, "cpu", (100, 40000))
