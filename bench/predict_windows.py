@@ -121,18 +121,18 @@ def part_padding(predictor, work: Path) -> str:
 
     rows = []
     context = classes(predictor, SCENE, work, window=1024)[0]  # the crops with their surroundings
-    for h, w in ((200, 150), (300, 420)):
-        small = crop(SCENE, 100, work / f"small{h}.tif", (h, w))
-        ours, result = classes(predictor, small, work, window=512)
+    for off, h, w in ((100, 200, 150), (100, 300, 420), (300, 500, 380), (300, 260, 600)):
+        small = crop(SCENE, off, work / f"small{off}_{h}.tif", (h, w))
+        ours, result = classes(predictor, small, work, window=1024)  # one window
         with rasterio.open(small) as ds:
             raw = ds.read().astype(np.float32)
         side = result.window
         padded = np.pad(raw, ((0, 0), (0, side - h), (0, side - w)), mode="reflect")
         logits = predictor.logits(torch.from_numpy(padded)[None], torch.ones(1, side, side) > 0)
         reflect = logits.argmax(1)[0, :h, :w].numpy()
-        truth = context[100 : 100 + h, 100 : 100 + w]
+        truth = context[off : off + h, off : off + w]
         rows.append([
-            f"{w} x {h}", str(side), f"{100 * (1 - agree(ours, reflect)):.2f} %",
+            f"{w} x {h} at ({off}, {off})", str(side), f"{100 * (1 - agree(ours, reflect)):.2f} %",
             f"{100 * agree(ours, truth):.2f} %", f"{100 * agree(reflect, truth):.2f} %",
         ])  # fmt: skip
     header = ["crop (px)", "window", "classes differing, mean (zero) vs reflect padding",

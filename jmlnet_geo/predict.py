@@ -40,7 +40,7 @@ from rasterio.windows import Window
 
 from jmlnet_geo.bundle import ModelCard, build_model, load_bundle
 from jmlnet_geo.devices import resolve_device
-from jmlnet_geo.errors import CancelledError, InputFileError, OptionError, display_path
+from jmlnet_geo.errors import CancelledError, InputFileError, display_path
 from jmlnet_geo.io.class_raster import (
     class_raster_profile,
     class_raster_writer,
@@ -54,10 +54,13 @@ from jmlnet_geo.predict_windows import (
     Blender,
     WindowPlan,
     WindowWarning,
+    amp_dtype,
     gdal_cache_bytes,
     limit_gdal_cache,
     plan_windows,
+    reflect_outside,
     strip_outputs,
+    tta_mode,
 )
 from jmlnet_geo.tiling import GridTiles, ScenesTiles, SceneTiles, collate_tiles
 from jmlnet_geo.train.data import Normalization
@@ -66,9 +69,6 @@ __all__ = ["Blender", "PredictOptions", "Prediction", "Predictor", "ResolutionWa
 __all__ += ["WindowWarning", "gdal_cache_bytes", "strip_outputs"]
 
 Progress = Callable[[int, int], None]
-#: ``PredictOptions.tta`` values; ``Predictor(amp=...)`` values.
-TTA_MODES = ("none", "flips")
-AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
 class ResolutionWarning(UserWarning):
@@ -167,7 +167,7 @@ class Predictor:
         )
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        flips = [()] + ([(-1,), (-2,), (-2, -1)] if _tta_mode(tta) == "flips" else [])
+        flips = [()] + ([(-1,), (-2,), (-2, -1)] if tta_mode(tta) == "flips" else [])
         dtype = self.amp_dtype
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
             out = self.model(x).float()
@@ -210,7 +210,7 @@ class Predictor:
         start = time.perf_counter()
         scene = open_scene(scene_path)
         self._check_scene(scene)
-        _tta_mode(options.tta)
+        tta_mode(options.tta)
         plan = self.plan(scene, options)
         out = Path(output_folder(out_dir, "the predictions"))
         stem = Path(scene.path).stem
@@ -294,7 +294,7 @@ class Predictor:
             worker_init_fn=functools.partial(limit_gdal_cache, cache),
         )
         total, done = len(sampler), 0
-        self._windows = total
+        self._windows, self._height, self._width = total, scene.height, scene.width
         outputs = functools.partial(strip_outputs, probabilities=probs_path is not None)
         buffer = Blender(scene, self.card.num_classes, window, overlap, outputs, options.weights)
         with (
@@ -325,36 +325,16 @@ class Predictor:
 
     def _launch(self, batch: dict[str, Any], tta: bool | str) -> tuple[list, torch.Tensor, Any]:
         # (windows, host logits, CUDA event marking the copy back, or None on CPU)
+        windows = batch["window"].tolist()
+        reflect_outside(batch["image"], batch["valid"], windows, (self._height, self._width))
         logits = self.logits(batch["image"], batch["valid"], tta)
         if self.device.type != "cuda":
-            return batch["window"].tolist(), logits, None
+            return windows, logits, None
         host = torch.empty(logits.shape, dtype=logits.dtype, pin_memory=True)
         host.copy_(logits, non_blocking=True)
         event = torch.cuda.Event()
         event.record()
-        return batch["window"].tolist(), host, event
-
-
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``amp`` on ``device`` (None: fp32; see :class:`Predictor`).
-
-    Raises:
-        OptionError: An unknown name.
-    """
-    if amp not in AMP_MODES:
-        raise OptionError(f"--amp {amp}: choose from {', '.join(AMP_MODES)}")
-    if amp == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-
-
-def _tta_mode(tta: bool | str) -> str:
-    mode = {True: "flips", False: "none"}.get(tta, tta) if isinstance(tta, bool) else tta
-    if mode not in TTA_MODES:
-        raise OptionError(f"--tta {tta}: choose from {', '.join(TTA_MODES)}")
-    return mode
+        return windows, host, event
 
 
 def _blend(buffer: Blender, windows: list, logits: torch.Tensor, event: Any):

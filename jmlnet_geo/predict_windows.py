@@ -1,4 +1,4 @@
-"""Planning of prediction windows: window size, overlap, batch size, blending weights, blending.
+"""Planning of prediction: window size, overlap, batch size, padding, blending, AMP and TTA modes.
 
 The inference window is independent of the training tile: the segmenters are fully
 convolutional, so a larger window forwards fewer pixels twice and has fewer seams. Defaults:
@@ -11,8 +11,8 @@ convolutional, so a larger window forwards fewer pixels twice and has fewer seam
   scene gets a smaller window rather than more memory. A default window is then shrunk to the
   smallest stride multiple that needs no more windows along the scene's longer side (2048 px: 3
   windows of 864 px, not 3 of 1024 mostly repeating pixels). A scene smaller than the window is
-  predicted in one window of its own longer side (rounded up to the stride), padded (invalid, so
-  0 after normalisation: the mean).
+  predicted in one window of its own longer side (rounded up to the stride), padded by
+  reflection (:func:`reflect_outside`).
 - **overlap**: the card's ``predict_overlap`` when present, else ``min(RECEPTIVE_OVERLAP, window
   // 4)``: about one receptive field of the model (288 px, see :data:`RECEPTIVE_OVERLAP`), and
   never more than a quarter of the window (so 256 px on CPU's 1024 px window, and a 256 px window
@@ -62,6 +62,9 @@ RECEPTIVE_OVERLAP = {"fast": 288, "paper": 288}
 #: Output stride when the model does not state one (the paper preset's dilated ResNet-50).
 PAPER_STRIDE = 8
 WEIGHTS = ("ramp", "cosine")
+#: ``PredictOptions.tta`` values; ``Predictor(amp=...)`` values.
+TTA_MODES = ("none", "flips")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
 class WindowWarning(UserWarning):
@@ -169,6 +172,59 @@ def plan_windows(
         budget = BATCH_PIXELS if free_bytes is None else free_bytes // 4 // per_pixel
         batch_size = max(1, min(64, budget // (window * window)))
     return WindowPlan(window, overlap, batch_size)
+
+
+def reflect_outside(image: Any, valid: Any, windows: list[list[int]], scene_shape: tuple) -> None:
+    """Fill the parts of windows past the scene's far edges with the scene reflected, in place.
+
+    Only a scene smaller than the window along a side has such parts (windows are otherwise
+    snapped inside). Reflection keeps the classes inside closer to the scene's own than the
+    mean (0 after normalisation): 99.37 / 99.32 / 98.89 % against 99.04 / 99.22 / 98.75 % of a
+    crop's pixels agree with the crop predicted inside the whole scene, three crops of the sample
+    scene, ``bench/predict_windows.py``.
+
+    Args:
+        image: float32 tensor (N, C, H, W) of raw windows, zero outside the scene.
+        valid: bool tensor (N, H, W), False outside the scene (reflected too).
+        windows: (col_off, row_off, width, height) of each window in scene pixels.
+        scene_shape: (height, width) of the scene.
+    """
+    import torch
+
+    for i, (col, row, width, height) in enumerate(windows):
+        rows, cols = min(height, scene_shape[0] - row), min(width, scene_shape[1] - col)
+        if rows < height or cols < width:
+            pad = ((0, height - rows), (0, width - cols))
+            inside = image[i, :, :rows, :cols].numpy()
+            image[i] = torch.from_numpy(np.pad(inside, ((0, 0), *pad), mode="reflect"))
+            valid[i] = torch.from_numpy(np.pad(valid[i, :rows, :cols].numpy(), pad, "reflect"))
+
+
+def amp_dtype(amp: str, device: Any) -> Any:
+    """The autocast ``torch.dtype`` of ``amp`` on a ``torch.device`` (None: fp32).
+
+    See :class:`jmlnet_geo.predict.Predictor` for the names.
+
+    Raises:
+        OptionError: An unknown name.
+    """
+    if amp not in AMP_MODES:
+        raise OptionError(f"--amp {amp}: choose from {', '.join(AMP_MODES)}")
+    import torch
+
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def tta_mode(tta: bool | str) -> str:
+    """``none`` or ``flips`` from a ``PredictOptions.tta`` value (True: ``flips``)."""
+    mode = {True: "flips", False: "none"}.get(tta, tta) if isinstance(tta, bool) else tta
+    if mode not in TTA_MODES:
+        raise OptionError(f"--tta {tta}: choose from {', '.join(TTA_MODES)}")
+    return mode
 
 
 def weight_window(size: int, overlap: int, kind: str = "ramp") -> np.ndarray:

@@ -278,11 +278,15 @@ def test_two_window_sizes_agree_but_near_seams(tmp_path, bundle):
     assert (ids[0] != ids[1]).mean() <= 0.03
 
 
-def test_a_scene_smaller_than_the_window_is_one_padded_window(tmp_path, bundle):
-    scene = write_scene(tmp_path / "s.tif", scene_data(40, 30))
-    result = Predictor(bundle).predict(scene, tmp_path / "o", PredictOptions(window=512))
+def test_a_scene_smaller_than_the_window_is_one_window_padded_by_reflection(tmp_path, bundle):
+    data = scene_data(40, 30)
+    scene = write_scene(tmp_path / "s.tif", data)
+    predictor = Predictor(bundle)
+    result = predictor.predict(scene, tmp_path / "o", PredictOptions(window=512))
     assert (result.window, result.windows) == (48, 1)
-    assert read(result.classes)[0].shape == (40, 30)
+    padded = np.pad(data.astype(np.float32), ((0, 0), (0, 8), (0, 18)), mode="reflect")
+    logits = predictor.logits(torch.from_numpy(padded)[None], torch.ones(1, 48, 48) > 0)
+    np.testing.assert_array_equal(read(result.classes)[0], logits.argmax(1)[0, :40, :30].numpy())
 
 
 def test_a_window_off_the_output_stride_is_rounded_with_a_message(tmp_path, bundle):
