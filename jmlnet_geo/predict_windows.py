@@ -47,9 +47,10 @@ CUDA_WINDOW = 2048
 BATCH_PIXELS = 8 * 256 * 256
 #: Bound on the blend buffer (bytes) used to choose the default window for wide scenes.
 BUFFER_BYTES = 256 * 2**20
-#: Bytes of activations per input pixel of one forward (inference, float32), measured on CPU for
-#: the fast preset (peak RSS growth of a 1024² forward / its pixels); the paper preset's ResNet-50
-#: at stride 8 about 4x. Used to size windows and batches from free CUDA memory.
+#: Bytes of activations per input pixel of one forward (inference, float32): the fast preset's
+#: peak RSS growth is 618 B/px for one 1024² window (640 for 8 x 256², 415 for one 2048²), CPU;
+#: the paper preset's ResNet-50 at stride 8 is not measured, taken as 4x. Used to size windows
+#: and batches from free CUDA memory.
 ACTIVATION_BYTES = {"fast": 600, "paper": 2400}
 #: Default overlap (px) per preset: about one receptive field. Both presets' outermost ASPP taps
 #: reach 288 px from the output pixel (fast: rate 18 at stride 16; paper: rate 36 at stride 8),
