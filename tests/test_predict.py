@@ -268,14 +268,14 @@ def test_a_window_covering_the_scene_is_the_untiled_model(tmp_path, bundle):
 
 
 def test_two_window_sizes_agree_but_near_seams(tmp_path, bundle):
-    """Random weights are far less stable than a trained model; the bound is measured (0.6 %)."""
+    """Measured: 0.50 % of pixels differ (random weights; a trained model: see the bench)."""
     scene = write_scene(tmp_path / "s.tif", scene_data(256, 256, seed=5))
     predictor = Predictor(bundle)
     ids = [
         read(predictor.predict(scene, tmp_path / f"w{w}", PredictOptions(window=w)).classes)[0]
         for w in (128, 256)
     ]
-    assert (ids[0] != ids[1]).mean() <= 0.03
+    assert (ids[0] != ids[1]).mean() <= 0.015
 
 
 def test_a_scene_smaller_than_the_window_is_one_window_padded_by_reflection(tmp_path, bundle):
