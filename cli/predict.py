@@ -16,17 +16,32 @@ def predict(
     probabilities: bool = typer.Option(
         False, "--probabilities", help="Also write per-class probabilities (uint8 0-255)."
     ),
-    tile: int | None = typer.Option(None, "--tile", min=32, help="Window side (default: bundle)."),
+    window: int | None = typer.Option(
+        None,
+        "--window",
+        min=16,
+        help="Inference window side in px, rounded to the model's output stride (default: the "
+        "bundle's predict_window, else the largest the device's memory allows: 1024 on CPU, "
+        "smaller for very wide scenes). Independent of the training tile.",
+    ),
+    tile: int | None = typer.Option(None, "--tile", min=16, help="Older name of --window."),
     overlap: int | None = typer.Option(
         None,
         "--overlap",
         min=0,
-        help="Pixels neighbouring windows share (default: tile / 4). tile / 2 blends "
-        "more windows per pixel: fewer tiling differences, about 2.2x the forward time.",
+        help="Pixels neighbouring windows share (default: the bundle's predict_overlap, else "
+        "about one receptive field of the model, 288 px, at most window / 4).",
     ),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Windows per pass (default: ~0.5 Mpx on CPU)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    tta: bool = typer.Option(False, "--tta", help="Average with flipped windows (3x slower)."),
+    tta: str = typer.Option(
+        "none", "--tta", help="none, or flips: average with 3 flipped windows (4x slower)."
+    ),
+    amp: str = typer.Option(
+        "auto", "--amp", help="auto (bf16/fp16 autocast on CUDA, fp32 on CPU), off, bf16, fp16."
+    ),
     min_area: float = typer.Option(0.0, "--min-area", help="Polygons: drop smaller (map units²)."),
     simplify: float = typer.Option(0.0, "--simplify", help="Polygons: tolerance (map units)."),
     loader_workers: int | None = typer.Option(
@@ -50,9 +65,9 @@ def predict(
     from jmlnet_geo.vectorize import write_polygons
 
     display = ProgressDisplay(progress)
-    predictor = Predictor(bundle, device)
+    predictor = Predictor(bundle, device, amp)
     options = PredictOptions(
-        tile=tile,
+        window=window or tile,
         overlap=overlap,
         batch_size=batch_size,
         device=device,
@@ -67,7 +82,10 @@ def predict(
         with display.stage(f"predict {scene.name}", "windows") as report:
             result = predictor.predict(scene, out, options, progress=report)
         mpx = result.pixels / 1e6
-        display.message(f"{result.classes}: {mpx:.1f} Mpx in {result.seconds:.1f} s")
+        display.message(
+            f"{result.classes}: {mpx:.1f} Mpx in {result.seconds:.1f} s "
+            f"({result.windows} windows of {result.window} px, overlap {result.overlap})"
+        )
         display.output("classes", result.classes)
         display.output("style", result.style)
         if result.probabilities is not None:

@@ -1,13 +1,17 @@
 """Streaming sliding-window prediction of a bundle over scenes of any size.
 
-Windows of ``tile`` pixels overlap by ``overlap`` pixels (torchgeo's grid sampler with the last
-row and column snapped inside the scene, see :mod:`jmlnet_geo.tiling`). Each window's logits are
-weighted by a window that ramps down over the overlap, so seams do not show, and summed into a
-buffer one tile high and one scene wide. Rows that no later window can reach are final: they are
-turned into classes (and probabilities), written, and dropped. Memory therefore depends on the
-scene's width and the tile size, not on its height. A DataLoader worker reads tiles ahead, the
-model runs batched (AMP and channels-last on CUDA), and a writer thread writes strips, so reading,
-inference and writing overlap.
+Square windows of ``window`` pixels (independent of the training tile; defaults planned by
+:mod:`jmlnet_geo.predict_windows` from the bundle, the device and the scene) overlap by ``overlap``
+pixels (torchgeo's grid sampler with the last row and column snapped inside the scene, see
+:mod:`jmlnet_geo.tiling`). Each window's logits are weighted by a window that tapers over the
+overlap, so seams do not show, and summed into a buffer one window high and one scene wide. Rows
+that no later window can reach are final: they are turned into classes (and probabilities),
+written, and dropped. Memory therefore depends on the scene's width and the window, not on its
+height. The model runs batched; on CUDA under autocast (bf16 where supported, else fp16),
+channels-last, with a DataLoader worker reading windows ahead into pinned memory and each
+batch's logits copied back while the next batch runs; on CPU the same code path runs in fp32
+(``amp`` can force bf16 there, for tests). A writer thread writes strips, so reading, inference
+and writing overlap.
 
 Outputs per scene, in ``out_dir``: ``<stem>.classes.tif`` (uint8 Cloud-Optimised GeoTIFF on the
 scene's grid: 0 background, 1..K classes, 255 nodata; colour table and class names),
@@ -23,7 +27,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +40,7 @@ from rasterio.windows import Window
 
 from jmlnet_geo.bundle import ModelCard, build_model, load_bundle
 from jmlnet_geo.devices import resolve_device
-from jmlnet_geo.errors import CancelledError, InputFileError, OptionError, display_path
+from jmlnet_geo.errors import CancelledError, InputFileError, display_path
 from jmlnet_geo.io.class_raster import (
     class_raster_profile,
     class_raster_writer,
@@ -47,7 +51,22 @@ from jmlnet_geo.io.raster import Scene, open_dataset, open_scene, read_valid
 from jmlnet_geo.io.vector import IGNORE
 from jmlnet_geo.io.write import check_writable, output_folder
 from jmlnet_geo.normalization import Normalization
+from jmlnet_geo.predict_windows import (
+    Blender,
+    WindowPlan,
+    WindowWarning,
+    amp_dtype,
+    gdal_cache_bytes,
+    limit_gdal_cache,
+    plan_windows,
+    reflect_outside,
+    strip_outputs,
+    tta_mode,
+)
 from jmlnet_geo.tiling import GridTiles, ScenesTiles, SceneTiles, collate_tiles
+
+__all__ = ["Blender", "PredictOptions", "Prediction", "Predictor", "ResolutionWarning"]
+__all__ += ["WindowWarning", "gdal_cache_bytes", "strip_outputs"]
 
 Progress = Callable[[int, int], None]
 
@@ -61,29 +80,39 @@ class PredictOptions:
     """How to predict.
 
     Attributes:
-        tile: Window side in pixels (default: the bundle's training tile size).
-        overlap: Overlap of neighbouring windows in pixels (default: a quarter of the tile).
-        batch_size: Windows per forward pass.
+        window: Window side in pixels, rounded to a multiple of the model's output stride
+            (default: planned, see :mod:`jmlnet_geo.predict_windows`: 1024 on CPU for the fast
+            preset, from free memory on CUDA, smaller for very wide scenes).
+        tile: Older name of ``window`` (used when ``window`` is None).
+        overlap: Overlap of neighbouring windows in pixels (default: about one receptive field
+            of the model, at most a quarter of the window).
+        batch_size: Windows per forward pass (default: about 0.5 Mpx per pass on CPU, from free
+            memory on CUDA).
         device: ``auto``, ``cpu`` or ``cuda``.
-        tta: Average the logits of the window and its two flips (3x the work).
+        tta: ``none``, or ``flips``: average the logits of the window and its horizontal,
+            vertical and double flips (4x the work). True means ``flips``.
+        weights: Blending window, ``ramp`` or ``cosine`` (see
+            :func:`jmlnet_geo.predict_windows.weight_window`).
         probabilities: Also write per-class probabilities.
         loader_workers: Processes reading windows ahead of the model; 0 reads them in this
             thread. Default (None): 0 on CPU, where the model's threads already use every core
             and a reader process only competes with them (and adds its memory), 1 on CUDA.
     """
 
+    window: int | None = None
     tile: int | None = None
     overlap: int | None = None
-    batch_size: int = 8
+    batch_size: int | None = None
     device: str = "auto"
-    tta: bool = False
+    tta: bool | str = False
+    weights: str = "ramp"
     probabilities: bool = False
     loader_workers: int | None = None
 
 
 @dataclass
 class Prediction:
-    """The files written for one scene and how long it took."""
+    """The files written for one scene, how long it took, and its windows (size, overlap, count)."""
 
     scene: str
     classes: Path
@@ -91,21 +120,33 @@ class Prediction:
     probabilities: Path | None
     seconds: float
     pixels: int
+    window: int = 0
+    overlap: int = 0
+    windows: int = 0
 
 
 class Predictor:
     """A bundle's model, ready to predict scenes."""
 
-    def __init__(self, bundle: str | os.PathLike[str], device: str = "auto") -> None:
+    def __init__(
+        self, bundle: str | os.PathLike[str], device: str = "auto", amp: str = "auto"
+    ) -> None:
         """Load a bundle (never unpickles) and put its model on ``device``.
+
+        Args:
+            bundle: The bundle file.
+            device: ``auto``, ``cpu`` or ``cuda``.
+            amp: Autocast dtype of the forward: ``auto`` (bf16 on CUDA where supported, else
+                fp16; fp32 on CPU), ``off`` (fp32), ``bf16`` or ``fp16`` (forced, also on CPU).
 
         Raises:
             InputFileError: Not a bundle.
-            OptionError: Unknown or unavailable device.
+            OptionError: Unknown or unavailable device, unknown ``amp``.
         """
         state, self.card = load_bundle(bundle)
         self.bundle = os.fspath(bundle)
         self.device = resolve_device(device)
+        self.amp_dtype = amp_dtype(amp, self.device)
         self.model = build_model(self.card, state).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -113,21 +154,42 @@ class Predictor:
         self.normalization = Normalization(tuple(norm["mean"]), tuple(norm["std"]))
 
     @torch.inference_mode()
-    def logits(self, image: torch.Tensor, valid: torch.Tensor, tta: bool = False) -> torch.Tensor:
-        """float32 (N, K+1, H, W) logits of raw tiles (N, C, H, W) on the model's device."""
+    def logits(
+        self, image: torch.Tensor, valid: torch.Tensor, tta: bool | str = False
+    ) -> torch.Tensor:
+        """float32 (N, K+1, H, W) logits of raw windows (N, C, H, W) and validity (N, H, W).
+
+        ``tta="flips"`` (or True) averages the logits of the windows and of their horizontal,
+        vertical and double flips, each flipped back. The result stays on the model's device.
+        """
         x = self.normalization.apply(
-            image.to(self.device, non_blocking=True), valid.to(self.device)
+            image.to(self.device, non_blocking=True), valid.to(self.device, non_blocking=True)
         )
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        autocast = torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda")
-        with autocast:
+        flips = [()] + ([(-1,), (-2,), (-2, -1)] if tta_mode(tta) == "flips" else [])
+        dtype = self.amp_dtype
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=bool(dtype)):
             out = self.model(x).float()
-            if tta:
-                out += self.model(x.flip(-1)).float().flip(-1)
-                out += self.model(x.flip(-2)).float().flip(-2)
-                out /= 3
-        return out
+            for dims in flips[1:]:
+                out += self.model(x.flip(dims)).float().flip(dims)
+        return out / len(flips) if len(flips) > 1 else out
+
+    def plan(self, scene: Scene, options: PredictOptions = PredictOptions()) -> WindowPlan:
+        """Window, overlap and batch size :meth:`predict` uses for ``scene`` with ``options``."""
+        free = None
+        if self.device.type == "cuda":
+            free = torch.cuda.mem_get_info(self.device)[0]
+        return plan_windows(
+            self.card,
+            self.model,
+            self.device.type,
+            (scene.height, scene.width),
+            options.window or options.tile,
+            options.overlap,
+            options.batch_size,
+            free,
+        )
 
     def predict(
         self,
@@ -141,16 +203,15 @@ class Predictor:
 
         Raises:
             InputFileError: Unreadable scene, or a band count other than the bundle's.
+            OptionError: An overlap not smaller than the window, unknown ``tta`` or ``weights``.
             OutputError: ``out_dir`` cannot be written.
             CancelledError: ``should_stop`` returned True; nothing final was written.
         """
         start = time.perf_counter()
         scene = open_scene(scene_path)
         self._check_scene(scene)
-        tile = options.tile or self.card.tile_size
-        overlap = tile // 4 if options.overlap is None else options.overlap
-        if not 0 <= overlap < tile:
-            raise OptionError(f"--overlap {overlap}: give 0 <= overlap < tile ({tile})")
+        tta_mode(options.tta)
+        plan = self.plan(scene, options)
         out = Path(output_folder(out_dir, "the predictions"))
         stem = Path(scene.path).stem
         classes_path = out / f"{stem}.classes.tif"
@@ -159,17 +220,14 @@ class Predictor:
         for path in (classes_path, probs_path, style_path):
             if path is not None:
                 check_writable(path)
-        cache = gdal_cache_bytes(scene, tile)
+        cache = gdal_cache_bytes(scene, plan.window)
         with (
             tempfile.TemporaryDirectory(prefix=f".{stem}.", dir=out) as tmp,
             rasterio.Env(GDAL_CACHEMAX=cache),  # also bounds the COG copy's overviews
         ):
             tmp_classes = Path(tmp) / "classes.tif"
             tmp_probs = Path(tmp) / "probabilities.tif" if probs_path else None
-            self._stream(
-                scene, tile, overlap, options, cache, tmp_classes, tmp_probs, progress,
-                should_stop,
-            )  # fmt: skip
+            self._stream(scene, plan, options, cache, tmp_classes, tmp_probs, progress, should_stop)
             copy_to_cog(tmp_classes, classes_path)
             if probs_path is not None and tmp_probs is not None:
                 copy_to_cog(tmp_probs, probs_path)
@@ -181,6 +239,9 @@ class Predictor:
             probabilities=probs_path,
             seconds=time.perf_counter() - start,
             pixels=scene.width * scene.height,
+            window=plan.window,
+            overlap=plan.overlap,
+            windows=self._windows,
         )
 
     # --- internals ----------------------------------------------------------------------------
@@ -207,8 +268,7 @@ class Predictor:
     def _stream(
         self,
         scene: Scene,
-        tile: int,
-        overlap: int,
+        plan: WindowPlan,
         options: PredictOptions,
         cache: int,
         classes_path: Path,
@@ -217,150 +277,72 @@ class Predictor:
         should_stop: Callable[[], bool] | None,
     ) -> None:
         data = ScenesTiles([SceneTiles(scene)])
-        sampler = GridTiles(data, tile, tile - overlap)
+        window, overlap = plan.window, plan.overlap
+        sampler = GridTiles(data, window, window - overlap)
+        cuda = self.device.type == "cuda"
         workers = options.loader_workers
         if workers is None:
-            workers = 1 if self.device.type == "cuda" else 0
+            workers = 1 if cuda else 0
         loader = torch.utils.data.DataLoader(
             data,
             sampler=sampler,
-            batch_size=options.batch_size,
+            batch_size=plan.batch_size,
             num_workers=workers,
             collate_fn=collate_tiles,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=cuda,
             prefetch_factor=4 if workers else None,
-            worker_init_fn=functools.partial(_limit_gdal_cache, cache),
+            worker_init_fn=functools.partial(limit_gdal_cache, cache),
         )
         total, done = len(sampler), 0
+        self._windows, self._height, self._width = total, scene.height, scene.width
         outputs = functools.partial(strip_outputs, probabilities=probs_path is not None)
-        buffer = Blender(scene, self.card.num_classes, tile, overlap, outputs)
+        buffer = Blender(scene, self.card.num_classes, window, overlap, outputs, options.weights)
         with (
             strip_writers(scene, self.card, classes_path, probs_path) as write,
             ThreadPoolExecutor(1) as writer,
         ):
             pending: Future | None = None
+            running = None  # the batch whose logits are still being computed / copied back
             for batch in loader:
                 if should_stop and should_stop():
                     raise CancelledError("stopped on request; no prediction was written")
-                logits = self.logits(batch["image"], batch["valid"], options.tta).cpu().numpy()
-                for window, tile_logits in zip(batch["window"].tolist(), logits, strict=True):
-                    for strip in buffer.add(window, tile_logits):
+                launched = self._launch(batch, options.tta)
+                if running is not None:  # blend the last batch while this one runs
+                    for strip in _blend(buffer, *running):
                         pending = _submit(writer, write, strip, pending)
-                done += len(logits)
-                if progress:
-                    progress(done, total)
+                    done += len(running[0])
+                    if progress:
+                        progress(done, total)
+                running = launched
+            for strip in _blend(buffer, *running) if running else ():
+                pending = _submit(writer, write, strip, pending)
+            if progress:
+                progress(total, total)
             for strip in buffer.finish():
                 pending = _submit(writer, write, strip, pending)
             if pending is not None:
                 pending.result()
 
-
-class Blender:
-    """Weighted sum of window logits over a buffer one tile high, emitting finished strips.
-
-    The buffer holds float32 (K+1, tile, scene width) weighted logit sums and (tile, width)
-    weight sums; rows no later window reaches are handed to ``finish_strip(sums, weights)``
-    (views of the buffer, so it must copy what it keeps) and what it returns is yielded with the
-    strip's first row. Public, like :func:`strip_writers`: both are looked up here when a
-    prediction starts, so a benchmark can time them by setting the module's attribute.
-    """
-
-    def __init__(
-        self,
-        scene: Scene,
-        num_classes: int,
-        tile: int,
-        overlap: int,
-        finish_strip: Callable[[np.ndarray, np.ndarray], Any],
-    ) -> None:
-        self.scene, self.tile, self.finish_strip = scene, tile, finish_strip
-        self.top = 0
-        self.logits = np.zeros((num_classes, tile, scene.width), np.float32)
-        self.weight = np.zeros((tile, scene.width), np.float32)
-        self.window_weight = _ramp(tile, overlap)
-
-    def add(self, window: list[int], logits: np.ndarray) -> Iterator[tuple[int, Any]]:
-        """Add one window's logits (K+1, tile, tile); yield strips that became final."""
-        col, row = window[0], window[1]
-        if row > self.top:
-            yield self._flush(row - self.top)
-        height = min(self.tile, self.scene.height - row)
-        width = min(self.tile, self.scene.width - col)
-        r0 = row - self.top
-        w = self.window_weight[:height, :width]
-        self.logits[:, r0 : r0 + height, col : col + width] += logits[:, :height, :width] * w
-        self.weight[r0 : r0 + height, col : col + width] += w
-
-    def finish(self) -> Iterator[tuple[int, Any]]:
-        """Yield the last strip."""
-        yield self._flush(min(self.tile, self.scene.height - self.top))
-
-    def _flush(self, rows: int) -> tuple[int, Any]:
-        item = self.top, self.finish_strip(self.logits[:, :rows], self.weight[:rows])
-        for plane in (*self.logits, self.weight):  # move up in place, one class at a time
-            plane[:-rows] = plane[rows:]
-            plane[-rows:] = 0
-        self.top += rows
-        return item
+    def _launch(self, batch: dict[str, Any], tta: bool | str) -> tuple[list, torch.Tensor, Any]:
+        # (windows, host logits, CUDA event marking the copy back, or None on CPU)
+        windows = batch["window"].tolist()
+        reflect_outside(batch["image"], batch["valid"], windows, (self._height, self._width))
+        logits = self.logits(batch["image"], batch["valid"], tta)
+        if self.device.type != "cuda":
+            return windows, logits, None
+        host = torch.empty(logits.shape, dtype=logits.dtype, pin_memory=True)
+        host.copy_(logits, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return windows, host, event
 
 
-#: Columns per step when turning a strip's logit sums into classes (bounds the temporaries).
-_COLUMNS = 2048
-
-
-def strip_outputs(
-    sums: np.ndarray, weights: np.ndarray, probabilities: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Class ids and optional probabilities of a blended strip.
-
-    Args:
-        sums: float32 (K+1, rows, width) weighted sums of window logits.
-        weights: float32 (rows, width) sums of the weights (all > 0).
-        probabilities: Also return the softmax of the blended logits.
-
-    Returns:
-        uint8 (rows, width) argmax class ids, and uint8 (K+1, rows, width) probabilities scaled
-        to 0-255 (or None). The weights are positive, so the sums' argmax is the blended
-        logits' argmax; only the probabilities divide.
-    """
-    ids = np.empty(weights.shape, np.uint8)
-    probs = np.empty(sums.shape, np.uint8) if probabilities else None
-    for start in range(0, weights.shape[1], _COLUMNS):
-        part = slice(start, start + _COLUMNS)
-        ids[:, part] = sums[:, :, part].argmax(0)
-        if probs is not None:
-            logits = sums[:, :, part] / weights[:, part]
-            shifted = np.exp(logits - logits.max(0, keepdims=True))
-            probs[:, :, part] = np.rint(255 * shifted / shifted.sum(0, keepdims=True))
-    return ids, probs
-
-
-def gdal_cache_bytes(scene: Scene, tile: int) -> int:
-    """GDAL block cache for streaming ``scene``: two rows of tiles (or blocks) across it.
-
-    Windows move row by row, and a window row shares at most one row of blocks with the next,
-    so two rows of blocks are all the reads reuse (strip writes need less). GDAL's default (5 %
-    of the RAM) lets the cache, and the process, grow with the scene. Bounded to 32-512 MiB.
-    """
-    with open_dataset(scene) as ds:
-        block_rows = ds.block_shapes[0][0]
-    itemsize = np.dtype(scene.dtype).itemsize
-    need = 2 * max(tile, block_rows) * scene.width * scene.count * itemsize
-    return int(min(max(need, 32 * 2**20), 512 * 2**20))
-
-
-def _limit_gdal_cache(cache: int, worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: the reader worker's GDAL cache limit, in bytes."""
-    from rasterio.env import set_gdal_config
-
-    set_gdal_config("GDAL_CACHEMAX", cache)
-
-
-def _ramp(tile: int, overlap: int) -> np.ndarray:
-    """float32 (tile, tile) blending weights: 1 inside, ramping linearly to ~0 over the overlap."""
-    edge = np.minimum(np.arange(tile) + 0.5, tile - 0.5 - np.arange(tile))
-    ramp = np.clip(edge / max(overlap, 1), 1e-3, 1.0).astype(np.float32)
-    return np.outer(ramp, ramp)
+def _blend(buffer: Blender, windows: list, logits: torch.Tensor, event: Any):
+    """Wait for a launched batch's logits and add them to the buffer; yield finished strips."""
+    if event is not None:
+        event.synchronize()
+    for window, window_logits in zip(windows, logits.numpy(), strict=True):
+        yield from buffer.add(window, window_logits)
 
 
 @contextlib.contextmanager

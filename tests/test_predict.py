@@ -13,14 +13,14 @@ from jmlnet_geo.errors import CancelledError
 from jmlnet_geo.io.raster import open_scene
 from jmlnet_geo.models.segmenter import build_segmenter
 from jmlnet_geo.predict import (
-    Blender as _Blender,
-)
-from jmlnet_geo.predict import (
+    Blender,
     PredictOptions,
     Predictor,
     ResolutionWarning,
+    WindowWarning,
     strip_outputs,
 )
+from jmlnet_geo.predict_windows import output_stride, plan_windows, weight_window
 from jmlnet_geo.tiling import GridTiles, ScenesTiles, SceneTiles, window_of
 from jmlnet_geo.vectorize import vectorize
 
@@ -74,7 +74,7 @@ def test_blended_windows_reproduce_a_globally_consistent_field(tmp_path, size):
     height, width = size
     scene = open_scene(write_scene(tmp_path / "s.tif", scene_data(height, width)))
     field = np.random.default_rng(1).normal(0, 1, (3, height, width)).astype(np.float32)
-    blender = _Blender(scene, 3, tile=32, overlap=8, finish_strip=lambda sums, w: sums / w)
+    blender = Blender(scene, 3, tile=32, overlap=8, finish_strip=lambda sums, w: sums / w)
     data = ScenesTiles([SceneTiles(scene)])
     out = np.zeros_like(field)
     strips = []
@@ -251,3 +251,119 @@ def test_onnx_export_matches_pytorch_and_carries_deepness_metadata(jmlgeo, tmp_p
     with torch.no_grad():
         expected = torch.softmax(model((torch.from_numpy(x) * 255 - 100) / 40), 1).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+# --- issue 18: inference windows independent of the training tile -----------------------------
+
+
+def test_a_window_covering_the_scene_is_the_untiled_model(tmp_path, bundle):
+    scene = write_scene(tmp_path / "s.tif", scene_data(96, 96, seed=4))
+    predictor = Predictor(bundle)
+    result = predictor.predict(scene, tmp_path / "a", PredictOptions(window=96, loader_workers=0))
+    assert (result.window, result.windows) == (96, 1)
+    with rasterio.open(scene) as ds:
+        image = torch.from_numpy(ds.read().astype(np.float32))[None]
+    logits = predictor.logits(image, torch.ones(1, 96, 96, dtype=torch.bool))
+    np.testing.assert_array_equal(read(result.classes)[0], logits.argmax(1)[0].numpy())
+
+
+def test_two_window_sizes_agree_but_near_seams(tmp_path, bundle):
+    """Measured: 0.50 % of pixels differ (random weights; a trained model: see the bench)."""
+    scene = write_scene(tmp_path / "s.tif", scene_data(256, 256, seed=5))
+    predictor = Predictor(bundle)
+    ids = [
+        read(predictor.predict(scene, tmp_path / f"w{w}", PredictOptions(window=w)).classes)[0]
+        for w in (128, 256)
+    ]
+    assert (ids[0] != ids[1]).mean() <= 0.015
+
+
+def test_a_scene_smaller_than_the_window_is_one_window_padded_by_reflection(tmp_path, bundle):
+    data = scene_data(40, 30)
+    scene = write_scene(tmp_path / "s.tif", data)
+    predictor = Predictor(bundle)
+    result = predictor.predict(scene, tmp_path / "o", PredictOptions(window=512))
+    assert (result.window, result.windows) == (48, 1)
+    padded = np.pad(data.astype(np.float32), ((0, 0), (0, 8), (0, 18)), mode="reflect")
+    logits = predictor.logits(torch.from_numpy(padded)[None], torch.ones(1, 48, 48) > 0)
+    np.testing.assert_array_equal(read(result.classes)[0], logits.argmax(1)[0, :40, :30].numpy())
+
+
+def test_a_window_off_the_output_stride_is_rounded_with_a_message(tmp_path, bundle):
+    scene = write_scene(tmp_path / "s.tif", scene_data(120, 120))
+    with pytest.warns(WindowWarning, match=r"--window 100: not a multiple .*\(16 px\); using 96"):
+        result = Predictor(bundle).predict(scene, tmp_path / "o", PredictOptions(window=100))
+    assert result.window == 96
+
+
+def test_default_plan_follows_device_card_and_scene_width(bundle):
+    predictor = Predictor(bundle)
+    card, model = predictor.card, predictor.model
+    assert output_stride(model) == 16
+    plan = plan_windows(card, model, "cpu", (4096, 4096))
+    assert (plan.window, plan.overlap, plan.batch_size) == (1024, 256, 1)  # 5 x 5 windows
+    assert plan_windows(card, model, "cpu", (2048, 2048)).window == 864  # 3 x 3, not 3 of 1024
+    assert plan_windows(card, model, "cpu", (1024, 1000)).window == 1024  # one window
+    assert plan_windows(card, model, "cpu", (4096, 4096), window=256).overlap == 64
+    wide = plan_windows(card, model, "cpu", (100, 40000))
+    assert wide.window % 16 == 0 and wide.window < 512
+    gpu = plan_windows(card, model, "cuda", (8192, 8192), free_bytes=40 * 2**30)
+    assert gpu.window >= 1024 and gpu.batch_size >= 1
+
+    class Card:
+        num_classes, architecture = 3, {"preset": "fast", "predict_window": 512}
+        predict_overlap = 32
+
+    assert plan_windows(Card(), model, "cpu", (4096, 4096)) == plan_windows(
+        card, model, "cpu", (4096, 4096), window=512, overlap=32
+    )
+
+
+@pytest.mark.parametrize("kind", ["ramp", "cosine"])
+def test_weight_windows_are_flat_inside_and_positive(kind):
+    w = weight_window(64, 16, kind)
+    assert w.shape == (64, 64) and w.dtype == np.float32
+    assert (w[16:48, 16:48] == 1).all() and w.min() > 0 and w[0, 0] < 1e-3 + 1e-6
+
+
+def test_flip_tta_of_a_flip_equivariant_model_is_a_no_op(tmp_path, bundle):
+    predictor = Predictor(bundle)
+    torch.manual_seed(0)
+    predictor.model = torch.nn.Conv2d(3, 3, 1).eval()  # a 1x1 conv commutes with flips
+    image = torch.rand(2, 3, 48, 40) * 255
+    valid = torch.ones(2, 48, 40, dtype=torch.bool)
+    plain = predictor.logits(image, valid)
+    torch.testing.assert_close(predictor.logits(image, valid, "flips"), plain)
+    scene = write_scene(tmp_path / "s.tif", scene_data(90, 70))
+    ids = [
+        read(predictor.predict(scene, tmp_path / t, PredictOptions(window=64, tta=t)).classes)[0]
+        for t in ("none", "flips")
+    ]
+    np.testing.assert_array_equal(ids[0], ids[1])
+
+
+def test_the_autocast_path_runs_on_cpu_in_bf16(tmp_path, bundle):
+    fp32, bf16 = Predictor(bundle, "cpu"), Predictor(bundle, "cpu", amp="bf16")
+    assert fp32.amp_dtype is None and bf16.amp_dtype == torch.bfloat16
+    image = torch.from_numpy(scene_data(64, 64)[None].astype(np.float32))
+    valid = torch.ones(1, 64, 64, dtype=torch.bool)
+    low, high = bf16.logits(image, valid), fp32.logits(image, valid)
+    assert low.dtype == torch.float32
+    assert (low.argmax(1) == high.argmax(1)).float().mean() >= 0.9
+    scene = write_scene(tmp_path / "s.tif", scene_data(100, 90))
+    result = bf16.predict(scene, tmp_path / "o", PredictOptions(window=64, tta="flips"))
+    assert read(result.classes)[0].shape == (100, 90)
+
+
+def test_cli_window_tta_and_amp_options(jmlgeo, tmp_path, bundle):
+    scene = write_scene(tmp_path / "s.tif", scene_data(60, 80))
+    out = tmp_path / "pred"
+    args = ("predict", bundle, scene, "--out", out, "--window", "50", "--tta", "flips")
+    result = jmlgeo(*args, "--amp", "off")
+    assert result.code == 0, result.err
+    assert "using 48" in result.err and (out / "s.classes.tif").exists()
+    assert_one_line_error(jmlgeo(*args, "--amp", "fp8"), "--amp fp8", "choose from")
+    bad_tta = ("predict", bundle, scene, "--out", out, "--tta", "rotations")
+    assert_one_line_error(jmlgeo(*bad_tta), "--tta rotations", "none, flips")
+    bad_overlap = ("predict", bundle, scene, "--out", out, "--window", "32", "--overlap", "40")
+    assert_one_line_error(jmlgeo(*bad_overlap), "--overlap 40", "window (32 px)")

@@ -1,0 +1,241 @@
+"""Inference windows decoupled from the training tile (issue 18): what the defaults rest on.
+
+Four parts, printed as Markdown; written to the ``predict-windows`` section of BENCHMARKS.md only
+with ``--update``:
+
+1. ``receptive``: the effective receptive field of the bundle's model: the gradient of one
+   output pixel's logits (centre of a 512² crop of the scene) with respect to the input, less its
+   far-field level (the ASPP image-pooling branch, which sees every pixel), summed over rings of
+   Chebyshev radius r; reported: the radii holding 50 / 90 / 95 % of that excess mass. The
+   default overlap (``RECEPTIVE_OVERLAP``, 288 px) is about the 90 % diameter, which is also the
+   reach of the outermost ASPP taps (rate 18 at stride 16), capped at a quarter of the window.
+2. ``padding``: a crop smaller than the window, predicted padded as ``Predictor`` pads (outside
+   the scene = invalid = 0 after normalisation, the mean) and with the crop reflected into the
+   padding instead; the fraction of the crop's pixels whose class differs.
+3. ``seams``: the seam excess of issue 18 = (untiled model's agreement with itself under a shift)
+   - (tiled prediction's agreement with the shifted tiled prediction), shift = half the stride
+   (window - overlap), on a 2048² mosaic of ``sample_data/scene.tif`` and its mirror images (the
+   bundle's domain, continuous across the joins), for the old default (tile 256, overlap 64,
+   ramp), the new defaults, and the other weight windows / overlaps compared.
+4. ``throughput``: Mpx/s of the old defaults (tile 256, overlap 64, batch 8) and the new ones
+   side by side in one run, with ``--tta flips`` at the new defaults, on the scene and on a 4096²
+   mosaic; forwarded / scene pixels of each.
+
+Commands, from the repository root (CPU; a few minutes on 2 busy cores)::
+
+    .venv/bin/python bench/predict_windows.py --bundle /work/main/demo/run/model.safetensors
+    .venv/bin/python bench/predict_windows.py --parts seams --update
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+if __package__ in (None, ""):  # run as a file
+    sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
+
+from bench.report import REPO, command_line, machine_description, markdown_table, update_section
+
+PARTS = ("receptive", "padding", "seams", "throughput")
+SCENE = REPO / "sample_data" / "scene.tif"
+DEMO = REPO / "demo" / "run" / "model.safetensors"
+OLD = {"window": 256, "overlap": 64, "batch_size": 8}
+
+
+def mosaic(path: Path, side: int, out: Path) -> Path:
+    """A side x side scene of ``path`` and its mirror images (continuous at the joins)."""
+    with rasterio.open(path) as ds:
+        data, profile = ds.read(), ds.profile
+    row = np.concatenate([data, data[:, :, ::-1]] * (side // (2 * data.shape[2]) + 1), axis=2)
+    tiles = np.concatenate([row, row[:, ::-1]] * (side // (2 * data.shape[1]) + 1), axis=1)
+    profile |= {"width": side, "height": side, "nodata": None}
+    with rasterio.open(out, "w", **profile) as ds:
+        ds.write(tiles[:, :side, :side])
+    return out
+
+
+def crop(path: Path, shift: int, out: Path, size: tuple[int, int] | None = None) -> Path:
+    """``path`` without its first ``shift`` rows and columns (optionally only ``size`` = h, w)."""
+    with rasterio.open(path) as ds:
+        h, w = size or (ds.height - shift, ds.width - shift)
+        window = rasterio.windows.Window(shift, shift, w, h)
+        data = ds.read(window=window)
+        profile = ds.profile | {
+            "width": w, "height": h, "transform": ds.window_transform(window)
+        }  # fmt: skip
+    with rasterio.open(out, "w", **profile) as ds:
+        ds.write(data)
+    return out
+
+
+def classes(predictor, scene: Path, work: Path, **options) -> tuple[np.ndarray, object]:
+    from jmlnet_geo.predict import PredictOptions
+
+    out = Path(tempfile.mkdtemp(dir=work))
+    result = predictor.predict(scene, out, PredictOptions(loader_workers=0, **options))
+    with rasterio.open(result.classes) as ds:
+        return ds.read(1), result
+
+
+def agree(a: np.ndarray, b: np.ndarray) -> float:
+    valid = (a != 255) & (b != 255)
+    return float((a[valid] == b[valid]).mean())
+
+
+def part_receptive(predictor, work: Path) -> str:
+    import torch
+
+    with rasterio.open(SCENE) as ds:
+        raw = torch.from_numpy(ds.read(window=((256, 768), (256, 768))).astype(np.float32))
+    x = predictor.normalization.apply(raw[None]).requires_grad_(True)
+    out = predictor.model(x)
+    grad = torch.zeros_like(out)
+    grad[0, :, 256, 256] = 1
+    out.backward(grad)
+    mag = x.grad.abs().sum((0, 1)).numpy()
+    yy, xx = np.mgrid[:512, :512]
+    dist = np.maximum(abs(yy - 256), abs(xx - 256))
+    ring = np.array([mag[dist == r].mean() for r in range(256)])
+    far = np.median(ring[-64:])
+    excess = np.clip(ring - far, 0, None) * np.maximum(8 * np.arange(256), 1)
+    cum = np.cumsum(excess) / excess.sum()
+    radii = [int(np.searchsorted(cum, q)) for q in (0.5, 0.9, 0.95)]
+    return "1. Effective receptive field (px, Chebyshev radius from the output pixel)\n\n" + (
+        markdown_table(
+            ["50 % of the excess gradient", "90 %", "95 %", "far-field level / peak"],
+            [[*map(str, radii), f"{far / ring.max():.3f}"]],
+        )
+    )
+
+
+def part_padding(predictor, work: Path) -> str:
+    import torch
+
+    rows = []
+    context = classes(predictor, SCENE, work, window=1024)[0]  # the crops with their surroundings
+    for off, h, w in ((100, 200, 150), (100, 300, 420), (300, 500, 380), (300, 260, 600)):
+        small = crop(SCENE, off, work / f"small{off}_{h}.tif", (h, w))
+        ours, result = classes(predictor, small, work, window=1024)  # one window
+        with rasterio.open(small) as ds:
+            raw = ds.read().astype(np.float32)
+        side = result.window
+        padded = np.pad(raw, ((0, 0), (0, side - h), (0, side - w)), mode="reflect")
+        logits = predictor.logits(torch.from_numpy(padded)[None], torch.ones(1, side, side) > 0)
+        reflect = logits.argmax(1)[0, :h, :w].numpy()
+        truth = context[off : off + h, off : off + w]
+        rows.append([
+            f"{w} x {h} at ({off}, {off})", str(side), f"{100 * (1 - agree(ours, reflect)):.2f} %",
+            f"{100 * agree(ours, truth):.2f} %", f"{100 * agree(reflect, truth):.2f} %",
+        ])  # fmt: skip
+    header = ["crop (px)", "window", "classes differing, mean (zero) vs reflect padding",
+              "mean padding: agreement with the crop predicted in the whole scene",
+              "reflect padding: same"]  # fmt: skip
+    return "2. Padding of scenes smaller than a window\n\n" + markdown_table(header, rows)
+
+
+def part_seams(predictor, work: Path, configs: list[dict]) -> str:
+    scene = mosaic(SCENE, 2048, work / "mosaic2048.tif")
+    whole_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    rows = []
+    for config in configs:
+        options = {k: v for k, v in config.items() if k != "label"}
+        full, result = classes(predictor, scene, work, **options)
+        shift = (result.window - result.overlap) // 2
+        shifted_path = crop(scene, shift, work / f"shift{shift}.tif")
+        shifted, _ = classes(predictor, shifted_path, work, **options)
+        if shift not in whole_cache:
+            whole_cache[shift] = (
+                classes(predictor, scene, work, window=2048, overlap=0)[0],
+                classes(predictor, shifted_path, work, window=2048, overlap=0)[0],
+            )
+        whole, whole_shifted = whole_cache[shift]
+        tiled, untiled = (
+            agree(full[shift:, shift:], shifted),
+            agree(whole[shift:, shift:], whole_shifted),
+        )
+        rows.append([
+            config["label"], f"{result.window} / {result.overlap}", config.get("weights", "ramp"),
+            str(shift), f"{100 * tiled:.2f} %", f"{100 * untiled:.2f} %",
+            f"{100 * (untiled - tiled):+.2f}",
+        ])  # fmt: skip
+        print(rows[-1], flush=True)
+    header = ["options", "window / overlap", "weights", "shift", "tiled agreement",
+              "untiled agreement", "seam excess (points)"]  # fmt: skip
+    return (
+        "3. Seams on a 2048² mosaic of sample_data/scene.tif and its mirror images\n\n"
+        + markdown_table(header, rows)
+    )
+
+
+def part_throughput(predictor, work: Path) -> str:
+    scenes = [SCENE, mosaic(SCENE, 4096, work / "mosaic4096.tif")]
+    variants = [("old defaults (tile 256, overlap 64, batch 8)", OLD), ("new defaults", {}),
+                ("new defaults, --tta flips", {"tta": "flips"})]  # fmt: skip
+    rows = []
+    for scene in scenes:
+        for label, options in variants:
+            if options.get("tta") and scene != SCENE:
+                continue  # 4x the forward: on the small scene only, to keep the run short
+            start = time.perf_counter()
+            _, result = classes(predictor, scene, work, **options)
+            seconds = time.perf_counter() - start
+            forwarded = result.windows * result.window**2 / result.pixels
+            rows.append([
+                scene.name, label, f"{result.window} / {result.overlap}", str(result.windows),
+                f"{forwarded:.2f}", f"{seconds:.1f}", f"{result.pixels / seconds / 1e6:.3f}",
+            ])  # fmt: skip
+            print(rows[-1], flush=True)
+    header = ["scene", "options", "window / overlap", "windows", "forwarded / scene px",
+              "wall s", "scene Mpx/s"]  # fmt: skip
+    return "4. Throughput, CPU, one run each, side by side\n\n" + markdown_table(header, rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=DEMO)
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--update", action="store_true", help="write BENCHMARKS.md")
+    args = parser.parse_args()
+    from jmlnet_geo.predict import Predictor
+
+    predictor = Predictor(args.bundle, device="cpu")
+    load = os.getloadavg()
+    sections = []
+    configs = [
+        {"label": "old default", "window": 256, "overlap": 64},
+        {"label": "new default (ramp)"},
+        {"label": "new default, cosine", "weights": "cosine"},
+        {"label": "new default, --tta flips", "tta": "flips"},
+        {"label": "overlap 96, ramp", "overlap": 96},
+        {"label": "overlap 512, ramp", "overlap": 512},
+        {"label": "overlap 96, cosine", "overlap": 96, "weights": "cosine"},
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="predict-windows.") as tmp:
+        work = Path(tmp)
+        for part in args.parts:
+            start = time.perf_counter()
+            if part == "seams":
+                text = part_seams(predictor, work, configs)
+            else:
+                text = globals()[f"part_{part}"](predictor, work)
+            print(text, f"\n({time.perf_counter() - start:.0f} s)\n", flush=True)
+            sections.append(text)
+    head = (
+        "### Prediction windows (`bench/predict_windows.py`, issue 18)\n\n"
+        f"- Command: `{command_line()}`\n- Machine: {machine_description()}\n"
+        f"- Load average at the start: {load[0]:.2f} (1 min); bundle {args.bundle.name}\n\n"
+    )
+    if args.update:
+        update_section("predict-windows", head + "\n\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()
