@@ -18,6 +18,9 @@ A term with no pixel to average over (an all-ignore tile, a tile without boxes) 
 carries a ``grad_fn`` connected to ``logits``: backward works and never produces NaN.
 :data:`LOSSES` and :func:`multi_label_loss` pick a loss by name. Not for soft labels or class
 weights.
+
+The box-consistency loss (after BoxInst), which needs no proposal, is in
+:mod:`jmlnet_geo.box_losses`.
 """
 
 from __future__ import annotations

@@ -337,8 +337,8 @@ def test_plain_images_warn_once_and_a_log_shows_progress_lines(tmp_path):
     assert len(warnings_) == 1 and "12 scene(s) have no georeferencing" in warnings_[0]
     assert "geotransform" not in run.stderr  # rasterio/GDAL's per-file warning: not once
     # stderr is a pipe, not a terminal: plain progress lines instead of a bar
-    lines = [line for line in run.stderr.splitlines() if line.startswith("proposals: ")]
-    assert lines and lines[-1].startswith("proposals: 12/12 boxes (100 %)")
+    lines = [line for line in run.stderr.splitlines() if line.startswith("proposals (box): ")]
+    assert lines and lines[-1].startswith("proposals (box): 12/12 boxes (100 %)")
     assert all("elapsed" in line for line in lines) and len(lines) <= 12
     assert any("left" in line for line in lines)
 

@@ -85,11 +85,26 @@ def tiles_dataset(
 
 
 def train_loader(
-    data: ScenesTiles, tile_size: int, steps: int, batch_size: int, workers: int, seed: int
+    data: ScenesTiles,
+    tile_size: int,
+    steps: int,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    box_tiles: float = 0.0,
 ) -> DataLoader:
-    """Random tiles for ``steps`` batches (one long epoch), reproducible from ``seed``."""
+    """Training tiles for ``steps`` batches (one long epoch), reproducible from ``seed``.
+
+    ``box_tiles``: share of tiles placed on boxes (:class:`jmlnet_geo.box_sampler.BoxTiles`);
+    0 gives :class:`~jmlnet_geo.tiling.RandomTiles`' tiles exactly.
+    """
     generator = torch.Generator().manual_seed(seed)
-    sampler = RandomTiles(data, tile_size, steps * batch_size, generator=generator)
+    if box_tiles > 0:
+        from jmlnet_geo.box_sampler import BoxTiles
+
+        sampler = BoxTiles(data, tile_size, steps * batch_size, box_tiles, generator=generator)
+    else:
+        sampler = RandomTiles(data, tile_size, steps * batch_size, generator=generator)
     return DataLoader(
         data,
         sampler=sampler,

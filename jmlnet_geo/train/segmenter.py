@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from jmlnet_geo.box_losses import box_consistency_loss, colour_similarity, lab_colours
 from jmlnet_geo.losses import multi_label_loss
 from jmlnet_geo.normalization import Normalization
 from jmlnet_geo.train.data import box_masks, random_flips
@@ -40,6 +41,7 @@ class SegmenterTask(L.LightningModule):
         poly_power: float = 0.9,
         warmup: int = 0,
         seed: int = 0,
+        box_loss_weight: float = 0.0,
     ) -> None:
         """Set up the task.
 
@@ -57,6 +59,8 @@ class SegmenterTask(L.LightningModule):
             poly_power: Exponent of the poly decay.
             warmup: Steps of linear warm-up before the decay (0: none, the paper's).
             seed: Seed of the random flips.
+            box_loss_weight: Weight of the box-consistency loss added to ``loss``
+                (:func:`jmlnet_geo.box_losses.box_consistency_loss`; 0: off).
         """
         super().__init__()
         self.model = model
@@ -64,6 +68,7 @@ class SegmenterTask(L.LightningModule):
         self.normalization = normalization
         self.proposals = list(proposals)
         self.loss_name = loss
+        self.box_loss_weight = box_loss_weight
         self.optimizer_settings = OptimizerSettings(
             optimizer, lr, steps, momentum, weight_decay, poly_power, warmup
         )
@@ -82,6 +87,12 @@ class SegmenterTask(L.LightningModule):
         labels[~batch["valid"].unsqueeze(1).expand_as(labels)] = IGNORE
         inside = box_masks(batch["boxes"], logits.shape[-2], logits.shape[-1])
         loss = multi_label_loss(self.loss_name, logits, labels, inside)
+        if self.box_loss_weight:
+            similarity = colour_similarity(lab_colours(batch["image"], batch["valid"]))
+            box_loss = box_consistency_loss(
+                logits.float(), batch["boxes"], batch["labels"], inside, similarity, batch["valid"]
+            )
+            loss = loss + self.box_loss_weight * box_loss
         self.log("train_loss", loss, prog_bar=False, on_step=True, batch_size=len(labels))
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, batch_size=1)
         return loss

@@ -1,0 +1,126 @@
+"""Box-consistency loss (after BoxInst) against values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from jmlnet_geo.box_losses import (
+    NEIGHBOURS,
+    box_consistency_loss,
+    box_pairwise_loss,
+    box_projection_loss,
+    colour_similarity,
+    lab_colours,
+)
+
+
+def _probs(foreground: torch.Tensor) -> torch.Tensor:
+    """(1, 2, H, W) probabilities: background 1 - fg, class 1 fg."""
+    fg = foreground.double()
+    return torch.stack([1 - fg, fg])[None]
+
+
+BOX = [torch.tensor([[2.0, 2.0, 5.0, 6.0]])]  # columns 2..4, rows 2..5 of an 8 x 8 tile
+CLASS = [torch.tensor([1])]
+
+
+def test_a_box_its_class_fills_exactly_scores_zero():
+    fg = torch.zeros(8, 8)
+    fg[2:6, 2:5] = 1
+    assert box_projection_loss(_probs(fg), BOX, CLASS).item() == pytest.approx(0, abs=1e-5)
+
+
+def test_an_empty_box_scores_the_maximum():
+    loss = box_projection_loss(_probs(torch.zeros(8, 8)), BOX, CLASS)
+    assert loss.item() == pytest.approx(2.0, abs=1e-5)  # Dice 1 on each axis
+
+
+def test_projection_by_hand_with_the_margin_window():
+    # window: 3 columns + ceil(1.5) = 2 each side = columns 0..6; 4 rows + 2 each side, clipped
+    # to the tile = rows 0..7. With p = 0.5 everywhere, each projection is 0.5 over its window.
+    loss = box_projection_loss(_probs(torch.full((8, 8), 0.5)), BOX, CLASS)
+    x = 1 - 2 * (0.5 * 3) / (7 * 0.25 + 3)
+    y = 1 - 2 * (0.5 * 4) / (8 * 0.25 + 4)
+    assert loss.item() == pytest.approx(x + y, rel=1e-4)
+    # the class spilling beside the box costs along x only
+    fg = torch.zeros(8, 8)
+    fg[2:6, 2:6] = 1  # one column too many
+    spill = box_projection_loss(_probs(fg), BOX, CLASS)
+    assert spill.item() == pytest.approx(1 - 2 * 3 / (4 + 3), rel=1e-4)
+
+
+def test_projection_means_over_boxes_and_skips_empty_ones():
+    fg = torch.zeros(8, 8)
+    fg[2:6, 2:5] = 1
+    probs = torch.cat([_probs(fg), _probs(torch.zeros(8, 8))])
+    boxes = [BOX[0], torch.cat([BOX[0], torch.tensor([[3.0, 3.0, 3.2, 3.2]])])]
+    labels = [CLASS[0], torch.tensor([1, 1])]  # the 0.2-pixel box holds no pixel centre
+    assert box_projection_loss(probs, boxes, labels).item() == pytest.approx(1.0, abs=1e-5)
+    nothing = box_projection_loss(
+        probs.requires_grad_(), [torch.zeros(0, 4)] * 2, [CLASS[0][:0]] * 2
+    )
+    assert nothing.item() == 0 and nothing.requires_grad
+
+
+def test_pairwise_by_hand():
+    # one row of 3 pixels: with dilation 2, pixel 0 and pixel 2 are neighbours (both ways)
+    probs = torch.tensor([[0.2, 0.5, 0.6], [0.8, 0.5, 0.4]], dtype=torch.float64)[None, :, None]
+    lab = torch.tensor([[50.0, 0, 51.0], [0, 0, 0], [0, 0, 0]], dtype=torch.float64)[None, :, None]
+    similarity = colour_similarity(lab)
+    assert similarity.shape == (1, len(NEIGHBOURS), 1, 3) == (1, 8, 1, 3)
+    right = NEIGHBOURS.index((0, 2))
+    assert similarity[0, right, 0, 0].item() == pytest.approx(math.exp(-0.5))
+    assert similarity[0, right, 0, 1:].eq(0).all()  # neighbour off the tile
+    inside = torch.ones(1, 1, 3, dtype=torch.bool)
+    loss = box_pairwise_loss(probs, similarity, inside)
+    assert loss.item() == pytest.approx(-math.log(0.2 * 0.6 + 0.8 * 0.4))
+    # a pair of unlike colours (exp(-10 / 2) < 0.3) or with a pixel outside the boxes: no pair
+    lab[0, 0, 0, 2] = 60.0
+    assert box_pairwise_loss(probs, colour_similarity(lab), inside).item() == 0
+    outside = torch.tensor([[[True, True, False]]])
+    assert box_pairwise_loss(probs, similarity, outside).item() == 0
+
+
+def test_lab_colours_of_known_colours():
+    rgb = torch.tensor([[255.0, 0, 255, 0], [255, 0, 0, 0], [255, 0, 0, 0]])[None, :, None]
+    lab = lab_colours(rgb)[0, :, 0]  # white, black, red, black
+    assert lab[:, 0].tolist() == pytest.approx([100, 0, 0], abs=0.05)
+    assert lab[:, 1].tolist() == pytest.approx([0, 0, 0], abs=0.05)
+    assert lab[:, 2].tolist() == pytest.approx([53.24, 80.09, 67.20], abs=0.05)
+    grey = lab_colours(torch.tensor([[[[255.0, 0]]]]))  # one band: L only
+    assert grey[0, :, 0, 0].tolist() == pytest.approx([100, 0, 0], abs=0.05)
+    wide = lab_colours(rgb * 8)  # uint16-like values: scaled by the tile's largest valid one
+    assert torch.allclose(wide, lab_colours(rgb), atol=1e-3)
+    # nodata left out of the scale
+    with_nodata = torch.cat([rgb, torch.full((1, 3, 1, 1), 60000.0)], dim=-1)
+    valid = torch.tensor([[[True, True, True, True, False]]])
+    assert torch.allclose(lab_colours(with_nodata, valid)[..., :4], lab_colours(rgb), atol=1e-3)
+
+
+def test_consistency_is_the_sum_of_its_terms_and_backpropagates():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    boxes = [BOX[0], torch.zeros(0, 4)]
+    labels = [torch.tensor([2]), torch.zeros(0, dtype=torch.int64)]
+    box_mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+    box_mask[0, 2:6, 2:5] = True
+    valid = torch.ones(2, 8, 8, dtype=torch.bool)
+    valid[1, :, :2] = False
+    lab = torch.rand(2, 3, 8, 8, dtype=torch.float64) * 3
+    similarity = colour_similarity(lab)
+    loss = box_consistency_loss(logits, boxes, labels, box_mask, similarity, valid)
+    probs = logits.softmax(1)
+    outside = ~box_mask & valid
+    expected = (
+        box_projection_loss(probs, boxes, labels)
+        + box_pairwise_loss(probs, similarity, box_mask)
+        - logits.log_softmax(1)[:, 0][outside].mean()
+    )
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-9)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="do not match"):
+        box_consistency_loss(logits, boxes, labels, box_mask[:, :4], similarity, valid)
