@@ -89,6 +89,8 @@ class Row:
     proposals: tuple[str, ...]
     masks_fraction: float | None = None  # None: weak; 1.0: full; 0.1: semi
     ablation: bool = False  # not a paper row: run only when named in --rows
+    box_tiles: float = 0.0  # share of training tiles placed on boxes (segmenter only)
+    box_loss_weight: float = 0.0  # weight of the box-consistency loss (both stages)
 
 
 ROWS = [
@@ -117,6 +119,18 @@ ROWS = [
             "grabcut", loss, MAIN, ablation=True)
         for loss in ("ma", "mm", "bmm")
     ),
+    # Ablation (issue 17): half the training tiles placed on boxes, classes balanced.
+    Row("ce-grabcut-bt", "CE, GrabCut, box tiles 0.5", "grabcut", "ce", ("grabcut",),
+        ablation=True, box_tiles=0.5),
+    Row("bmm-classic-bt", "BMM, {GrabCut, CRF}, box tiles 0.5", "grabcut", "bmm",
+        ("grabcut", "crf"), ablation=True, box_tiles=0.5),
+    Row("full-bt", "CE, true masks, box tiles 0.5", "mask", "ce", ("mask",), 1.0,
+        ablation=True, box_tiles=0.5),
+    # Ablation (issue 17): the box-consistency loss (BoxInst) added with weight 1.
+    Row("ce-grabcut-bl", "CE, GrabCut, + box loss", "grabcut", "ce", ("grabcut",),
+        ablation=True, box_loss_weight=1.0),
+    Row("bmm-classic-bl", "BMM, {GrabCut, CRF}, + box loss", "grabcut", "bmm",
+        ("grabcut", "crf"), ablation=True, box_loss_weight=1.0),
 ]  # fmt: skip
 SINGLE = ("ce-box", "ce-crf", "ce-grabcut", "ce-detcam", "ce-camcut")
 
@@ -305,6 +319,8 @@ def run_row(row: Row, part: Part, work: Path, args, seed: int, truths: TruthCach
         seed=seed,
         val_every=10**9,
         loader_workers=args.loader_workers,
+        box_tiles=row.box_tiles,
+        box_loss_weight=row.box_loss_weight,
     )
     detector = replace(config.detector, steps=args.detector_steps)
     config = replace(

@@ -37,6 +37,12 @@ def train(
         None, "--weights", help="imagenet, a torchvision weight name, a file, or none."
     ),
     seed: int | None = typer.Option(None, "--seed"),
+    box_tiles: float | None = typer.Option(
+        None, "--box-tiles", min=0.0, max=1.0, help="Share of training tiles placed on boxes."
+    ),
+    box_loss_weight: float | None = typer.Option(
+        None, "--box-loss-weight", min=0.0, help="Weight of the box-consistency loss (0: off)."
+    ),
     val_every: int | None = typer.Option(
         None, "--val-every", min=1, help="Validate every N steps."
     ),
@@ -95,6 +101,8 @@ def train(
         lr=lr,
         warmup=warmup,
         seed=seed,
+        box_tiles=box_tiles,
+        box_loss_weight=box_loss_weight,
         loader_workers=loader_workers,
         val_every=val_every,
         checkpoint_every=checkpoint_every,

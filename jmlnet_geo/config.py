@@ -71,6 +71,10 @@ class SegmenterConfig:
         checkpoint_every: Save a resumable checkpoint every this many steps.
         loader_workers: DataLoader worker processes.
         seed: Seed of tile sampling, flips and initialisation.
+        box_tiles: Share of training tiles placed on boxes, classes balanced (0: all random;
+            :class:`jmlnet_geo.box_sampler.BoxTiles`).
+        box_loss_weight: Weight of the box-consistency loss added to both stages' losses
+            (:func:`jmlnet_geo.box_losses.box_consistency_loss`; 0: off).
     """
 
     preset: str = "fast"
@@ -94,6 +98,8 @@ class SegmenterConfig:
     checkpoint_every: int = 50
     loader_workers: int = 2
     seed: int = 0
+    box_tiles: float = 0.0
+    box_loss_weight: float = 0.0
 
 
 #: DetCAM thresholds of the paper (Algorithm 1): D_l = D > tau_l, D_h = D > tau_h.

@@ -124,3 +124,29 @@ def test_consistency_is_the_sum_of_its_terms_and_backpropagates():
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="do not match"):
         box_consistency_loss(logits, boxes, labels, box_mask[:, :4], similarity, valid)
+
+
+def test_box_loss_weight_trains_end_to_end_and_enters_the_fingerprints(jmlgeo, tmp_path):
+    import csv
+
+    import numpy as np
+    from conftest import pixel_box, write_boxes, write_scene
+
+    data = np.random.default_rng(0).integers(0, 255, (3, 96, 96)).astype(np.uint8)
+    scene = write_scene(tmp_path / "s.tif", data)
+    boxes = write_boxes(
+        tmp_path / "b.gpkg", [pixel_box(10, 10, 40, 30), pixel_box(50, 60, 80, 90)], ["a", "b"]
+    )
+    out = tmp_path / "run"
+    args = ["train", scene, "--boxes", boxes, "--out", out, "--tile-size", "64"]
+    args += ["--batch-size", "2", "--loader-workers", "0", "--workers", "1", "--progress"]
+    args += ["none", "--stage1-steps", "2", "--stage2-steps", "1", "--proposals", "grabcut"]
+    first = jmlgeo(*args, "--box-loss-weight", "1")
+    assert first.code == 0, first.err
+    with open(out / "logs" / "stage1" / "metrics.csv", newline="") as f:
+        losses = [float(r["train_loss"]) for r in csv.DictReader(f) if r.get("train_loss")]
+    assert losses and all(math.isfinite(v) for v in losses)
+    off = jmlgeo(*args, "--resume")  # the box loss off: both stages again, proposals reused
+    assert off.code == 0, off.err
+    reused = off.err.split("reused finished stages:")[1].splitlines()[0]
+    assert "proposals:grabcut" in reused and "stage1" not in reused and "stage2" not in reused

@@ -177,3 +177,25 @@ def test_box_offset_range(low, high, extent, expected):
     got = {box_offset(low, high, extent, SIZE, g) for _ in range(400)}
     assert got <= set(expected)
     assert min(got) == expected[0] and max(got) == expected[-1]
+
+
+def test_box_tiles_train_end_to_end_and_enter_the_stage_fingerprints(jmlgeo, tmp_path):
+    from conftest import pixel_box, write_boxes
+
+    data = np.random.default_rng(0).integers(0, 255, (3, 160, 120)).astype(np.uint8)
+    scene = write_scene(tmp_path / "s.tif", data)
+    boxes = write_boxes(
+        tmp_path / "b.gpkg", [pixel_box(2, 2, 14, 12), pixel_box(100, 140, 118, 158)], ["a", "b"]
+    )
+    out = tmp_path / "run"
+    args = ["train", scene, "--boxes", boxes, "--out", out, "--tile-size", "64"]
+    args += ["--batch-size", "2", "--loader-workers", "0", "--workers", "1", "--progress"]
+    args += ["none", "--stage1-steps", "1", "--stage2-steps", "1", "--proposals", "grabcut"]
+    first = jmlgeo(*args, "--box-tiles", "0.5", "--loss", "ce")
+    assert first.code == 0, first.err
+    again = jmlgeo(*args, "--box-tiles", "0.5", "--loss", "ce")
+    assert "reused finished stages: proposals:grabcut, stage1, stage2, bundle" in again.err
+    off = jmlgeo(*args, "--loss", "ce", "--resume")  # box tiles off: both stages again
+    assert off.code == 0, off.err
+    reused = off.err.split("reused finished stages:")[1].splitlines()[0]
+    assert "proposals:grabcut" in reused and "stage1" not in reused and "stage2" not in reused

@@ -56,6 +56,8 @@ _STAGE1_KEYS = (
     "weight_decay", "poly_power", "warmup", "stage1_steps", "stage1_proposal", "seed",
 )  # fmt: skip
 _STAGE2_KEYS = ("proposals", "loss", "stage2_steps", "stage2_lr_scale")
+# Later options enter a fingerprint only when set, so runs made before them stay reusable.
+_OPTIONAL_KEYS = ("box_tiles", "box_loss_weight")
 
 
 @dataclass(frozen=True)
@@ -181,10 +183,11 @@ def train(
     # stage 1 depends on its own proposal only, so a user trying other stage-2 proposals or
     # losses with --resume (or bench/accuracy.py's rows) reuses it
     masks_fp = fps.get(MASK) if masked else None
+    stage1_settings = {k: settings[k] for k in _STAGE1_KEYS}
+    stage1_settings |= {k: settings[k] for k in _OPTIONAL_KEYS if settings[k]}
     fp1 = fingerprint(
-        fps.get(seg.stage1_proposal), masks_fp, {k: settings[k] for k in _STAGE1_KEYS},
-        sorted(masked), "stage1",
-    )  # fmt: skip
+        fps.get(seg.stage1_proposal), masks_fp, stage1_settings, sorted(masked), "stage1"
+    )
     s1 = dict(proposals=[seg.stage1_proposal], loss="ce", steps=seg.stage1_steps, lr=seg.lr)
     scores1 = train_stage("stage1", fp1, None, **s1, inputs=stage_inputs)
     stage2_fps = [fps.get(m) for m in seg.proposals]

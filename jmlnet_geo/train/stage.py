@@ -152,7 +152,15 @@ def _fit(name, init, proposals, loss, steps, lr, inputs: StageInputs):
             layers = {p: str(inputs.masks[sb.scene.path]) for p in proposals}
         extras.append(layers)
     data = tiles_dataset(inputs.scene_boxes, extras)
-    loader = train_loader(data, seg.tile_size, steps, seg.batch_size, seg.loader_workers, seg.seed)
+    loader = train_loader(
+        data,
+        seg.tile_size,
+        steps,
+        seg.batch_size,
+        seg.loader_workers,
+        seg.seed,
+        seg.box_tiles,
+    )
     val_loader, val_every = None, None
     if inputs.truth is not None:
         truth = inputs.truth
@@ -177,6 +185,7 @@ def _fit(name, init, proposals, loss, steps, lr, inputs: StageInputs):
         model, classes, inputs.normalization, proposals, loss, steps, lr,
         optimizer=seg.optimizer, momentum=seg.momentum, weight_decay=seg.weight_decay,
         poly_power=seg.poly_power, warmup=seg.warmup, seed=seg.seed,
+        box_loss_weight=seg.box_loss_weight,
     )  # fmt: skip
     accelerator = resolve_device(config.device).type
     settings = FitSettings(
