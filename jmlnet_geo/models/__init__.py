@@ -18,8 +18,9 @@ first use (PEP 562), so ``import jmlnet_geo.models`` loads neither torch nor tim
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from jmlnet_geo.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from jmlnet_geo.models.bands import adapt_first_conv
@@ -58,13 +59,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:
