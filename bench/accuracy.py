@@ -124,6 +124,8 @@ ROWS = [
         ablation=True, box_tiles=0.5),
     Row("bmm-classic-bt", "BMM, {GrabCut, CRF}, box tiles 0.5", "grabcut", "bmm",
         ("grabcut", "crf"), ablation=True, box_tiles=0.5),
+    Row("ma-classic-bt", "MA, {GrabCut, CRF}, box tiles 0.5", "grabcut", "ma",
+        ("grabcut", "crf"), ablation=True, box_tiles=0.5),
     Row("full-bt", "CE, true masks, box tiles 0.5", "mask", "ce", ("mask",), 1.0,
         ablation=True, box_tiles=0.5),
     # Ablation (issue 17): the box-consistency loss (BoxInst) added with weight 1.
@@ -131,6 +133,10 @@ ROWS = [
         ablation=True, box_loss_weight=1.0),
     Row("bmm-classic-bl", "BMM, {GrabCut, CRF}, + box loss", "grabcut", "bmm",
         ("grabcut", "crf"), ablation=True, box_loss_weight=1.0),
+    Row("bmm-classic-btbl", "BMM, {GrabCut, CRF}, box tiles 0.5 + box loss", "grabcut", "bmm",
+        ("grabcut", "crf"), ablation=True, box_tiles=0.5, box_loss_weight=1.0),
+    Row("ce-grabcut-btbl", "CE, GrabCut, box tiles 0.5 + box loss", "grabcut", "ce",
+        ("grabcut",), ablation=True, box_tiles=0.5, box_loss_weight=1.0),
 ]  # fmt: skip
 SINGLE = ("ce-box", "ce-crf", "ce-grabcut", "ce-detcam", "ce-camcut")
 
