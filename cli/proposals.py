@@ -56,6 +56,9 @@ def proposals(
     tau_high: float = typer.Option(
         TAU_HIGH, "--tau-high", help="DetCAM high threshold: CAMCut's sure foreground."
     ),
+    camcut_low: str = typer.Option(
+        "sure", "--camcut-low", help="CAMCut's in-box pixels below tau_low: sure or probable."
+    ),
     heatmap: bool = typer.Option(
         False, "--heatmap", help="Also write <scene>.detcam_heat.tif (DetCAM, 0-255)."
     ),
@@ -73,7 +76,7 @@ def proposals(
     from jmlnet_geo.proposals.grabcut import GrabCutOptions
     from jmlnet_geo.proposals.stage import DetectorProposalOptions, check_request, make_proposals
 
-    det = DetectorProposalOptions(tau_low, tau_high, heatmap, device)
+    det = DetectorProposalOptions(tau_low, tau_high, heatmap, device, camcut_low)
     chosen = check_request(  # a bad method, threshold or detector file fails before any work
         [m.strip().lower() for m in methods.split(",") if m.strip()], det, detector
     )
@@ -127,6 +130,7 @@ def proposals(
             "detector": os.path.abspath(result.detector),
             "tau_low": tau_low,
             "tau_high": tau_high,
+            "camcut_low": camcut_low,
         }
     if preview:
         _previews(scene_boxes, summaries, options, len(layer.classes), display)

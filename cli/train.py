@@ -20,7 +20,11 @@ def train(
     proposals: str | None = typer.Option(
         None, "--proposals", help="Stage-2 proposals, comma-separated (e.g. grabcut,crf)."
     ),
-    stage1_proposal: str | None = typer.Option(None, "--stage1-proposal", help="Stage-1 label."),
+    stage1_proposal: str | None = typer.Option(
+        None,
+        "--stage1-proposal",
+        help="Stage-1 label: a proposal, or auto (the stage-2 one agreeing best with the rest).",
+    ),
     loss: str | None = typer.Option(None, "--loss", help="Stage-2 loss: ce, ma, mm or bmm."),
     stage1_steps: int | None = typer.Option(None, "--stage1-steps", min=0),
     stage2_steps: int | None = typer.Option(None, "--stage2-steps", min=0),
@@ -43,6 +47,9 @@ def train(
     box_loss_weight: float | None = typer.Option(
         None, "--box-loss-weight", min=0.0, help="Weight of the box-consistency loss (0: off)."
     ),
+    rounds: int | None = typer.Option(
+        None, "--rounds", min=1, help="Stage-2 rounds, each refreshing the model proposal."
+    ),
     val_every: int | None = typer.Option(
         None, "--val-every", min=1, help="Validate every N steps."
     ),
@@ -59,6 +66,12 @@ def train(
     ),
     tau_high: float | None = typer.Option(
         None, "--tau-high", help="DetCAM threshold of D_h (CAMCut's sure foreground)."
+    ),
+    camcut_low: str | None = typer.Option(
+        None, "--camcut-low", help="CAMCut's in-box pixels below tau_low: sure or probable."
+    ),
+    detector_box_tiles: float | None = typer.Option(
+        None, "--detector-box-tiles", min=0.0, max=1.0, help="Detector tiles placed on boxes."
     ),
     class_field: str = typer.Option("class", "--class-field", help="Column with the class."),
     classes: str | None = typer.Option(None, "--classes", help="Fixed class order, a,b,c."),
@@ -103,11 +116,21 @@ def train(
         seed=seed,
         box_tiles=box_tiles,
         box_loss_weight=box_loss_weight,
+        rounds=rounds,
         loader_workers=loader_workers,
         val_every=val_every,
         checkpoint_every=checkpoint_every,
     )
-    config = override_detector(config, steps=detector_steps, tau_low=tau_low, tau_high=tau_high)
+    config = override_detector(
+        config,
+        steps=detector_steps,
+        batch_size=detector_batch_size,
+        tile_size=detector_tile_size,
+        tau_low=tau_low,
+        tau_high=tau_high,
+        camcut_low=camcut_low,
+        box_tiles=detector_box_tiles,
+    )
     if weights is not None:  # "none" must reach the config as None (override skips None)
         chosen = None if weights.lower() == "none" else weights
         config = dataclasses.replace(

@@ -63,8 +63,10 @@ class SegmenterConfig:
         warmup: Steps of linear warm-up from lr / 100 at the start of each stage (0: none).
         stage1_steps: Steps of stage 1 (CE on ``stage1_proposal``).
         stage2_steps: Steps of stage 2 (``loss`` over ``proposals``, from stage 1's weights).
-        stage1_proposal: The proposal stage 1 learns from.
-        proposals: The proposals stage 2 learns from (Z label maps).
+        stage1_proposal: The proposal stage 1 learns from; ``auto``: the stage-2 proposal whose
+            per-box masks agree best with the others (:data:`AUTO`, no truth needed).
+        proposals: The proposals stage 2 learns from (Z label maps); ``model`` is the stage-1
+            model's own map inside the boxes (self-training, :data:`MODEL_PROPOSAL`).
         loss: Stage 2 loss: ``ce`` (first proposal), ``ma``, ``mm`` or ``bmm``.
         stage2_lr_scale: Stage 2 starts at ``lr * stage2_lr_scale``.
         val_every: Validate every this many steps (when truth is given).
@@ -75,6 +77,8 @@ class SegmenterConfig:
             :class:`jmlnet_geo.box_sampler.BoxTiles`).
         box_loss_weight: Weight of the box-consistency loss added to both stages' losses
             (:func:`jmlnet_geo.box_losses.box_consistency_loss`; 0: off).
+        rounds: Stage-2 rounds: each round after the first finetunes the previous round's
+            model with the ``model`` proposal refreshed from it (1: one stage 2, as the paper).
     """
 
     preset: str = "fast"
@@ -100,7 +104,13 @@ class SegmenterConfig:
     seed: int = 0
     box_tiles: float = 0.0
     box_loss_weight: float = 0.0
+    rounds: int = 1
 
+
+#: ``stage1_proposal`` value that lets the proposals' agreement choose the stage-1 label.
+AUTO = "auto"
+#: The self-training proposal: a trained stage's map inside the boxes (``<stem>.model.tif``).
+MODEL_PROPOSAL = "model"
 
 #: DetCAM thresholds of the paper (Algorithm 1): D_l = D > tau_l, D_h = D > tau_h.
 TAU_LOW = 0.15
@@ -136,6 +146,10 @@ class DetectorConfig:
         loader_workers: DataLoader worker processes.
         tau_low: D_l = DetCAM > tau_low: the DetCAM proposal and CAMCut's sure background.
         tau_high: D_h = DetCAM > tau_high: CAMCut's sure foreground.
+        camcut_low: CAMCut's start for the box's pixels at or below tau_low: ``sure``
+            background (the paper) or ``probable`` (GrabCut may give them back).
+        box_tiles: Share of the detector's training tiles placed on boxes, classes balanced
+            (:class:`jmlnet_geo.box_sampler.BoxTiles`; 0: all random).
     """
 
     preset: str = "fast"
@@ -151,6 +165,8 @@ class DetectorConfig:
     loader_workers: int = 0
     tau_low: float = TAU_LOW
     tau_high: float = TAU_HIGH
+    camcut_low: str = "sure"
+    box_tiles: float = 0.0
 
 
 #: The detector settings that change what it learns (with the seed: its fingerprint). The
@@ -159,12 +175,16 @@ DETECTOR_TRAINING_KEYS = (
     "preset", "steps", "batch_size", "tile_size", "lr", "optimizer", "weights", "rois_per_tile",
     "positive_fraction",
 )  # fmt: skip
+#: Detector training settings added later: in a fingerprint only when set (not 0), so the
+#: detectors of earlier runs stay reusable.
+DETECTOR_OPTIONAL_KEYS = ("box_tiles",)
 
 
 def detector_training_settings(detector: DetectorConfig, seed: int) -> dict[str, object]:
     """The settings a detector is trained with, for its fingerprint and card (JSON-ready)."""
     values = dataclasses.asdict(detector)
     settings: dict[str, object] = {k: values[k] for k in DETECTOR_TRAINING_KEYS}
+    settings |= {k: values[k] for k in DETECTOR_OPTIONAL_KEYS if values[k]}
     settings["seed"] = seed
     return settings
 

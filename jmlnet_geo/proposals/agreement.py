@@ -14,8 +14,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from jmlnet_geo.io.vector import SceneBoxes
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -118,3 +122,31 @@ def agreement_lines(table: Sequence[Agreement]) -> list[str]:
         pairs = ", ".join(f"{o} {100 * v:.1f}" for o, v in row.pairs.items())
         lines.append(f"{row.method}: {100 * row.mean_iou:.1f} mean box IoU ({pairs})")
     return lines
+
+
+def raster_agreement(
+    scene_boxes: Sequence[SceneBoxes],
+    out_dir: str | os.PathLike[str],
+    methods: Sequence[str],
+) -> list[Agreement]:
+    """The agreement table of proposal rasters already written for many scenes.
+
+    Args:
+        scene_boxes: The scenes and their boxes (boxes in scene pixels via ``pixel_boxes``).
+        out_dir: Folder of the rasters, ``<stem>.<method>.tif`` (``proposal_path``).
+        methods: The methods compared (two or more for a meaningful table).
+
+    Returns:
+        As :func:`proposal_agreement`, pooled over every box of every scene.
+    """
+    from jmlnet_geo.proposals.compose import pixel_boxes, proposal_path
+
+    masks: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    for sb in scene_boxes:
+        if not len(sb.class_ids):
+            continue
+        boxes = pixel_boxes(sb)
+        for m in methods:
+            masks[m].extend(box_masks_from_raster(proposal_path(out_dir, sb.scene, m), boxes,
+                                                  sb.class_ids))  # fmt: skip
+    return proposal_agreement(masks)

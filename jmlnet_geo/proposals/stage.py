@@ -71,12 +71,15 @@ class DetectorProposalOptions:
         tau_high: D_h = DetCAM > tau_high: CAMCut's sure foreground.
         heatmap: Also write ``<stem>.detcam_heat.tif`` (the continuous DetCAM, 0-255).
         device: ``auto``, ``cpu`` or ``cuda`` for the detector.
+        camcut_low: CAMCut's start for in-box pixels at or below tau_low: ``sure`` background
+            (the paper) or ``probable`` (see :class:`jmlnet_geo.proposals.camcut.CAMCutOptions`).
     """
 
     tau_low: float = TAU_LOW
     tau_high: float = TAU_HIGH
     heatmap: bool = False
     device: str = "auto"
+    camcut_low: str = "sure"
 
 
 def check_request(
@@ -96,10 +99,14 @@ def check_request(
     chosen = check_methods(methods, (*CLASSIC_METHODS, *DETECTOR_METHODS))
     if any(m in DETECTOR_METHODS for m in chosen):
         from jmlnet_geo.detector_file import read_detector_card
+        from jmlnet_geo.errors import OptionError
+        from jmlnet_geo.proposals.camcut import CAMCUT_LOW
         from jmlnet_geo.proposals.detcam import check_thresholds
 
         opts = detector_options or DetectorProposalOptions()
         check_thresholds(opts.tau_low, opts.tau_high)
+        if opts.camcut_low not in CAMCUT_LOW:
+            raise OptionError(f"--camcut-low {opts.camcut_low}: use {' or '.join(CAMCUT_LOW)}")
         if detector is not None and not callable(detector):
             read_detector_card(detector)
     return chosen
@@ -176,13 +183,15 @@ def make_proposals(
     path = Path(detector() if callable(detector) else detector)
     missing = [m for m in wanted if not (cache and cache.fresh(m))]
     if missing:
+        from jmlnet_geo.proposals.camcut import CAMCutOptions
         from jmlnet_geo.proposals.detector_proposals import write_detector_proposals
 
         with progress_of(", ".join(missing), "boxes") as report:
             found = write_detector_proposals(
                 scene_boxes, class_names, missing, out_dir, path, tau_low=det.tau_low,
                 tau_high=det.tau_high, heatmap=det.heatmap, device=det.device, progress=report,
-                options=options, should_stop=should_stop,
+                options=options, camcut_options=CAMCutOptions(low=det.camcut_low),
+                should_stop=should_stop,
             )  # fmt: skip
         result.summaries = _merge(result.summaries, found)
         result.detector = path

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jmlnet_geo.config import LOSS_NAMES, TrainConfig, check_head
+from jmlnet_geo.config import AUTO, LOSS_NAMES, MODEL_PROPOSAL, TrainConfig, check_head
 from jmlnet_geo.errors import OptionError
 from jmlnet_geo.io.raster import Scene
 from jmlnet_geo.proposals.compose import CLASSIC_METHODS, DETECTOR_METHODS
@@ -24,11 +24,22 @@ def check_config(config: TrainConfig) -> list[str]:
             detector steps (when a detector method is used); a masks fraction outside 0..1.
     """
     seg = config.segmenter
-    known = (*CLASSIC_METHODS, *DETECTOR_METHODS, MASK)
-    wanted = [seg.stage1_proposal, *seg.proposals]
+    known = (*CLASSIC_METHODS, *DETECTOR_METHODS, MASK, MODEL_PROPOSAL)
+    if seg.stage1_proposal == MODEL_PROPOSAL:
+        raise OptionError(
+            "--stage1-proposal model: stage 1 has no model to learn from yet; name a proposal "
+            f"or {AUTO} (the model proposal is for stage 2)"
+        )
+    if seg.rounds < 1 or (seg.rounds > 1 and MODEL_PROPOSAL not in seg.proposals):
+        raise OptionError(
+            f"--rounds {seg.rounds}: give 1 or more; more than 1 refreshes the model proposal, "
+            "so add model to --proposals"
+        )
+    wanted = [*([] if seg.stage1_proposal == AUTO else [seg.stage1_proposal]), *seg.proposals]
     unknown = [p for p in wanted if p not in known]
     if unknown:
-        raise OptionError(f"unknown proposal '{unknown[0]}'; choose from {', '.join(known[:-1])}")
+        names = ", ".join(p for p in known if p != MASK)
+        raise OptionError(f"unknown proposal '{unknown[0]}'; choose from {names} (stage 1: {AUTO})")
     check_head(seg.preset, seg.head)
     check_optimizer(seg.optimizer)
     if seg.loss not in LOSS_NAMES:
@@ -41,7 +52,7 @@ def check_config(config: TrainConfig) -> list[str]:
             raise OptionError(f"--detector-steps {config.detector.steps}: give at least 1")
     if not 0.0 <= config.masks_fraction <= 1.0:
         raise OptionError(f"--masks-fraction {config.masks_fraction}: give a value in 0..1")
-    return [m for m in dict.fromkeys(wanted) if m != MASK]
+    return [m for m in dict.fromkeys(wanted) if m not in (MASK, MODEL_PROPOSAL)]
 
 
 def mask_scenes(scenes: Sequence[Scene], config: TrainConfig, have_masks: bool) -> set[str]:

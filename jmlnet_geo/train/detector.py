@@ -265,8 +265,9 @@ def train_detector(
     )
     data = tiles_dataset(scene_boxes, [{} for _ in scene_boxes])
     loader = train_loader(
-        data, config.tile_size, steps, config.batch_size, config.loader_workers, seed
-    )
+        data, config.tile_size, steps, config.batch_size, config.loader_workers, seed,
+        config.box_tiles,
+    )  # fmt: skip
     fit = FitSettings(
         steps=steps,
         folder=folder,

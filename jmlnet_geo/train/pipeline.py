@@ -29,7 +29,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from jmlnet_geo.config import DETECTOR_TRAINING_KEYS, TrainConfig, config_dict
+from jmlnet_geo.config import (
+    AUTO,
+    DETECTOR_OPTIONAL_KEYS,
+    DETECTOR_TRAINING_KEYS,
+    MODEL_PROPOSAL,
+    TrainConfig,
+    config_dict,
+)
 from jmlnet_geo.errors import display_path
 from jmlnet_geo.io.raster import open_scenes
 from jmlnet_geo.io.vector import SceneBoxes, boxes_for_scenes, read_boxes
@@ -45,6 +52,13 @@ from jmlnet_geo.train.checks import MASK, check_config, mask_scenes
 from jmlnet_geo.train.fingerprint import file_stamps, fingerprint
 from jmlnet_geo.train.fit import CHECKPOINT
 from jmlnet_geo.train.run_folder import RunFolder, RunFolderError, is_primary_process
+from jmlnet_geo.train.self_training import (
+    ModelProposalInputs,
+    agreement_voters,
+    choose_stage1,
+    model_proposal,
+    model_proposal_fingerprint,
+)
 from jmlnet_geo.train.stage import WEIGHTS, StageInputs, train_stage
 
 BUNDLE_NAME = "model.safetensors"
@@ -122,6 +136,8 @@ def train(
         say, progress_of = (lambda text: None), no_progress
     seg = config.segmenter
     methods = check_config(config)
+    if seg.stage1_proposal == AUTO:  # the agreement reads every voter's rasters
+        methods = list(dict.fromkeys([*methods, *agreement_voters(seg.proposals)]))
     run = RunFolder(Path(run_dir), resume=resume, force=force)
 
     scenes = open_scenes(inputs.scenes)
@@ -142,13 +158,16 @@ def train(
     if any(m in DETECTOR_METHODS for m in methods):
         fp_det = fingerprint(base, _trained_by(config), config.segmenter.seed, "detector")
         for m in (m for m in methods if m in DETECTOR_METHODS):
-            fps[m] = fingerprint(fp_det, m, asdict(options), det.tau_low, det.tau_high)
+            low = [det.camcut_low] if m == "camcut" and det.camcut_low != "sure" else []
+            fps[m] = fingerprint(fp_det, m, asdict(options), det.tau_low, det.tau_high, *low)
         detector = _DetectorStage(
             run, fp_det, scene_boxes, names, normalization, config, progress_of, say
         )
     make_proposals(
         scene_boxes, names, methods, run.path / "proposals", options, detector=detector,
-        detector_options=DetectorProposalOptions(det.tau_low, det.tau_high, device=config.device),
+        detector_options=DetectorProposalOptions(
+            det.tau_low, det.tau_high, device=config.device, camcut_low=det.camcut_low
+        ),
         workers=workers, cache=_StageCache(run, fps), stage_progress=progress_of,
     )  # fmt: skip
 
@@ -180,35 +199,53 @@ def train(
         masked, config, progress_of, say,
     )  # fmt: skip
     settings = config_dict(config)["segmenter"]
+    stage1 = seg.stage1_proposal
+    if stage1 == AUTO:
+        choice = choose_stage1(scene_boxes, run.path / "proposals", seg.proposals, say)
+        stage1 = choice.proposal
+        if run.primary:
+            run.finish("stage1_choice", fingerprint(*(fps[m] for m in sorted(fps))),
+                       **choice.as_dict())  # fmt: skip
     # stage 1 depends on its own proposal only, so a user trying other stage-2 proposals or
     # losses with --resume (or bench/accuracy.py's rows) reuses it
     masks_fp = fps.get(MASK) if masked else None
-    stage1_settings = {k: settings[k] for k in _STAGE1_KEYS}
+    stage1_settings = {k: settings[k] for k in _STAGE1_KEYS} | {"stage1_proposal": stage1}
     stage1_settings |= {k: settings[k] for k in _OPTIONAL_KEYS if settings[k]}
-    fp1 = fingerprint(
-        fps.get(seg.stage1_proposal), masks_fp, stage1_settings, sorted(masked), "stage1"
-    )
-    s1 = dict(proposals=[seg.stage1_proposal], loss="ce", steps=seg.stage1_steps, lr=seg.lr)
+    fp1 = fingerprint(fps.get(stage1), masks_fp, stage1_settings, sorted(masked), "stage1")
+    s1 = dict(proposals=[stage1], loss="ce", steps=seg.stage1_steps, lr=seg.lr)
     scores1 = train_stage("stage1", fp1, None, **s1, inputs=stage_inputs)
-    stage2_fps = [fps.get(m) for m in seg.proposals]
-    fp2 = fingerprint(fp1, stage2_fps, {k: settings[k] for k in _STAGE2_KEYS}, "stage2")
     s2 = dict(
         proposals=list(seg.proposals),
         loss=seg.loss,
         steps=seg.stage2_steps,
         lr=seg.lr * seg.stage2_lr_scale,
     )
-    init = run.path / "stage1" / WEIGHTS
-    scores2 = train_stage("stage2", fp2, init, **s2, inputs=stage_inputs)
-    validation = scores2 or scores1
+    model_inputs = ModelProposalInputs(
+        run, scenes, scene_boxes, names, normalization, config, progress_of
+    )
+    last, last_fp, validation = "stage1", fp1, scores1
+    for round_ in range(1, seg.rounds + 1):  # round 1 is the paper's stage 2
+        self_trained = MODEL_PROPOSAL in seg.proposals  # from the stage before this round
+        if self_trained:
+            fps[MODEL_PROPOSAL] = model_proposal_fingerprint(last_fp)
+        stage2_fps = [fps.get(m) for m in seg.proposals]
+        extra = [] if round_ == 1 else [round_]
+        fp2 = fingerprint(last_fp, stage2_fps, {k: settings[k] for k in _STAGE2_KEYS}, "stage2",
+                          *extra)  # fmt: skip
+        name = "stage2" if round_ == 1 else f"stage2_round{round_}"
+        if self_trained and not (run.finished(name, fp2) and (run.path / name / WEIGHTS).exists()):
+            model_proposal(last, last_fp, model_inputs)
+        init = run.path / last / WEIGHTS
+        scores2 = train_stage(name, fp2, init, **s2, inputs=stage_inputs)
+        last, last_fp, validation = name, fp2, scores2 or validation
 
     bundle = run.path / BUNDLE_NAME
-    fp = fingerprint(fp2, "bundle")
+    fp = fingerprint(last_fp, "bundle")
     if run.primary and (not run.reusable("bundle", fp) or not bundle.exists()):
         from jmlnet_geo.train.card import write_bundle
         from jmlnet_geo.train.curve import training_curve
 
-        weights = run.path / "stage2" / WEIGHTS
+        weights = run.path / last / WEIGHTS
         write_bundle(bundle, weights, scenes, scene_boxes, names, normalization, config, validation)
         training_curve(run.path)
         run.finish("bundle", fp)
@@ -226,7 +263,8 @@ def proposal_stage(method: str) -> str:
 def _trained_by(config: TrainConfig) -> dict[str, Any]:
     """The detector settings that change what it learns (the seed is added separately)."""
     values = asdict(config.detector)
-    return {k: values[k] for k in DETECTOR_TRAINING_KEYS}
+    trained = {k: values[k] for k in DETECTOR_TRAINING_KEYS}
+    return trained | {k: values[k] for k in DETECTOR_OPTIONAL_KEYS if values[k]}
 
 
 class _StageCache:
