@@ -128,6 +128,12 @@ ROWS = [
         ("grabcut", "crf"), ablation=True, box_tiles=0.5),
     Row("full-bt", "CE, true masks, box tiles 0.5", "mask", "ce", ("mask",), 1.0,
         ablation=True, box_tiles=0.5),
+    # Ablation (issue 17): self-training, the stage-1 model's own map inside the boxes as a
+    # third proposal of stage 2 (same stage 1 as ce-grabcut-bt).
+    Row("bmm-model-bt", "BMM, {GrabCut, CRF, model}, box tiles 0.5", "grabcut", "bmm",
+        ("grabcut", "crf", "model"), ablation=True, box_tiles=0.5),
+    Row("ma-model-bt", "MA, {GrabCut, CRF, model}, box tiles 0.5", "grabcut", "ma",
+        ("grabcut", "crf", "model"), ablation=True, box_tiles=0.5),
     # Ablation (issue 17): the box-consistency loss (BoxInst) added with weight 1.
     Row("ce-grabcut-bl", "CE, GrabCut, + box loss", "grabcut", "ce", ("grabcut",),
         ablation=True, box_loss_weight=1.0),
