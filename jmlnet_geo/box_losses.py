@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812  (the usual torch spelling)
 from torch import Tensor
 
-from jmlnet_geo.losses import BACKGROUND
+from jmlnet_geo.vocabulary import BACKGROUND
 
 
 def _box_pixels(box: Tensor, height: int, width: int) -> tuple[int, int, int, int]:

@@ -32,12 +32,7 @@ import torch.nn.functional as F  # noqa: N812  (the usual torch spelling)
 from torch import Tensor
 
 from jmlnet_geo.errors import JmlGeoError
-
-#: Label value of pixels without a label (same value as ``jmlnet_geo.io.vector.IGNORE``).
-IGNORE = 255
-
-#: Class id of background, the label of every pixel outside the boxes in Eq. 7.
-BACKGROUND = 0
+from jmlnet_geo.vocabulary import BACKGROUND, IGNORE
 
 
 def _check_stack(logits: Tensor, labels: Tensor) -> None:

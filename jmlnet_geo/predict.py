@@ -27,7 +27,6 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,6 @@ from jmlnet_geo.io.class_raster import (
     write_qml,
 )
 from jmlnet_geo.io.raster import Scene, open_dataset, open_scene, read_valid
-from jmlnet_geo.io.vector import IGNORE
 from jmlnet_geo.io.write import check_writable, output_folder
 from jmlnet_geo.normalization import Normalization
 from jmlnet_geo.predict_windows import (
@@ -64,11 +62,10 @@ from jmlnet_geo.predict_windows import (
     tta_mode,
 )
 from jmlnet_geo.tiling import GridTiles, ScenesTiles, SceneTiles, collate_tiles
+from jmlnet_geo.vocabulary import IGNORE, Progress, ShouldStop
 
 __all__ = ["Blender", "PredictOptions", "Prediction", "Predictor", "ResolutionWarning"]
 __all__ += ["WindowWarning", "gdal_cache_bytes", "strip_outputs"]
-
-Progress = Callable[[int, int], None]
 
 
 class ResolutionWarning(UserWarning):
@@ -197,7 +194,7 @@ class Predictor:
         out_dir: str | os.PathLike[str],
         options: PredictOptions = PredictOptions(),
         progress: Progress | None = None,
-        should_stop: Callable[[], bool] | None = None,
+        should_stop: ShouldStop | None = None,
     ) -> Prediction:
         """Predict one scene and write its class raster (and probabilities, style).
 
@@ -274,7 +271,7 @@ class Predictor:
         classes_path: Path,
         probs_path: Path | None,
         progress: Progress | None,
-        should_stop: Callable[[], bool] | None,
+        should_stop: ShouldStop | None,
     ) -> None:
         data = ScenesTiles([SceneTiles(scene)])
         window, overlap = plan.window, plan.overlap

@@ -42,7 +42,8 @@ from torchgeo.samplers import GridGeoSampler, RandomGeoSampler, Units
 
 from jmlnet_geo.errors import InputFileError, display_path
 from jmlnet_geo.io.raster import Scene, open_dataset, read_padded, read_window
-from jmlnet_geo.io.vector import IGNORE, SceneBoxes
+from jmlnet_geo.io.vector import SceneBoxes
+from jmlnet_geo.vocabulary import IGNORE
 
 #: A torchgeo query: (x slice, y slice, t slice) in a scene's tiling space.
 GeoSlice = tuple[slice, slice, slice]

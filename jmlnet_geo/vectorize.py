@@ -24,8 +24,8 @@ from rasterio.windows import transform as window_transform
 
 from jmlnet_geo.errors import InputFileError, display_path
 from jmlnet_geo.io.class_raster import read_class_names
-from jmlnet_geo.io.vector import BACKGROUND, IGNORE
 from jmlnet_geo.io.write import write_vector
+from jmlnet_geo.vocabulary import BACKGROUND, IGNORE
 
 #: Rows vectorised at once.
 STRIP_ROWS = 2048

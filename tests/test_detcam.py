@@ -17,7 +17,7 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from jmlnet_geo.errors import CancelledError, JmlGeoError, OptionError
 from jmlnet_geo.io.raster import open_scenes
-from jmlnet_geo.io.vector import IGNORE, boxes_for_scenes, read_boxes
+from jmlnet_geo.io.vector import boxes_for_scenes, read_boxes
 from jmlnet_geo.models.detector import TileTransform
 from jmlnet_geo.normalization import Normalization, scene_normalization
 from jmlnet_geo.proposals.camcut import camcut_init, camcut_mask
@@ -36,6 +36,7 @@ from jmlnet_geo.proposals.detcam import (
 )
 from jmlnet_geo.proposals.detector_proposals import write_detector_proposals
 from jmlnet_geo.train.detector import train_detector
+from jmlnet_geo.vocabulary import IGNORE
 
 torch.set_num_threads(1)  # the test machine is shared: no thread oversubscription
 

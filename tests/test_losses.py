@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from jmlnet_geo.errors import JmlGeoError
-from jmlnet_geo.losses import IGNORE, LOSSES, bmm, ce, ma, mm, multi_label_loss
+from jmlnet_geo.losses import LOSSES, bmm, ce, ma, mm, multi_label_loss
+from jmlnet_geo.vocabulary import IGNORE
 
 X = IGNORE
 

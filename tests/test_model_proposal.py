@@ -7,9 +7,10 @@ from conftest import write_scene
 
 from jmlnet_geo.errors import InputFileError
 from jmlnet_geo.io.raster import open_scene
-from jmlnet_geo.io.vector import IGNORE, SceneBoxes
+from jmlnet_geo.io.vector import SceneBoxes
 from jmlnet_geo.proposals.compose import proposal_path
 from jmlnet_geo.proposals.model_proposal import MODEL_METHOD, model_box_masks, write_model_proposal
+from jmlnet_geo.vocabulary import IGNORE
 
 
 def test_model_proposal_is_the_prediction_inside_the_boxes(tmp_path):

@@ -11,9 +11,10 @@ from conftest import assert_one_line_error, pixel_box, write_boxes, write_scene
 from jmlnet_geo.errors import CancelledError, OptionError
 from jmlnet_geo.io.class_raster import class_colours
 from jmlnet_geo.io.raster import open_scenes
-from jmlnet_geo.io.vector import IGNORE, boxes_for_scenes, read_boxes
+from jmlnet_geo.io.vector import boxes_for_scenes, read_boxes
 from jmlnet_geo.proposals.compose import ProposalOptions, write_proposals
 from jmlnet_geo.proposals.crop import box_pixels
+from jmlnet_geo.vocabulary import IGNORE
 
 
 def textured_scene(height=160, width=200, seed=0, bands=3, dtype=np.uint8):

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from jmlnet_geo.errors import JmlGeoError
-from jmlnet_geo.io.vector import IGNORE
+from jmlnet_geo.vocabulary import IGNORE
 
 __all__ = [
     "EvaluationError",

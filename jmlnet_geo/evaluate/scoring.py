@@ -33,7 +33,7 @@ from jmlnet_geo.evaluate.truth import (
 )
 from jmlnet_geo.io.class_raster import read_class_names
 from jmlnet_geo.io.raster import Scene, open_dataset, open_scene
-from jmlnet_geo.io.vector import IGNORE
+from jmlnet_geo.vocabulary import IGNORE
 
 __all__ = ["STRIP_PIXELS", "ScenesReport", "TruthCache", "evaluate", "score_scenes"]
 

@@ -25,7 +25,8 @@ from jmlnet_geo.errors import InputFileError, display_path
 from jmlnet_geo.evaluate.metrics import EvaluationError
 from jmlnet_geo.io.class_raster import class_raster_writer, read_class_names, strips
 from jmlnet_geo.io.raster import Scene, open_dataset, open_scene, read_window
-from jmlnet_geo.io.vector import BACKGROUND, IGNORE, frame_in_scene_space, read_boxes
+from jmlnet_geo.io.vector import frame_in_scene_space, read_boxes
+from jmlnet_geo.vocabulary import BACKGROUND, IGNORE
 
 __all__ = [
     "STRIP_PIXELS",

@@ -17,8 +17,8 @@ import rasterio
 from rasterio.windows import Window
 
 from jmlnet_geo.io.raster import Scene
-from jmlnet_geo.io.vector import IGNORE
 from jmlnet_geo.io.write import atomic_output
+from jmlnet_geo.vocabulary import IGNORE
 
 #: Raster metadata tag listing the class names of ids 1..K, comma-separated.
 CLASS_NAMES_TAG = "class_names"

@@ -32,10 +32,7 @@ from jmlnet_geo.errors import (
     display_path,
 )
 from jmlnet_geo.io.raster import Scene
-
-BACKGROUND = 0
-IGNORE = 255
-MAX_CLASSES = 254
+from jmlnet_geo.vocabulary import MAX_CLASSES
 
 #: Image-file extensions tried when an image column holds a name without one (DOTA style).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")

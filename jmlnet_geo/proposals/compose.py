@@ -18,7 +18,7 @@ import math
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,19 +28,17 @@ import numpy as np
 from jmlnet_geo.errors import CancelledError, OptionError, OutputError, display_path
 from jmlnet_geo.io.class_raster import class_raster_writer, strips
 from jmlnet_geo.io.raster import Scene, band_statistics, open_dataset, read_valid
-from jmlnet_geo.io.vector import IGNORE, SceneBoxes
+from jmlnet_geo.io.vector import SceneBoxes
 from jmlnet_geo.io.write import check_writable, output_folder
 from jmlnet_geo.proposals.crf import CRFOptions
 from jmlnet_geo.proposals.crop import Stretch, box_pixels, full_size, picture_stretch, read_crop
 from jmlnet_geo.proposals.grabcut import GrabCutOptions
+from jmlnet_geo.vocabulary import IGNORE, Progress, ShouldStop
 
 #: Methods that need nothing but the boxes and the image, in the paper's order.
 CLASSIC_METHODS = ("box", "crf", "grabcut")
 #: Methods that need a trained detector too (:mod:`jmlnet_geo.proposals.detector_proposals`).
 DETECTOR_METHODS = ("detcam", "camcut")
-
-Progress = Callable[[int, int], None]
-ShouldStop = Callable[[], bool]
 
 
 @dataclass(frozen=True)

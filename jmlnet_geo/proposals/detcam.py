@@ -47,6 +47,7 @@ from jmlnet_geo.config import TAU_HIGH, TAU_LOW
 from jmlnet_geo.errors import CancelledError, OptionError
 from jmlnet_geo.io.raster import Scene, open_dataset, read_window
 from jmlnet_geo.normalization import Normalization
+from jmlnet_geo.vocabulary import ShouldStop
 
 #: Default thresholds of the paper (Tables 2 and 3).
 
@@ -290,7 +291,7 @@ def scene_detcam(
     labels: np.ndarray,
     options: DetCAMOptions = DetCAMOptions(),
     progress: Callable[[int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """DetCAM of every box of a scene, at the boxes' full resolution.
 

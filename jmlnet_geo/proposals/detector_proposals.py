@@ -59,9 +59,7 @@ from jmlnet_geo.proposals.detcam import (
     check_thresholds,
     scene_detcam,
 )
-
-Progress = Callable[[int, int], None]
-ShouldStop = Callable[[], bool]
+from jmlnet_geo.vocabulary import Progress, ShouldStop
 
 #: Method name of the continuous DetCAM raster (not a proposal).
 HEAT = "detcam_heat"

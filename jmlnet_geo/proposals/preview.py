@@ -12,9 +12,9 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from jmlnet_geo.io.class_raster import class_colours
 from jmlnet_geo.io.raster import Scene, open_dataset
-from jmlnet_geo.io.vector import IGNORE
 from jmlnet_geo.io.write import atomic_output
 from jmlnet_geo.proposals.crop import Stretch
+from jmlnet_geo.vocabulary import IGNORE
 
 
 def save_preview(

@@ -30,11 +30,8 @@ from jmlnet_geo.proposals.compose import (
     SceneSummary,
     check_methods,
 )
+from jmlnet_geo.vocabulary import Progress, ShouldStop, StageProgress
 
-Progress = Callable[[int, int], None]
-ShouldStop = Callable[[], bool]
-#: ``stage_progress(name, unit)`` gives a ``progress(done, total)`` context manager per step.
-StageProgress = Callable[[str, str], contextlib.AbstractContextManager[Progress]]
 #: A detector file, or a function giving one when it is first needed.
 DetectorSource = str | os.PathLike[str] | Callable[[], os.PathLike[str]]
 

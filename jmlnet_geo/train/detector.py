@@ -46,8 +46,7 @@ from jmlnet_geo.train.fingerprint import array_digest, file_stamps, fingerprint
 from jmlnet_geo.train.fit import CHECKPOINT, FitSettings, fit_task, seed_fit
 from jmlnet_geo.train.optim import OptimizerSettings, check_optimizer
 from jmlnet_geo.train.run_folder import RunState
-
-Progress = Callable[[int, int], None]
+from jmlnet_geo.vocabulary import Progress
 
 #: Defaults of :func:`train_detector` (:class:`jmlnet_geo.config.DetectorConfig`'s, fast preset).
 DEFAULT_STEPS, DEFAULT_BATCH_SIZE = DetectorConfig.steps, DetectorConfig.batch_size

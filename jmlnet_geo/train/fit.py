@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
 
-Progress = Callable[[int, int], None]
+from jmlnet_geo.vocabulary import Progress
 
 #: File name of the resumable checkpoint in a stage's folder.
 CHECKPOINT = "last.ckpt"

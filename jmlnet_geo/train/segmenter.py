@@ -19,8 +19,7 @@ from jmlnet_geo.losses import multi_label_loss
 from jmlnet_geo.normalization import Normalization
 from jmlnet_geo.train.data import box_masks, random_flips
 from jmlnet_geo.train.optim import OptimizerSettings
-
-IGNORE = 255
+from jmlnet_geo.vocabulary import IGNORE
 
 
 class SegmenterTask(L.LightningModule):

@@ -9,7 +9,6 @@ finished stage with the same fingerprint is reused; an interrupted one resumes f
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,9 +22,7 @@ from jmlnet_geo.io.write import atomic_output
 from jmlnet_geo.normalization import Normalization
 from jmlnet_geo.train.fit import CHECKPOINT
 from jmlnet_geo.train.run_folder import RunFolder, RunFolderError
-
-Progress = Callable[[int, int], None]
-StageProgress = Callable[[str, str], contextlib.AbstractContextManager[Progress]]
+from jmlnet_geo.vocabulary import StageProgress
 
 #: File name of a finished stage's weights in its folder.
 WEIGHTS = "weights.safetensors"
