@@ -8,7 +8,7 @@ JSON lines go to standard output, one object per line, flushed at once::
 
     {"event": "stage", "stage": "proposals", "total": 174}
     {"event": "progress", "stage": "proposals", "done": 40, "total": 174, "fraction": 0.2299}
-    {"event": "progress", "stage": "stage1", "done": 20, "total": 200, "fraction": 0.1, "loss": 0.81}
+    {"event": "progress", "stage": "stage1", "done": 20, "total": 200, "fraction": 0.1, "loss": 1}
     {"event": "message", "text": "wrote out/scene.grabcut.tif"}
     {"event": "output", "kind": "proposal", "path": "/abs/out/scene.grabcut.tif"}
     {"event": "done"}
