@@ -8,6 +8,7 @@ JSON lines go to standard output, one object per line, flushed at once::
 
     {"event": "stage", "stage": "proposals", "total": 174}
     {"event": "progress", "stage": "proposals", "done": 40, "total": 174, "fraction": 0.2299}
+    {"event": "progress", "stage": "stage1", "done": 20, "total": 200, "fraction": 0.1, "loss": 1}
     {"event": "message", "text": "wrote out/scene.grabcut.tif"}
     {"event": "output", "kind": "proposal", "path": "/abs/out/scene.grabcut.tif"}
     {"event": "done"}
@@ -72,8 +73,12 @@ class ProgressDisplay:
         self._console = None
 
     @contextlib.contextmanager
-    def stage(self, name: str, unit: str = "items") -> Iterator[Callable[[int, int], None]]:
-        """A ``progress(done, total)`` callback for one stage, shown as ``name``."""
+    def stage(self, name: str, unit: str = "items") -> Iterator[Callable[..., None]]:
+        """A ``progress(done, total, loss=None)`` callback for one stage, shown as ``name``.
+
+        ``loss`` (optional keyword, a float) is shown by every mode: in the bar's description,
+        in plain lines, as ``"loss"`` in JSON progress events.
+        """
         if self.mode is ProgressMode.json:
             yield self._json_callback(name)
         elif self.mode is ProgressMode.bar and VERBOSITY >= 0 and sys.stderr.isatty():
@@ -132,24 +137,26 @@ class ProgressDisplay:
 
         return report
 
-    def _json_callback(self, name: str) -> Callable[[int, int], None]:
+    def _json_callback(self, name: str) -> Callable[..., None]:
         last = [0.0, -1]
 
-        def report(done: int, total: int) -> None:
+        def report(done: int, total: int, **info: object) -> None:
             if last[1] < 0:
                 _emit({"event": "stage", "stage": name, "total": total})
             now = time.monotonic()
             if done >= total or now - last[0] >= self.JSON_INTERVAL or last[1] < 0:
                 fraction = round(done / total, 4) if total else 1.0
-                _emit(
-                    {
-                        "event": "progress",
-                        "stage": name,
-                        "done": done,
-                        "total": total,
-                        "fraction": fraction,
-                    }
-                )
+                event = {
+                    "event": "progress",
+                    "stage": name,
+                    "done": done,
+                    "total": total,
+                    "fraction": fraction,
+                }
+                loss = info.get("loss")
+                if isinstance(loss, (int, float)):
+                    event["loss"] = round(float(loss), 5)
+                _emit(event)
                 last[0] = now
             last[1] = done
 
@@ -178,8 +185,10 @@ class ProgressDisplay:
         with Progress(*columns, console=Console(stderr=True)) as bar:
             task = bar.add_task(name, total=None)
 
-            def report(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
+            def report(done: int, total: int, **info: object) -> None:
+                loss = info.get("loss")
+                shown = f"{name} (loss {loss:.4f})" if isinstance(loss, (int, float)) else name
+                bar.update(task, completed=done, total=total, description=shown)
 
             yield report
 

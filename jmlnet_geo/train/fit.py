@@ -10,6 +10,7 @@ when asked for and installed), AMP on CUDA, no progress bar of Lightning's own: 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import warnings
 from dataclasses import dataclass
@@ -89,14 +90,33 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return precision
 
 
-class _Report(Callback):
-    """Calls ``progress(global step, steps)`` after every training batch."""
+def takes_loss(progress: Callable[..., None]) -> bool:
+    """Whether a progress callback accepts a ``loss=`` keyword (or any keyword)."""
+    try:
+        parameters = inspect.signature(progress).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_KEYWORD or p.name == "loss" for p in parameters)
 
-    def __init__(self, progress: Progress, steps: int) -> None:
+
+class _Report(Callback):
+    """Calls ``progress(global step, steps)`` after every training batch.
+
+    A callback that takes ``loss=`` (the CLI's line and JSON displays do) also gets the step's
+    ``train_loss`` as a float, so logs show the loss; plain ``(done, total)`` callbacks do not.
+    """
+
+    def __init__(self, progress: Callable[..., None], steps: int) -> None:
         self.progress, self.steps = progress, steps
+        self.with_loss = takes_loss(progress)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        self.progress(trainer.global_step, self.steps)
+        if not self.with_loss:
+            self.progress(trainer.global_step, self.steps)
+            return
+        loss = trainer.callback_metrics.get("train_loss")
+        value = float(loss) if loss is not None else None
+        self.progress(trainer.global_step, self.steps, loss=value)
 
 
 def fit_task(
