@@ -7,7 +7,7 @@ import pytest
 from conftest import assert_one_line_error, write_scene
 from safetensors.numpy import save_file
 from test_predict import make_bundle
-from test_train import train_args, tiny  # noqa: F401  (the fixture)
+from test_train import tiny, train_args  # noqa: F401  (the fixture)
 
 from jmlnet_geo.bundle import load_bundle
 from jmlnet_geo.card import CARD_KEY, FORMAT, read_card

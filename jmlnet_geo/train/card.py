@@ -122,7 +122,9 @@ def write_bundle(
         card.training_data |= {
             "boxes": os.path.basename(record.inputs.boxes),
             "masks": None if record.inputs.masks is None else os.path.basename(record.inputs.masks),
-            "mask_scenes": [os.path.basename(s.path) for s in scenes if s.path in record.mask_scenes],
+            "mask_scenes": [
+                os.path.basename(s.path) for s in scenes if s.path in record.mask_scenes
+            ],
             "fingerprints": fingerprints(record.inputs),
         }
         if validation and truth is not None:

@@ -99,7 +99,9 @@ def supervision(masked: set[str], scenes: Sequence[Scene]) -> str:
 
 
 def stage_labels(proposals: Sequence[str], scenes: Sequence[Scene], masked: set[str]) -> list[str]:
-    """The labels a stage actually learns from: its proposals on the scenes not on masks, and
-    ``mask`` when some scene trains on the true masks (in that order, each once)."""
+    """What a stage actually learns from: its proposals, then ``mask`` (each once).
+
+    A proposal counts when some scene is not on masks; ``mask`` when some scene is.
+    """
     used = [p for p in proposals if any(s.path not in masked for s in scenes)]
     return list(dict.fromkeys([*used, *([MASK] if masked else [])]))
