@@ -41,6 +41,11 @@ def test_full_supervision_card_says_so_and_computes_no_proposal(jmlgeo, tmp_path
     assert card.versions["torchgeo"] and card.versions["gdal"]
     info = jmlgeo("info", out / "model.safetensors")
     assert info.code == 0 and "supervision: full" in info.out and "stage2" in info.out
+    from jmlnet_geo.stac import model_item
+
+    item = model_item(out / "model.safetensors", tmp_path / "model.json").to_dict()
+    assert item["properties"]["jmlgeo:supervision"] == "full"
+    assert [s["labels"] for s in item["properties"]["jmlgeo:stages"]] == [["mask"], ["mask"]]
 
 
 def test_semi_run_lists_its_mask_scenes_and_weak_stages_their_proposals(jmlgeo, tmp_path, tiny):  # noqa: F811
