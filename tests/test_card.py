@@ -114,3 +114,15 @@ def test_future_version_and_out_of_range_cards_are_one_line_errors(jmlgeo, tmp_p
     garbage = _old_bundle(tmp_path / "garbage.safetensors", version="two")
     with pytest.raises(InputFileError, match="unknown format version"):
         load_bundle(garbage)
+
+
+def test_an_auto_stage1_choice_puts_its_agreement_table_on_the_card(jmlgeo, tmp_path, tiny):  # noqa: F811
+    out = tmp_path / "auto"
+    result = jmlgeo(*train_args(tiny, out, "--stage1-proposal", "auto", *STEPS))
+    assert result.code == 0, result.err
+    _, card = load_bundle(out / "model.safetensors")
+    choice = card.stage1_choice
+    assert choice["by_agreement"] and choice["proposal"] in ("grabcut", "crf")
+    assert {row["method"] for row in choice["agreement"]} >= {"grabcut", "crf"}
+    assert card.supervision == "boxes" and card.training_data["mask_scenes"] == []
+    assert card.stages[0]["labels"] == [choice["proposal"]]
