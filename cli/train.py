@@ -76,9 +76,14 @@ def train(
     class_field: str = typer.Option("class", "--class-field", help="Column with the class."),
     classes: str | None = typer.Option(None, "--classes", help="Fixed class order, a,b,c."),
     truth: Path | None = typer.Option(None, "--truth", help="Truth for validation mIoU."),
-    masks: Path | None = typer.Option(None, "--masks", help="True masks: full supervision."),
-    masks_fraction: float = typer.Option(
-        0.0, "--masks-fraction", help="With --masks: fraction of scenes on true masks."
+    masks: Path | None = typer.Option(
+        None, "--masks", help="True masks to train on (all scenes: full supervision)."
+    ),
+    masks_fraction: float | None = typer.Option(
+        None,
+        "--masks-fraction",
+        help="With --masks: share of scenes trained on them (default 1: all; the rest on "
+        "proposals). For validation masks use --truth.",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     devices: int = typer.Option(1, "--devices", min=1, help="Processes / GPUs."),

@@ -9,7 +9,13 @@ metadata under ``jmlgeo_model_card``:
 - ``bands``: band count and names; ``normalization``: per-band mean and std,
 - ``tile_size``, ``resolution`` (pixel size and CRS units of the training scenes),
 - ``architecture``: segmenter preset, ``num_classes`` (K + 1), ``in_channels``,
-- ``config``: the full training configuration, ``versions``, ``training_data``, ``validation``.
+- ``config``: the full training configuration, ``versions``, ``training_data``, ``validation``,
+- format 2 (:data:`jmlnet_geo.card.CARD_VERSION`): what the run did: ``supervision``,
+  ``stages``, ``stage1_choice``, ``seed``, ``predict_window`` / ``predict_overlap``.
+
+Format-1 bundles load (the new fields take their defaults); a newer or unknown format version,
+or a card out of its schema (:func:`jmlnet_geo.card.check_card`), is a one-line error naming
+the file, raised before any tensor is read.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 import torch
 
+from jmlnet_geo.card import CARD_VERSION, check_card
 from jmlnet_geo.errors import InputFileError
 from jmlnet_geo.model_file import FileKind, load_weights, read_model_file, save_model_file
 
@@ -36,12 +43,27 @@ BUNDLE = FileKind(
     ),
     foreign="a safetensors file but not a jmlgeo bundle",
     unreadable="the bundle's model card is unreadable",
+    version=CARD_VERSION,
+    check=check_card,
 )
 
 
 @dataclass
 class ModelCard:
-    """What a bundle says about its model (see the module docstring)."""
+    """What a bundle says about its model (see the module docstring).
+
+    Format-2 attributes (None or empty in a format-1 card):
+        supervision: ``boxes`` (weak), ``semi`` (some scenes on true masks) or ``full``.
+        stages: One dict per training stage, in order: ``name``, ``labels`` (proposal names
+            and/or ``mask``: what it actually learnt from), ``loss``, ``steps`` (run),
+            ``wall_time_s``, ``final_loss``, ``device``, ``threads``, ``lr``, ``validation``,
+            ``reused`` (a finished stage of an earlier run, its record from ``run.json``).
+        stage1_choice: ``{"proposal", "by_agreement", "agreement": [...]}`` when stage 1's
+            proposal was chosen by agreement (``--stage1-proposal auto``).
+        seed: The run's seed.
+        predict_window: Recommended prediction window, px (None: planned by ``predict``).
+        predict_overlap: Recommended overlap, px (None: planned by ``predict``).
+    """
 
     classes: list[str]
     colours: list[list[int]]
@@ -56,6 +78,12 @@ class ModelCard:
     versions: dict[str, str] = field(default_factory=dict)
     training_data: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
+    supervision: str | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    stage1_choice: dict[str, Any] | None = None
+    seed: int | None = None
+    predict_window: int | None = None
+    predict_overlap: int | None = None
 
     @property
     def num_classes(self) -> int:

@@ -198,7 +198,9 @@ class TrainConfig:
         segmenter: Segmenter settings.
         detector: Detector settings (used only for ``detcam``/``camcut`` proposals).
         class_field: Class column of the box layer.
-        masks_fraction: Fraction of scenes trained on true masks (0: weak, 1: full supervision).
+        masks_fraction: With true masks (``--masks``), the share of scenes trained on them
+            (None: all, full supervision; 0 < f < 1: semi supervision, the other scenes on
+            proposals). Without masks it must be None or 0 (weak supervision from boxes).
         device: ``auto``, ``cpu`` or ``cuda``.
         devices: Devices (processes) for distributed training.
         strategy: Lightning strategy (``auto``, ``ddp``, ...).
@@ -209,7 +211,7 @@ class TrainConfig:
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     class_field: str = "class"
-    masks_fraction: float = 0.0
+    masks_fraction: float | None = None
     device: str = "auto"
     devices: int = 1
     strategy: str = "auto"

@@ -2,8 +2,10 @@
 
 Both trained products use it: the segmenter bundle (:mod:`jmlnet_geo.bundle`) and the detector
 file (:mod:`jmlnet_geo.detector_file`). A file is a plain safetensors file (a JSON header plus
-raw tensors); its header metadata holds ``format`` (which product), ``format_version`` and the
-card as JSON under the kind's card key. Reading one never unpickles anything: pickles and
+raw tensors); its header metadata holds ``format`` (which product), ``format_version`` (the
+kind's :attr:`FileKind.version`: files of versions 1..version are read, a newer or unknown one
+is a one-line error) and the card as JSON under the kind's card key. The card is checked (the
+kind's ``check``) before any tensor is read. Reading one never unpickles anything: pickles and
 Lightning checkpoints are refused with a one-line error.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,6 +25,7 @@ from jmlnet_geo import __version__
 from jmlnet_geo.errors import InputFileError, JmlGeoError, display_path
 from jmlnet_geo.io.write import atomic_output
 
+#: Format version of a kind that does not say otherwise (the detector file).
 FORMAT_VERSION = 1
 
 Card = TypeVar("Card")
@@ -40,6 +43,9 @@ class FileKind:
         refused: Message for a file that is not this kind (a pickle, a checkpoint, ...).
         foreign: Message for a readable safetensors file without this kind's card.
         unreadable: Message for a card that is not valid JSON of the card's fields.
+        version: The format version written; files of versions 1..version are read.
+        check: ``check(card, shown, version)`` raises ``error`` (one line naming ``shown``)
+            for a card out of its schema; called before any tensor is read.
     """
 
     format: str
@@ -49,6 +55,8 @@ class FileKind:
     refused: str
     foreign: str
     unreadable: str
+    version: int = FORMAT_VERSION
+    check: Callable[[dict[str, Any], str, int], None] | None = None
 
 
 def save_model_file(
@@ -70,7 +78,7 @@ def save_model_file(
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     metadata = {
         "format": kind.format,
-        "format_version": str(FORMAT_VERSION),
+        "format_version": str(kind.version),
         kind.card_key: json.dumps(dict(card), sort_keys=True),
     }
     with atomic_output(path) as tmp:
@@ -105,16 +113,36 @@ def read_model_file(
             metadata = f.metadata() or {}
             if metadata.get("format") != kind.format or kind.card_key not in metadata:
                 raise kind.error(f"{shown}: {kind.foreign}")
+            fields = read_card_fields(metadata, kind, shown)
+            card = card_type(**fields)
             state = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError, TypeError) as err:
         if isinstance(err, JmlGeoError):
             raise
+        if isinstance(err, TypeError):  # fields the card type does not have
+            raise kind.error(f"{shown}: {kind.unreadable} ({err})") from None
         raise kind.error(f"{shown}: {kind.refused}") from None
-    try:
-        card = card_type(**json.loads(metadata[kind.card_key]))
-    except (TypeError, ValueError) as err:
-        raise kind.error(f"{shown}: {kind.unreadable} ({err})") from None
     return state, card
+
+
+def read_card_fields(metadata: Mapping[str, str], kind: FileKind, shown: str) -> dict[str, Any]:
+    """The card of a file's header metadata as a JSON dict: version and schema checked.
+
+    Raises:
+        InputFileError: ``kind.error``: an unreadable version, card JSON or card schema.
+    """
+    from jmlnet_geo.card import check_format_version
+
+    version = check_format_version(metadata.get("format_version"), kind.version, shown, kind.error)
+    try:
+        card = json.loads(metadata[kind.card_key])
+    except ValueError as err:
+        raise kind.error(f"{shown}: {kind.unreadable} ({err})") from None
+    if not isinstance(card, dict):
+        raise kind.error(f"{shown}: {kind.unreadable} (not a JSON object)")
+    if kind.check is not None:
+        kind.check(card, shown, version)
+    return card
 
 
 def load_weights(
@@ -149,13 +177,57 @@ def load_weights(
     return model
 
 
-def writer_versions() -> dict[str, str]:
-    """Versions of the packages that write a model file (for its card)."""
+def writer_versions() -> dict[str, str | None]:
+    """Versions of the packages that write a model file (for its card).
+
+    python, torch, torchvision, torchgeo, rasterio and its GDAL, lightning, jmlnet_geo, and
+    ``jmlnet_geo_commit``: the git commit of the jmlnet_geo checkout (``+dirty`` with local
+    changes), None when it is not a git checkout (an installed wheel) or git is absent.
+    """
+    from importlib import metadata
+
+    import rasterio
     import torchvision
+
+    def installed(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
 
     return {
         "jmlnet_geo": __version__,
+        "jmlnet_geo_commit": _git_commit(),
+        "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "python": platform.python_version(),
+        "torchgeo": installed("torchgeo"),
+        "lightning": installed("lightning"),
+        "rasterio": rasterio.__version__,
+        "gdal": rasterio.__gdal_version__,
     }
+
+
+def _git_commit() -> str | None:
+    """The commit of the checkout this package runs from (``+dirty`` when edited), or None."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(
+            ["git", "-C", here, "rev-parse", "--show-toplevel", "HEAD"],
+            capture_output=True, text=True, timeout=5,
+        )  # fmt: skip
+        lines = commit.stdout.split()
+        # a git repository that merely contains an installed copy is not jmlnet_geo's own
+        if commit.returncode != 0 or len(lines) != 2:
+            return None
+        if os.path.realpath(os.path.join(lines[0], "jmlnet_geo")) != os.path.realpath(here):
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return lines[1] + ("+dirty" if dirty.stdout.strip() else "")

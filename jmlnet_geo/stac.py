@@ -166,6 +166,9 @@ def model_item(
         weights = segmenter["weights"]
         ext.pretrained = weights is not None
         ext.pretrained_source = _pretrained_source(weights, preset)
+    for key in ("supervision", "stages", "validation", "seed"):  # what the run did (card 2)
+        if card.get(key) not in (None, {}, []):
+            item.properties[f"jmlgeo:{key}"] = card[key]
     _pin_classification(item)
     item.set_self_href(os.path.abspath(item_path))
     _add_model_asset(item, "model", bundle, _SAFETENSORS, "safetensors", "jmlgeo bundle")

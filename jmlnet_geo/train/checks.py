@@ -50,25 +50,37 @@ def check_config(config: TrainConfig) -> list[str]:
         check_thresholds(config.detector.tau_low, config.detector.tau_high)
         if config.detector.steps <= 0:
             raise OptionError(f"--detector-steps {config.detector.steps}: give at least 1")
-    if not 0.0 <= config.masks_fraction <= 1.0:
-        raise OptionError(f"--masks-fraction {config.masks_fraction}: give a value in 0..1")
+    fraction = config.masks_fraction
+    if fraction is not None and not 0.0 <= fraction <= 1.0:
+        raise OptionError(f"--masks-fraction {fraction:g}: give a value in 0..1")
     return [m for m in dict.fromkeys(wanted) if m not in (MASK, MODEL_PROPOSAL)]
 
 
 def mask_scenes(scenes: Sequence[Scene], config: TrainConfig, have_masks: bool) -> set[str]:
-    """Scenes trained on true masks: a seeded ``masks_fraction`` of them (all when 0 or 1).
+    """Scenes trained on true masks: a seeded ``masks_fraction`` of them (all when None or 1).
 
     Returns:
         The paths of those scenes (empty without masks).
 
     Raises:
-        OptionError: A fraction without masks, or one that rounds to no scene.
+        OptionError: A fraction above 0 without masks; masks with a fraction of 0 (no scene
+            would use them: validation masks go to ``--truth``); a fraction that rounds to no
+            scene.
     """
+    fraction = config.masks_fraction
     if not have_masks:
-        if config.masks_fraction > 0:
-            raise OptionError("--masks-fraction needs --masks (the true masks)")
+        if fraction:
+            raise OptionError(
+                f"--masks-fraction {fraction:g} needs --masks (the true masks to train on)"
+            )
         return set()
-    fraction = config.masks_fraction if config.masks_fraction > 0 else 1.0
+    if fraction is None:
+        fraction = 1.0
+    if fraction == 0:
+        raise OptionError(
+            "--masks-fraction 0 with --masks: no scene would train on the masks; to validate "
+            "on them give them as --truth instead of --masks"
+        )
     count = round(fraction * len(scenes))
     if count == 0:
         raise OptionError(
@@ -77,3 +89,19 @@ def mask_scenes(scenes: Sequence[Scene], config: TrainConfig, have_masks: bool) 
         )
     order = np.random.default_rng(config.segmenter.seed).permutation(len(scenes))
     return {scenes[i].path for i in sorted(order[:count])}
+
+
+def supervision(masked: set[str], scenes: Sequence[Scene]) -> str:
+    """``boxes`` (no scene on masks), ``full`` (every scene) or ``semi`` (some)."""
+    if not masked:
+        return "boxes"
+    return "full" if len(masked) == len(scenes) else "semi"
+
+
+def stage_labels(proposals: Sequence[str], scenes: Sequence[Scene], masked: set[str]) -> list[str]:
+    """What a stage actually learns from: its proposals, then ``mask`` (each once).
+
+    A proposal counts when some scene is not on masks; ``mask`` when some scene is.
+    """
+    used = [p for p in proposals if any(s.path not in masked for s in scenes)]
+    return list(dict.fromkeys([*used, *([MASK] if masked else [])]))

@@ -1,7 +1,10 @@
 """``jmlgeo train``: boxes -> proposals -> segmenter stage 1 -> stage 2 -> bundle, with caching.
 
 Proposals are the classic ones (box, crf, grabcut) and, when asked for, DetCAM and CAMCut: a
-Faster R-CNN is then trained on the boxes first (stage ``detector``).
+Faster R-CNN is then trained on the boxes first (stage ``detector``). With true masks
+(``--masks``) a seeded share of the scenes (``masks_fraction``, default all) learns from them
+instead; a run with every scene on masks (full supervision) computes no proposal and no
+detector, and both stages learn from the masks alone.
 
 A run folder holds every stage's outputs and ``run.json``, which records for each stage a
 fingerprint of its inputs (files by content, see ``fingerprint``) and settings. A stage whose
@@ -48,7 +51,7 @@ from jmlnet_geo.proposals.stage import (
     make_proposals,
     no_progress,
 )
-from jmlnet_geo.train.checks import MASK, check_config, mask_scenes
+from jmlnet_geo.train.checks import MASK, check_config, mask_scenes, stage_labels, supervision
 from jmlnet_geo.train.fingerprint import file_stamps, fingerprint
 from jmlnet_geo.train.fit import CHECKPOINT
 from jmlnet_geo.train.run_folder import RunFolder, RunFolderError, is_primary_process
@@ -59,7 +62,7 @@ from jmlnet_geo.train.self_training import (
     model_proposal,
     model_proposal_fingerprint,
 )
-from jmlnet_geo.train.stage import WEIGHTS, StageInputs, train_stage
+from jmlnet_geo.train.stage import WEIGHTS, StageInputs, stage_summary, train_stage
 
 BUNDLE_NAME = "model.safetensors"
 
@@ -146,6 +149,10 @@ def train(
     scene_boxes = boxes_for_scenes(layer, scenes)
     if inputs.masks is not None:  # a class the boxes lack fails here, before any work
         read_boxes(inputs.masks, config.class_field, names)
+    masked = mask_scenes(scenes, config, inputs.masks is not None)
+    full = supervision(masked, scenes) == "full"
+    if full:  # every scene learns from the masks: no proposal, no detector
+        methods = []
     files = [*inputs.scenes, inputs.boxes]
     base = {"files": file_stamps(files), "classes": list(names)}
     options = ProposalOptions()
@@ -163,13 +170,14 @@ def train(
         detector = _DetectorStage(
             run, fp_det, scene_boxes, names, normalization, config, progress_of, say
         )
-    make_proposals(
-        scene_boxes, names, methods, run.path / "proposals", options, detector=detector,
-        detector_options=DetectorProposalOptions(
-            det.tau_low, det.tau_high, device=config.device, camcut_low=det.camcut_low
-        ),
-        workers=workers, cache=_StageCache(run, fps), stage_progress=progress_of,
-    )  # fmt: skip
+    if methods:
+        make_proposals(
+            scene_boxes, names, methods, run.path / "proposals", options, detector=detector,
+            detector_options=DetectorProposalOptions(
+                det.tau_low, det.tau_high, device=config.device, camcut_low=det.camcut_low
+            ),
+            workers=workers, cache=_StageCache(run, fps), stage_progress=progress_of,
+        )  # fmt: skip
 
     # truth rasters (validation and/or masks)
     truth_files = {}
@@ -190,7 +198,6 @@ def train(
         if kind == MASK:
             fps[MASK] = fp  # for the stages that train on the masks
 
-    masked = mask_scenes(scenes, config, inputs.masks is not None)
     if masked:
         say(f"{len(masked)} of {len(scenes)} scene(s) train on true masks")
 
@@ -199,13 +206,12 @@ def train(
         masked, config, progress_of, say,
     )  # fmt: skip
     settings = config_dict(config)["segmenter"]
-    stage1 = seg.stage1_proposal
+    stage1, choice = (MASK if full else seg.stage1_proposal), None
     if stage1 == AUTO:
-        choice = choose_stage1(scene_boxes, run.path / "proposals", seg.proposals, say)
-        stage1 = choice.proposal
+        choice = choose_stage1(scene_boxes, run.path / "proposals", seg.proposals, say).as_dict()
+        stage1 = choice["proposal"]
         if run.primary:
-            run.finish("stage1_choice", fingerprint(*(fps[m] for m in sorted(fps))),
-                       **choice.as_dict())  # fmt: skip
+            run.finish("stage1_choice", fingerprint(*(fps[m] for m in sorted(fps))), **choice)
     # stage 1 depends on its own proposal only, so a user trying other stage-2 proposals or
     # losses with --resume (or bench/accuracy.py's rows) reuses it
     masks_fp = fps.get(MASK) if masked else None
@@ -213,9 +219,17 @@ def train(
     stage1_settings |= {k: settings[k] for k in _OPTIONAL_KEYS if settings[k]}
     fp1 = fingerprint(fps.get(stage1), masks_fp, stage1_settings, sorted(masked), "stage1")
     s1 = dict(proposals=[stage1], loss="ce", steps=seg.stage1_steps, lr=seg.lr)
-    scores1 = train_stage("stage1", fp1, None, **s1, inputs=stage_inputs)
+    records = []
+
+    def trained(name: str, fp: str, init: Path | None, **stage: Any) -> dict[str, Any]:
+        labels = stage_labels(stage["proposals"], scenes, masked)
+        scores = train_stage(name, fp, init, **stage, inputs=stage_inputs, labels=labels)
+        records.append(stage_summary(run, name, labels, stage, name in run.reused))
+        return scores
+
+    scores1 = trained("stage1", fp1, None, **s1)
     s2 = dict(
-        proposals=list(seg.proposals),
+        proposals=[MASK] if full else list(seg.proposals),
         loss=seg.loss,
         steps=seg.stage2_steps,
         lr=seg.lr * seg.stage2_lr_scale,
@@ -225,10 +239,10 @@ def train(
     )
     last, last_fp, validation = "stage1", fp1, scores1
     for round_ in range(1, seg.rounds + 1):  # round 1 is the paper's stage 2
-        self_trained = MODEL_PROPOSAL in seg.proposals  # from the stage before this round
+        self_trained = MODEL_PROPOSAL in s2["proposals"]  # from the stage before this round
         if self_trained:
             fps[MODEL_PROPOSAL] = model_proposal_fingerprint(last_fp)
-        stage2_fps = [fps.get(m) for m in seg.proposals]
+        stage2_fps = [fps.get(m) for m in s2["proposals"]]
         extra = [] if round_ == 1 else [round_]
         fp2 = fingerprint(last_fp, stage2_fps, {k: settings[k] for k in _STAGE2_KEYS}, "stage2",
                           *extra)  # fmt: skip
@@ -236,17 +250,20 @@ def train(
         if self_trained and not (run.finished(name, fp2) and (run.path / name / WEIGHTS).exists()):
             model_proposal(last, last_fp, model_inputs)
         init = run.path / last / WEIGHTS
-        scores2 = train_stage(name, fp2, init, **s2, inputs=stage_inputs)
+        scores2 = trained(name, fp2, init, **s2)
         last, last_fp, validation = name, fp2, scores2 or validation
 
     bundle = run.path / BUNDLE_NAME
     fp = fingerprint(last_fp, "bundle")
     if run.primary and (not run.reusable("bundle", fp) or not bundle.exists()):
-        from jmlnet_geo.train.card import write_bundle
+        from jmlnet_geo.train.card import RunRecord, write_bundle
         from jmlnet_geo.train.curve import training_curve
 
         weights = run.path / last / WEIGHTS
-        write_bundle(bundle, weights, scenes, scene_boxes, names, normalization, config, validation)
+        record = RunRecord(inputs, supervision(masked, scenes), masked, records, choice)
+        write_bundle(
+            bundle, weights, scenes, scene_boxes, names, normalization, config, validation, record
+        )
         training_curve(run.path)
         run.finish("bundle", fp)
     return TrainResult(bundle, validation, run.reused)

@@ -5,11 +5,15 @@ run folder (``proposals/<stem>.<method>.tif``, or the true masks for the scenes 
 them) and writes ``<stage>/weights.safetensors`` (a plain safetensors state dict) when done. A
 finished stage with the same fingerprint is reused; an interrupted one resumes from its
 ``last.ckpt`` with ``resume``. Logs go to ``logs/<stage>/``.
+
+A finished stage's ``run.json`` entry holds its ``record`` (:func:`stage_record`): what it learnt
+from, its loss, steps, wall time, final loss, device and threads; the bundle's card lists them.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +70,7 @@ def train_stage(
     steps: int,
     lr: float,
     inputs: StageInputs,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Train one stage (or reuse it).
 
@@ -78,6 +83,7 @@ def train_stage(
         steps: Optimiser steps.
         lr: Peak learning rate.
         inputs: The run's data and settings.
+        labels: What it actually learns from, for its record (default: ``proposals``).
 
     Returns:
         Its last validation scores (``{"miou": float}``, empty without truth).
@@ -110,7 +116,9 @@ def train_stage(
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True, exist_ok=True)
         run.start(name, fp)
+    started = time.perf_counter()
     trainer, model, accelerator = _fit(name, init, proposals, loss, steps, lr, inputs)
+    wall = time.perf_counter() - started
     if not run.primary:  # rank 0 writes the weights; wait for them before the next stage
         run.wait_for(name, fp)
         return run.entry(name).get("validation", {})
@@ -125,8 +133,50 @@ def train_stage(
         import torch
 
         torch.cuda.empty_cache()
-    run.finish(name, fp, validation=validation)
+    record = stage_record(
+        name, labels or proposals, loss, lr, trainer, wall, accelerator, inputs.config.devices
+    )
+    run.finish(name, fp, validation=validation, record=record | {"validation": validation})
     return validation
+
+
+def stage_record(
+    name: str,
+    labels: Sequence[str],
+    loss: str,
+    lr: float,
+    trainer: Any,
+    wall_time_s: float,
+    accelerator: str,
+    devices: int,
+) -> dict[str, Any]:
+    """What a stage did, JSON-ready, for ``run.json`` and the model card.
+
+    Returns:
+        ``name``, ``labels``, ``loss``, ``lr``, ``steps`` (optimiser steps run in total, a
+        resumed stage's earlier ones included), ``wall_time_s`` (this process's fit, s),
+        ``final_loss`` (the last logged training loss, None when none was logged),
+        ``device`` (``cpu``, or ``cuda`` with the GPU's name), ``devices``, ``threads``
+        (torch's intra-op threads).
+    """
+    import torch
+
+    final = trainer.callback_metrics.get("train_loss")
+    device = accelerator
+    if accelerator == "cuda" and torch.cuda.is_available():
+        device = f"cuda ({torch.cuda.get_device_name()})"
+    return {
+        "name": name,
+        "labels": list(labels),
+        "loss": loss,
+        "lr": lr,
+        "steps": int(trainer.global_step),
+        "wall_time_s": round(wall_time_s, 3),
+        "final_loss": None if final is None else float(final),
+        "device": device,
+        "devices": devices,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _fit(name, init, proposals, loss, steps, lr, inputs: StageInputs):
@@ -201,3 +251,21 @@ def _fit(name, init, proposals, loss, steps, lr, inputs: StageInputs):
     with inputs.progress_of(f"segmenter {name} ({loss})", "steps") as report:
         trainer = fit_task(task, settings, loader, val_loader, progress=report)
     return trainer, model, accelerator
+
+
+def stage_summary(
+    run: RunFolder, name: str, labels: Sequence[str], stage: dict[str, Any], reused: bool
+) -> dict[str, Any]:
+    """The card's record of a finished stage: its ``run.json`` record, ``reused`` added.
+
+    A stage finished by a version that wrote no record gets what is known of it (labels, loss,
+    lr, steps asked for) and None for what was not recorded (wall time, final loss, device).
+    """
+    record = dict(run.entry(name).get("record") or {})
+    if not record:
+        record = {
+            "name": name, "labels": list(labels), "loss": stage["loss"], "lr": stage["lr"],
+            "steps": stage["steps"], "wall_time_s": None, "final_loss": None, "device": None,
+            "threads": None, "validation": run.entry(name).get("validation", {}),
+        }  # fmt: skip
+    return record | {"reused": reused}
