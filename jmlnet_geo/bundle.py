@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from jmlnet_geo.card import validate_card
 from jmlnet_geo.errors import InputFileError
 from jmlnet_geo.model_file import FileKind, load_weights, read_model_file, save_model_file
 
@@ -36,6 +37,7 @@ BUNDLE = FileKind(
     ),
     foreign="a safetensors file but not a jmlgeo bundle",
     unreadable="the bundle's model card is unreadable",
+    check=validate_card,
 )
 
 
@@ -83,7 +85,8 @@ def load_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], 
         ``(state_dict, card)`` with CPU tensors.
 
     Raises:
-        InputFileError: Missing file, or not a jmlgeo bundle (e.g. a pickle or a checkpoint).
+        InputFileError: Missing file, not a jmlgeo bundle (e.g. a pickle or a checkpoint), or
+            a card :func:`jmlnet_geo.card.validate_card` refuses (checked before the tensors).
     """
     return read_model_file(path, BUNDLE, ModelCard)
 

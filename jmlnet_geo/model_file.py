@@ -13,6 +13,7 @@ import json
 import os
 import platform
 from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,10 +21,12 @@ import torch
 from torch import nn
 
 from jmlnet_geo import __version__
+from jmlnet_geo.card import FORMAT_VERSION
 from jmlnet_geo.errors import InputFileError, JmlGeoError, display_path
 from jmlnet_geo.io.write import atomic_output
 
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "FileKind", "load_weights", "read_model_file", "save_model_file"]
+__all__ += ["writer_versions"]
 
 Card = TypeVar("Card")
 
@@ -40,6 +43,9 @@ class FileKind:
         refused: Message for a file that is not this kind (a pickle, a checkpoint, ...).
         foreign: Message for a readable safetensors file without this kind's card.
         unreadable: Message for a card that is not valid JSON of the card's fields.
+        check: ``check(card JSON, format_version, shown path)`` raising ``error`` for an absurd
+            card, called before any tensor is read (the bundle's:
+            :func:`jmlnet_geo.card.validate_card`); None checks only the format version.
     """
 
     format: str
@@ -49,6 +55,7 @@ class FileKind:
     refused: str
     foreign: str
     unreadable: str
+    check: Callable[[Any, Any, str], None] | None = None
 
 
 def save_model_file(
@@ -105,16 +112,35 @@ def read_model_file(
             metadata = f.metadata() or {}
             if metadata.get("format") != kind.format or kind.card_key not in metadata:
                 raise kind.error(f"{shown}: {kind.foreign}")
+            card = _card(metadata, kind, card_type, shown)
             state = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as err:
         if isinstance(err, JmlGeoError):
             raise
         raise kind.error(f"{shown}: {kind.refused}") from None
+    return state, card
+
+
+def _card(metadata: Mapping[str, str], kind: FileKind, card_type: type[Card], shown: str) -> Card:
+    """The card of a file's header metadata, checked before any tensor is read."""
     try:
-        card = card_type(**json.loads(metadata[kind.card_key]))
+        raw = json.loads(metadata[kind.card_key])
+    except ValueError as err:
+        raise kind.error(f"{shown}: {kind.unreadable} ({err})") from None
+    version = str(metadata.get("format_version") or "1")
+    if not version.isdigit() or int(version) > FORMAT_VERSION:
+        raise kind.error(
+            f"{shown}: format version {version} is not one this jmlgeo reads "
+            f"({FORMAT_VERSION} or older); upgrade jmlnet_geo (pip install -U jmlnet-geo)"
+        )
+    if kind.check is not None:
+        kind.check(raw, version, shown)
+    if not isinstance(raw, dict):
+        raise kind.error(f"{shown}: {kind.unreadable} (not a JSON object)")
+    try:
+        return card_type(**raw)
     except (TypeError, ValueError) as err:
         raise kind.error(f"{shown}: {kind.unreadable} ({err})") from None
-    return state, card
 
 
 def load_weights(
