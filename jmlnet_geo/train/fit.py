@@ -90,6 +90,28 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return precision
 
 
+def check_checkpoint(path: Path) -> None:
+    """Refuse a truncated or corrupt ``last.ckpt`` (torch's zip format, every CRC checked).
+
+    Raises:
+        JmlGeoError: One line naming the file and the way out (delete it, or --force).
+    """
+    import zipfile
+
+    from jmlnet_geo.errors import JmlGeoError, display_path
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        bad = str(err)
+    if bad is not None:
+        raise JmlGeoError(
+            f"{display_path(path)}: corrupt checkpoint ({bad}); delete it to restart this stage "
+            "with --resume, or pass --force to start the run over"
+        )
+
+
 class _Report(Callback):
     """Calls ``progress(global step, steps)`` after every training batch."""
 
@@ -121,6 +143,8 @@ def fit_task(
     """
     s = settings
     checkpoint = Path(s.folder) / CHECKPOINT
+    if checkpoint.exists():
+        check_checkpoint(checkpoint)
     loggers = [L.pytorch.loggers.CSVLogger(s.log_dir, name=s.log_name, version="")]
     if s.tensorboard:
         with contextlib.suppress(ModuleNotFoundError, ImportError):
