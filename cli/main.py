@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     if "--verbose" not in args and "-v" not in args:
         _quiet_gdal_repeats()
     _WARNINGS.__init__()  # (main runs many times in one process in the tests)
+    _SIGNALLED.clear()
     previous = _stop_on_sigterm()
     try:
         app(args=argv, prog_name="jmlgeo")
@@ -147,6 +148,12 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as err:  # disk full, permission denied, ...: one line naming the path
         print(f"error: {os_error_line(err)}", file=sys.stderr)
         sys.exit(1)
+    except SystemExit as stop:  # click turns Ctrl-C (and our SIGTERM) into a silent exit 130
+        if stop.code != 130:
+            raise
+        which = " (SIGTERM)" if _SIGNALLED else ""
+        print(f"error: interrupted{which}; no output was left half-written", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM if _SIGNALLED else 130)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -157,7 +164,11 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every ``finally`` and temporary file is cleaned."""
 
 
+_SIGNALLED: list[int] = []
+
+
 def _raise_terminated(signum, frame) -> None:
+    _SIGNALLED.append(signum)
     raise _Terminated
 
 
