@@ -228,4 +228,8 @@ def _int(value: Any, low: int, high: int) -> bool:
 
 
 def _ints(values: Any, count: int, low: int, high: int) -> bool:
-    return isinstance(values, list) and len(values) == count and all(_int(v, low, high) for v in values)
+    return (
+        isinstance(values, list)
+        and len(values) == count
+        and all(_int(v, low, high) for v in values)
+    )

@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from collections.abc import Mapping
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 

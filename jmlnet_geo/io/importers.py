@@ -73,8 +73,7 @@ def import_coco(
         if isinstance(err, InputFileError):
             raise
         raise InputFileError(
-            f"{shown}: an annotation is malformed ({type(err).__name__}: {err}); "
-            "re-export the file"
+            f"{shown}: an annotation is malformed ({type(err).__name__}: {err}); re-export the file"
         ) from None
     if not rows:
         raise InputFileError(f"{shown}: has no annotations; nothing to import")

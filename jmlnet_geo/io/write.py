@@ -185,7 +185,9 @@ def write_vectors(items: Sequence[tuple[gpd.GeoDataFrame, str | os.PathLike[str]
             frame.to_file(tmp, driver=driver, layer=layer if driver == "GPKG" else None)
 
 
-def check_distinct_stems(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> None:
+def check_distinct_stems(
+    paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
+) -> None:
     """Refuse inputs whose outputs would share a name in ``out`` (``a/x.tif`` and ``b/x.tif``).
 
     Raises:
