@@ -6,7 +6,9 @@ torch nor cv2 (nor rasterio/geopandas).
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import sys
 import warnings
 
@@ -130,16 +132,70 @@ def main(argv: list[str] | None = None) -> None:
     if "--verbose" not in args and "-v" not in args:
         _quiet_gdal_repeats()
     _WARNINGS.__init__()  # (main runs many times in one process in the tests)
+    _SIGNALLED.clear()
+    previous = _stop_on_sigterm()
     try:
         app(args=argv, prog_name="jmlgeo")
     except JmlGeoError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except _Terminated:
+        print("error: interrupted (SIGTERM); no output was left half-written", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except KeyboardInterrupt:
         print("error: interrupted; no output was left half-written", file=sys.stderr)
         sys.exit(130)
+    except OSError as err:  # disk full, permission denied, ...: one line naming the path
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
+        sys.exit(1)
+    except SystemExit as stop:  # click turns Ctrl-C (and our SIGTERM) into a silent exit 130
+        if stop.code != 130:
+            raise
+        which = " (SIGTERM)" if _SIGNALLED else ""
+        print(f"error: interrupted{which}; no output was left half-written", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM if _SIGNALLED else 130)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         _WARNINGS.summary()
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` and temporary file is cleaned."""
+
+
+_SIGNALLED: list[int] = []
+
+
+def _raise_terminated(signum, frame) -> None:
+    _SIGNALLED.append(signum)
+    raise _Terminated
+
+
+def _stop_on_sigterm():
+    """Make SIGTERM unwind like Ctrl-C (main thread only); returns the previous handler."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for an OSError: the path(s) it names, the system's reason and what to do."""
+    from jmlnet_geo.errors import display_path
+
+    reason = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
+    advice = {
+        errno.ENOSPC: "free some space or write elsewhere (--out)",
+        errno.EDQUOT: "free some space or write elsewhere (--out)",
+        errno.EACCES: "check its permissions or write elsewhere (--out)",
+        errno.EPERM: "check its permissions or write elsewhere (--out)",
+        errno.EROFS: "write elsewhere (--out)",
+    }.get(err.errno, "check the path and try again")
+    paths = [p for p in (err.filename, err.filename2) if p not in (None, "")]
+    where = " -> ".join(display_path(os.fsdecode(p)) for p in paths)
+    return f"{where}: {reason}; {advice}" if where else f"{reason}; {advice}"
 
 
 if __name__ == "__main__":

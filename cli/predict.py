@@ -61,6 +61,7 @@ def predict(
     from dataclasses import asdict
 
     from jmlnet_geo import stac as stac_io
+    from jmlnet_geo.io.write import check_distinct_stems
     from jmlnet_geo.predict import PredictOptions, Predictor
     from jmlnet_geo.vectorize import write_polygons
 
@@ -75,10 +76,14 @@ def predict(
         probabilities=probabilities,
         loader_workers=loader_workers,
     )
+    resolved = []
     for given in scenes:
         scene = given
         if stac_io.is_stac_item(given):
             scene = Path(stac_io.resolve_scene(given, asdict(predictor.card), asset))
+        resolved.append(scene)
+    check_distinct_stems(resolved, out)  # before any work: none overwrites another's outputs
+    for scene in resolved:
         with display.stage(f"predict {scene.name}", "windows") as report:
             result = predictor.predict(scene, out, options, progress=report)
         mpx = result.pixels / 1e6

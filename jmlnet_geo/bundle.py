@@ -27,9 +27,16 @@ from typing import Any
 
 import torch
 
-from jmlnet_geo.card import CARD_VERSION, check_card
+from jmlnet_geo.card import CARD_VERSION, check_card, validate_card
 from jmlnet_geo.errors import InputFileError
 from jmlnet_geo.model_file import FileKind, load_weights, read_model_file, save_model_file
+
+
+def check_bundle_card(card: dict[str, Any], shown: str, version: int) -> None:
+    """Check a card against its schema (:func:`check_card`) and ranges (:func:`validate_card`)."""
+    check_card(card, shown, version)
+    validate_card(card, version, shown)
+
 
 #: The bundle as a kind of model file (:mod:`jmlnet_geo.model_file`).
 BUNDLE = FileKind(
@@ -44,7 +51,7 @@ BUNDLE = FileKind(
     foreign="a safetensors file but not a jmlgeo bundle",
     unreadable="the bundle's model card is unreadable",
     version=CARD_VERSION,
-    check=check_card,
+    check=check_bundle_card,
 )
 
 
@@ -111,7 +118,8 @@ def load_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], 
         ``(state_dict, card)`` with CPU tensors.
 
     Raises:
-        InputFileError: Missing file, or not a jmlgeo bundle (e.g. a pickle or a checkpoint).
+        InputFileError: Missing file, not a jmlgeo bundle (e.g. a pickle or a checkpoint), or
+            a card :func:`jmlnet_geo.card.validate_card` refuses (checked before the tensors).
     """
     return read_model_file(path, BUNDLE, ModelCard)
 

@@ -38,6 +38,8 @@ __all__ = [
     "FORMAT",
     "BundleHeader",
     "check_card",
+    "FORMAT_VERSION",
+    "validate_card",
     "check_format_version",
     "looks_like_bundle",
     "read_card",
@@ -92,8 +94,8 @@ def read_card(path: str | os.PathLike[str]) -> BundleHeader:
         The header.
 
     Raises:
-        InputFileError: Missing file, not a safetensors file, or not a jmlgeo bundle; the
-            message names the file.
+        InputFileError: Missing file, not a safetensors file, not a jmlgeo bundle, or a card
+            :func:`validate_card` refuses; the message names the file.
     """
     from safetensors import SafetensorError, safe_open
 
@@ -115,6 +117,7 @@ def read_card(path: str | os.PathLike[str]) -> BundleHeader:
             if not isinstance(card, dict):
                 raise InputFileError(f"{shown}: the bundle's model card is not a JSON object")
             check_card(card, shown, version)
+            validate_card(card, version, shown)
             tensors = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as err:
         if isinstance(err, InputFileError):
@@ -230,3 +233,118 @@ def looks_like_bundle(path: str | os.PathLike[str]) -> bool:
     except OSError:
         return False
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 30
+
+
+#: The newest bundle format version this jmlgeo reads (the writer's, :mod:`jmlnet_geo.model_file`).
+FORMAT_VERSION = CARD_VERSION
+#: Ranges of a card's sizes: a band count, a tile or window side in px, a class count.
+MAX_BANDS = 1024
+TILE_RANGE = (16, 16384)
+MAX_CLASSES = 254  # class ids 1..K in uint8 rasters, 255 is nodata
+_CARD_KEYS = ("classes", "bands", "normalization", "tile_size", "architecture")
+
+
+def validate_card(card: Any, format_version: Any, shown: str) -> None:
+    """Check a bundle's card for the ranges and agreements every reader relies on.
+
+    Called where a card is read (:func:`read_card`, :func:`jmlnet_geo.bundle.load_bundle`),
+    before any tensor is read or anything is allocated from the card's sizes.
+
+    Args:
+        card: The card as the JSON value stored in the bundle (a dict when sound).
+        format_version: The header's ``format_version`` (a string; missing: None or "").
+        shown: The bundle's path as shown to the user.
+
+    Raises:
+        InputFileError: One line naming the bundle and the first absurd or inconsistent field:
+            a format version from the future, missing keys, no classes, 0 or too many bands,
+            a normalisation whose length differs from the bands or whose std is 0, negative
+            or not finite, a tile size or predict window outside 16..16384, a zero or negative
+            resolution, an architecture whose class or band count contradicts the card.
+    """
+
+    def bad(what: str) -> InputFileError:
+        return InputFileError(
+            f"{shown}: the bundle's model card is not usable ({what}); retrain it or use the "
+            "bundle jmlgeo train wrote"
+        )
+
+    version = str(format_version or "1")
+    if not version.isdigit():
+        raise bad(f"format_version {version!r} is not a number")
+    if int(version) > FORMAT_VERSION:
+        raise InputFileError(
+            f"{shown}: bundle format version {version} is newer than this jmlgeo reads "
+            f"({FORMAT_VERSION}); upgrade jmlnet_geo (pip install -U jmlnet-geo)"
+        )
+    if not isinstance(card, dict):
+        raise bad("not a JSON object")
+    missing = [k for k in _CARD_KEYS if k not in card]
+    if missing:
+        raise bad(f"missing {', '.join(missing)}")
+    classes = card["classes"]
+    if not isinstance(classes, list) or not classes or len(classes) > MAX_CLASSES:
+        raise bad(f"classes must be a list of 1..{MAX_CLASSES} names")
+    if not all(isinstance(c, str) and c for c in classes):
+        raise bad("classes must be non-empty names")
+    colours = card.get("colours")
+    if colours is not None and (
+        not isinstance(colours, list)
+        or len(colours) != len(classes)
+        or not all(_ints(c, 3, 0, 255) for c in colours)
+    ):
+        raise bad(f"colours must be {len(classes)} RGB triples of 0..255")
+    bands = card["bands"]
+    if not _int(bands, 1, MAX_BANDS):
+        raise bad(f"bands {bands!r} must be 1..{MAX_BANDS}")
+    names = card.get("band_names") or []
+    if not isinstance(names, list) or (names and len(names) != bands):
+        raise bad(f"band_names must name the {bands} bands")
+    norm = card["normalization"]
+    if not isinstance(norm, dict) or not {"mean", "std"} <= set(norm):
+        raise bad("normalization must hold mean and std")
+    for key in ("mean", "std"):
+        values = norm[key]
+        if not isinstance(values, list) or len(values) != bands:
+            raise bad(f"normalization {key} must have one value per band ({bands})")
+        if not all(_number(v) for v in values):
+            raise bad(f"normalization {key} must be finite numbers")
+    if not all(v > 0 for v in norm["std"]):
+        raise bad("normalization std must be > 0 (a std of 0 divides by zero)")
+    low, high = TILE_RANGE
+    if not _int(card["tile_size"], low, high):
+        raise bad(f"tile_size {card['tile_size']!r} must be {low}..{high} px")
+    resolution = card.get("resolution")
+    if resolution is not None and not (
+        isinstance(resolution, list)
+        and len(resolution) == 2
+        and all(_number(r) and r > 0 for r in resolution)
+    ):
+        raise bad(f"resolution {resolution!r} must be two pixel sizes > 0")
+    arch = card["architecture"]
+    if not isinstance(arch, dict) or not isinstance(arch.get("preset"), str):
+        raise bad("architecture must name its preset")
+    if "num_classes" in arch and arch["num_classes"] != len(classes) + 1:
+        raise bad(f"architecture num_classes {arch['num_classes']!r} != {len(classes)} classes + 1")
+    if "in_channels" in arch and arch["in_channels"] != bands:
+        raise bad(f"architecture in_channels {arch['in_channels']!r} != bands {bands}")
+    for key in ("predict_window", "predict_overlap"):
+        value = card.get(key, arch.get(key))
+        if value is not None and not _int(value, 0 if key == "predict_overlap" else low, high):
+            raise bad(f"{key} {value!r} must be an integer up to {high} px")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _ints(values: Any, count: int, low: int, high: int) -> bool:
+    return (
+        isinstance(values, list)
+        and len(values) == count
+        and all(_int(v, low, high) for v in values)
+    )

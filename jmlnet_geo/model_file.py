@@ -28,6 +28,9 @@ from jmlnet_geo.io.write import atomic_output
 #: Format version of a kind that does not say otherwise (the detector file).
 FORMAT_VERSION = 1
 
+__all__ = ["FORMAT_VERSION", "FileKind", "load_weights", "read_model_file", "save_model_file"]
+__all__ += ["writer_versions"]
+
 Card = TypeVar("Card")
 
 

@@ -34,8 +34,8 @@ class Normalization:
         mean = torch.tensor(self.mean, dtype=image.dtype, device=image.device)[:, None, None]
         std = torch.tensor(self.std, dtype=image.dtype, device=image.device)[:, None, None]
         out = (image - mean) / std
-        if valid is not None:
-            out = out * valid.unsqueeze(1).to(out.dtype)
+        if valid is not None:  # where, not a product: NaN * 0 is NaN
+            out = torch.where(valid.unsqueeze(1), out, torch.zeros((), dtype=out.dtype))
         return out
 
 

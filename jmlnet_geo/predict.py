@@ -47,7 +47,12 @@ from jmlnet_geo.io.class_raster import (
     write_qml,
 )
 from jmlnet_geo.io.raster import Scene, open_dataset, open_scene, read_valid
-from jmlnet_geo.io.write import check_writable, output_folder
+from jmlnet_geo.io.write import (
+    check_writable,
+    output_folder,
+    partial_prefix,
+    remove_stale_partials,
+)
 from jmlnet_geo.normalization import Normalization
 from jmlnet_geo.predict_windows import (
     Blender,
@@ -217,9 +222,10 @@ class Predictor:
         for path in (classes_path, probs_path, style_path):
             if path is not None:
                 check_writable(path)
+        remove_stale_partials(out, stem)  # what a killed run of ours left
         cache = gdal_cache_bytes(scene, plan.window)
         with (
-            tempfile.TemporaryDirectory(prefix=f".{stem}.", dir=out) as tmp,
+            tempfile.TemporaryDirectory(prefix=partial_prefix(stem), dir=out) as tmp,
             rasterio.Env(GDAL_CACHEMAX=cache),  # also bounds the COG copy's overviews
         ):
             tmp_classes = Path(tmp) / "classes.tif"

@@ -20,7 +20,7 @@ from shapely.geometry import MultiPolygon, Polygon, box
 
 from jmlnet_geo.errors import InputFileError, display_path
 from jmlnet_geo.io.vector import IMAGE_SUFFIXES
-from jmlnet_geo.io.write import check_vector_output, write_vector
+from jmlnet_geo.io.write import check_vector_output, write_vector, write_vectors
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,45 @@ def import_coco(
     for path in (out, truth):
         if path is not None:
             check_vector_output(path)
-    image_by_id = {img["id"]: img for img in data["images"]}
-    _check_images_exist((img["file_name"] for img in data["images"]), images, f"{shown} names")
-    names = {cat["id"]: str(cat["name"]) for cat in data["categories"]}
+    try:
+        image_by_id = {img["id"]: img for img in data["images"]}
+        files = [str(img["file_name"]) for img in data["images"]]
+        names = {cat["id"]: str(cat["name"]) for cat in data["categories"]}
+    except (KeyError, TypeError) as err:
+        raise InputFileError(
+            f"{shown}: an image or category lacks {err} or is not an object; re-export the file"
+        ) from None
+    _check_images_exist(files, images, f"{shown} names")
+    try:
+        rows, truth_rows = _coco_rows(data, image_by_id, names, shown, truth is not None)
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        if isinstance(err, InputFileError):
+            raise
+        raise InputFileError(
+            f"{shown}: an annotation is malformed ({type(err).__name__}: {err}); re-export the file"
+        ) from None
+    if not rows:
+        raise InputFileError(f"{shown}: has no annotations; nothing to import")
+    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=None)
+    outputs = [(frame, out, "boxes")]
+    if truth is not None:
+        truth_frame = gpd.GeoDataFrame(truth_rows, geometry="geometry", crs=None)
+        outputs.append((truth_frame, truth, "truth"))
+    write_vectors(outputs)  # all or none
+    return ImportSummary(
+        boxes=len(frame),
+        images=len(data["images"]),
+        per_class=frame["class"].value_counts().to_dict(),
+        truth=len(truth_rows),
+    )
+
+
+#: Largest RLE mask decoded (pixels): a 100 000² declaration is refused, not allocated.
+MAX_RLE_PIXELS = 20_000 * 20_000
+
+
+def _coco_rows(data: dict, image_by_id: dict, names: dict, shown: str, truth: bool):
+    """Box rows and truth rows of a COCO file's annotations (checked; see import_coco)."""
     rows, truth_rows = [], []
     for ann in data["annotations"]:
         img = image_by_id.get(ann["image_id"])
@@ -69,7 +105,16 @@ def import_coco(
                 f"{shown}: annotation {ann.get('id')} refers to an unknown image or category; "
                 "the file is inconsistent, re-export it"
             )
-        x, y, w, h = (float(v) for v in ann["bbox"])
+        bbox = ann["bbox"]
+        ok = isinstance(bbox, list) and len(bbox) == 4
+        ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)
+        ok = ok and all(np.isfinite(bbox)) and bbox[2] >= 0 and bbox[3] >= 0
+        if not ok:
+            raise InputFileError(
+                f"{shown}: annotation {ann.get('id')} has bbox {str(bbox)[:80]}; COCO wants "
+                "[x, y, width, height], four finite numbers, width and height >= 0"
+            )
+        x, y, w, h = (float(v) for v in bbox)
         record = {
             "class": names[ann["category_id"]],
             "category_id": int(ann["category_id"]),
@@ -78,22 +123,17 @@ def import_coco(
             "iscrowd": int(ann.get("iscrowd", 0)),
         }
         rows.append({**record, "geometry": box(x, y, x + w, y + h)})
-        if truth is not None and ann.get("segmentation"):
-            shape = _segmentation_to_shape(ann["segmentation"], img["height"], img["width"])
+        if truth and ann.get("segmentation"):
+            try:
+                shape = _segmentation_to_shape(ann["segmentation"], img["height"], img["width"])
+            except ValueError as err:
+                raise InputFileError(
+                    f"{shown}: annotation {ann.get('id')} has a bad segmentation ({err}); "
+                    "re-export the file or import without --truth"
+                ) from None
             if not shape.is_empty:
                 truth_rows.append({**record, "geometry": shape})
-    if not rows:
-        raise InputFileError(f"{shown}: has no annotations; nothing to import")
-    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=None)
-    write_vector(frame, out, layer="boxes")
-    if truth is not None:
-        write_vector(gpd.GeoDataFrame(truth_rows, geometry="geometry", crs=None), truth, "truth")
-    return ImportSummary(
-        boxes=len(frame),
-        images=len(data["images"]),
-        per_class=frame["class"].value_counts().to_dict(),
-        truth=len(truth_rows),
-    )
+    return rows, truth_rows
 
 
 def _read_coco(path: str | os.PathLike[str]) -> dict:
@@ -107,8 +147,9 @@ def _read_coco(path: str | os.PathLike[str]) -> dict:
         raise InputFileError(
             f"{shown}: not valid JSON ({err}); pass a COCO instances file"
         ) from None
-    missing = [k for k in ("images", "annotations", "categories") if k not in data]
-    if not isinstance(data, dict) or missing:
+    keys = ("images", "annotations", "categories")
+    missing = [k for k in keys if not isinstance(data, dict) or not isinstance(data.get(k), list)]
+    if missing:
         raise InputFileError(
             f"{shown}: not a COCO instances file (missing {', '.join(missing) or 'keys'}); "
             "pass the instances_*.json of the data set"
@@ -132,11 +173,10 @@ def _check_images_exist(names: Iterable[str], folder: str | os.PathLike[str], wh
 def _segmentation_to_shape(segmentation, height: int, width: int) -> MultiPolygon:
     """A COCO segmentation (polygon list or RLE) as a valid MultiPolygon in pixel coordinates."""
     if isinstance(segmentation, list):
-        parts = [
-            Polygon(np.asarray(ring, dtype=np.float64).reshape(-1, 2))
-            for ring in segmentation
-            if len(ring) >= 6
-        ]
+        rings = [np.asarray(ring, dtype=np.float64) for ring in segmentation]
+        if any(r.ndim != 1 or r.size % 2 or not np.isfinite(r).all() for r in rings):
+            raise ValueError("polygons must be flat lists of finite x, y pairs")
+        parts = [Polygon(r.reshape(-1, 2)) for r in rings if len(r) >= 6]
         shape = shapely.make_valid(shapely.union_all(parts)) if parts else MultiPolygon()
     else:
         shape = _mask_to_shape(_rle_to_mask(segmentation, height, width))
@@ -151,7 +191,11 @@ def _rle_to_mask(rle: dict, height: int, width: int) -> np.ndarray:
     counts = rle["counts"]
     if isinstance(counts, str):
         counts = _decode_rle_string(counts)
-    h, w = rle.get("size", (height, width))
+    h, w = (int(v) for v in rle.get("size", (height, width)))
+    if h < 0 or w < 0 or h * w > MAX_RLE_PIXELS:
+        raise ValueError(f"RLE size {h}x{w} is outside 0..{MAX_RLE_PIXELS} pixels")
+    if any(not isinstance(r, int) or r < 0 for r in counts) or sum(counts) > h * w:
+        raise ValueError(f"RLE counts overrun its size {h}x{w} or are not counts")
     flat = np.zeros(h * w, dtype=bool)
     pos, value = 0, False
     for run in counts:
@@ -249,7 +293,13 @@ def _find_image(folder: Path, stem: str) -> str | None:
 
 def _read_dota_file(txt: Path, image: str) -> list[dict]:
     rows, gsd = [], None
-    for number, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = txt.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputFileError(
+            f"{display_path(txt)}: not UTF-8 text (byte {err.start}); save it as UTF-8"
+        ) from None
+    for number, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
@@ -265,6 +315,8 @@ def _read_dota_file(txt: Path, image: str) -> list[dict]:
             coords = np.array([float(v) for v in parts[:8]]).reshape(4, 2)
             name = parts[8]
             difficult = int(parts[9]) if len(parts) > 9 else 0
+            if not np.isfinite(coords).all():
+                raise ValueError("not finite")
         except (ValueError, IndexError):
             raise InputFileError(
                 f"{display_path(txt)}:{number}: expected 'x1 y1 ... x4 y4 class [difficult]', "

@@ -5,20 +5,25 @@ transform. Plain images with no georeferencing (PNG/JPEG as in iSAID, DOTA, NWPU
 identity transform, so map coordinates are pixel coordinates (x = column, y = row, y down), the
 convention GDAL itself uses for them; box layers for such images carry no CRS.
 
-Alpha bands are not image bands: they become part of the nodata mask.
+Alpha bands are not image bands: they become part of the nodata mask. In float scenes NaN and
+infinite values are nodata too, whatever nodata value the file declares (no model can take them,
+and one NaN spreads over a whole window through the convolutions); their pixels read as 0 and
+invalid. A scene that cannot be read to its last block fails with a one-line error naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
@@ -200,11 +205,31 @@ def read_window(
         shape (height, width), bool, False where the scene is nodata, alpha-masked or absent.
     """
     image = read_padded(ds, scene.bands, window, 0)
-    return image, read_valid(ds, scene, window)
+    valid = _mask_valid(ds, scene, window)
+    if is_float(scene):
+        finite = np.isfinite(image)
+        valid &= finite.all(axis=0)
+        image[~finite] = 0
+    return image, valid
 
 
 def read_valid(ds: rasterio.DatasetReader, scene: Scene, window: Window) -> np.ndarray:
-    """Validity (bool (height, width)) of a window, as in :func:`read_window`, without the image."""
+    """Validity (bool (height, width)) of a window, as in :func:`read_window`, without the image.
+
+    (Float scenes read the image too: their NaN and infinite pixels are invalid.)
+    """
+    valid = _mask_valid(ds, scene, window)
+    if is_float(scene):
+        valid &= np.isfinite(read_padded(ds, scene.bands, window, 0)).all(axis=0)
+    return valid
+
+
+def is_float(scene: Scene) -> bool:
+    """Whether the scene's bands hold floating-point values (which may be NaN)."""
+    return np.issubdtype(np.dtype(scene.dtype), np.floating)
+
+
+def _mask_valid(ds: rasterio.DatasetReader, scene: Scene, window: Window) -> np.ndarray:
     # GDAL semantics: a pixel is valid where any band is valid (per-band nodata) ...
     valid = read_padded(ds, scene.bands, window, 0, masks=True).any(axis=0)
     # ... and an alpha band, where there is one, masks every band.
@@ -245,11 +270,25 @@ def read_padded(
     if c1 <= c0 or r1 <= r0:
         return out
     inside = Window(c0, r0, c1 - c0, r1 - r0)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), unreadable_blocks(ds.name):
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         read = ds.read_masks if masks else ds.read
         out[:, r0 - row : r1 - row, c0 - col : c1 - col] = read(list(indexes), window=inside)
     return out
+
+
+@contextlib.contextmanager
+def unreadable_blocks(path: str) -> Iterator[None]:
+    """Turn GDAL's read errors (a truncated or corrupt file) into a one-line InputFileError."""
+    try:
+        yield
+    except (RasterioIOError, CPLE_BaseError) as err:
+        detail = str(err.__cause__ or err) or "unknown reason"
+        first = detail.splitlines()[0][:200]
+        raise InputFileError(
+            f"{display_path(path)}: cannot be read to the end ({first}); the file is truncated "
+            "or corrupt, copy or download it again"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -278,12 +317,14 @@ def band_statistics(scene: Scene, max_pixels: int = 4_000_000) -> list[BandStats
     scale = max(1.0, math.sqrt(scene.width * scene.height / max_pixels))
     out_h = max(1, round(scene.height / scale))
     out_w = max(1, round(scene.width / scale))
-    with open_dataset(scene) as ds, warnings.catch_warnings():
+    with open_dataset(scene) as ds, warnings.catch_warnings(), unreadable_blocks(scene.path):
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         data = ds.read(scene.bands, out_shape=(scene.count, out_h, out_w))
         masks = ds.read_masks(scene.bands, out_shape=(scene.count, out_h, out_w)) > 0
         if scene.alpha is not None:
             masks &= ds.read(scene.alpha, out_shape=(out_h, out_w))[None] > 0
+    if is_float(scene):  # NaN and infinities are nodata (see the module docstring)
+        masks &= np.isfinite(data).all(axis=0)[None]
     stats = []
     for i, band in enumerate(scene.bands):
         values = data[i][masks[i]].astype(np.float64)

@@ -32,7 +32,7 @@ from jmlnet_geo.errors import (
     display_path,
 )
 from jmlnet_geo.io.raster import Scene
-from jmlnet_geo.vocabulary import MAX_CLASSES
+from jmlnet_geo.vocabulary import BACKGROUND, IGNORE, MAX_CLASSES  # noqa: F401  (jmlnet_geo.io exports them)
 
 #: Image-file extensions tried when an image column holds a name without one (DOTA style).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")

@@ -1,16 +1,20 @@
 """Writing outputs so that a crash never leaves a half-written file under the final name.
 
 Every writer goes through :func:`atomic_output`: it writes to a hidden temporary name in the
-destination folder and renames it into place only when the writer finished.
+destination folder and renames it into place only when the writer finished, with the mode the
+user's umask gives (0644 usually). Temporary names carry the process id, so a later run removes
+what a killed one left (:func:`remove_stale_partials`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import geopandas as gpd
 
@@ -44,16 +48,76 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[str]:
     check_writable(path)
     folder, name = os.path.split(os.path.abspath(path))
     stem, suffix = os.path.splitext(name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".partial{suffix}", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=partial_prefix(stem), suffix=f".partial{suffix}", dir=folder)
     os.close(fd)
     os.remove(tmp)  # writers (GDAL) want to create the file themselves
     try:
         yield tmp
+        if os.path.isfile(tmp):  # some writers (mkstemp, safetensors) create files 0600
+            os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Temporary names of ours carry the writing process's id: ``.<stem>.jmlgeo-<pid>-...``.
+_PARTIAL = re.compile(r"\.jmlgeo-(\d+)-")
+
+
+def partial_prefix(stem: str) -> str:
+    """Prefix of a temporary file or folder of this process for an output named ``stem``."""
+    return f".{stem}.jmlgeo-{os.getpid()}-"
+
+
+def remove_stale_partials(folder: str | os.PathLike[str], stem: str) -> list[str]:
+    """Remove temporary outputs for ``stem`` left in ``folder`` by killed jmlgeo processes.
+
+    Only names :func:`partial_prefix` made (``.<stem>[.<more>].jmlgeo-<pid>-...``) are touched,
+    and only when process ``pid`` no longer runs on this machine; files of other programs and
+    of runs still going are kept.
+
+    Returns:
+        The paths removed.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _PARTIAL.search(entry.name)
+        if not entry.name.startswith(f".{stem}.") or match is None:
+            continue
+        if _alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.remove(entry.path)
+            removed.append(entry.path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def check_vector_output(path: str | os.PathLike[str]) -> str:
@@ -102,3 +166,41 @@ def output_folder(path: str | os.PathLike[str], what: str = "the outputs") -> st
     if not os.access(path, os.W_OK | os.X_OK):
         raise OutputError(f"{shown}: folder is not writable; choose another")
     return os.fspath(path)
+
+
+def write_vectors(items: Sequence[tuple[gpd.GeoDataFrame, str | os.PathLike[str], str]]) -> None:
+    """Write several layers all or none: each to a temporary name, renamed only when all are.
+
+    Args:
+        items: ``(frame, path, layer)`` per output, as :func:`write_vector` takes them.
+
+    Raises:
+        OutputError: An unknown extension or unwritable destination (before anything is written).
+    """
+    drivers = [check_vector_output(path) for _, path, _ in items]
+    with contextlib.ExitStack() as stack, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")
+        for (frame, path, layer), driver in zip(items, drivers, strict=True):
+            tmp = stack.enter_context(atomic_output(path))
+            frame.to_file(tmp, driver=driver, layer=layer if driver == "GPKG" else None)
+
+
+def check_distinct_stems(
+    paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
+) -> None:
+    """Refuse inputs whose outputs would share a name in ``out`` (``a/x.tif`` and ``b/x.tif``).
+
+    Raises:
+        OptionError: Two inputs with the same file stem; the message names both.
+    """
+    from jmlnet_geo.errors import OptionError
+
+    seen: dict[str, str] = {}
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(os.fspath(path)))[0]
+        if stem in seen and os.path.abspath(seen[stem]) != os.path.abspath(path):
+            raise OptionError(
+                f"{display_path(seen[stem])} and {display_path(path)}: both would write "
+                f"{stem}.* in {display_path(out)}; rename one or predict them into separate --out"
+            )
+        seen[stem] = os.fspath(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,6 +51,15 @@ def check_config(config: TrainConfig) -> list[str]:
         check_thresholds(config.detector.tau_low, config.detector.tau_high)
         if config.detector.steps <= 0:
             raise OptionError(f"--detector-steps {config.detector.steps}: give at least 1")
+    for flag, value, low in (
+        ("--lr", seg.lr, 0.0),
+        ("--detector-lr", config.detector.lr, 0.0),
+        ("stage2_lr_scale", seg.stage2_lr_scale, 0.0),
+    ):
+        if not (math.isfinite(value) and value > low and value < 10.0):
+            raise OptionError(f"{flag} {value}: give a finite learning rate in (0, 10)")
+    if not (math.isfinite(seg.weight_decay) and seg.weight_decay >= 0):
+        raise OptionError(f"weight_decay {seg.weight_decay}: give a finite value >= 0")
     fraction = config.masks_fraction
     if fraction is not None and not 0.0 <= fraction <= 1.0:
         raise OptionError(f"--masks-fraction {fraction:g}: give a value in 0..1")

@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,32 @@ def takes_loss(progress: Callable[..., None]) -> bool:
     return any(p.kind is p.VAR_KEYWORD or p.name == "loss" for p in parameters)
 
 
+def check_checkpoint(path: Path) -> None:
+    """Refuse a truncated or corrupt ``last.ckpt`` (torch's zip format, every CRC checked).
+
+    Raises:
+        JmlGeoError: One line naming the file and the way out (delete it, or --force).
+    """
+    import zipfile
+
+    from jmlnet_geo.errors import JmlGeoError, display_path
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        bad = str(err)
+    if bad is not None:
+        raise JmlGeoError(
+            f"{display_path(path)}: corrupt checkpoint ({bad}); delete it to restart this stage "
+            "with --resume, or pass --force to start the run over"
+        )
+
+
+class _Report(Callback):
+    """Calls ``progress(global step, steps)`` after every training batch."""
+
+
 class _Report(Callback):
     """Calls ``progress(global step, steps)`` after every training batch.
 
@@ -140,6 +167,8 @@ def fit_task(
     """
     s = settings
     checkpoint = Path(s.folder) / CHECKPOINT
+    if checkpoint.exists():
+        check_checkpoint(checkpoint)
     loggers = [L.pytorch.loggers.CSVLogger(s.log_dir, name=s.log_name, version="")]
     if s.tensorboard:
         with contextlib.suppress(ModuleNotFoundError, ImportError):

@@ -35,6 +35,25 @@ def is_primary_process() -> bool:
     return True
 
 
+def read_state(path: Path) -> dict[str, Any]:
+    """The content of a ``run.json``.
+
+    Raises:
+        RunFolderError: The file is not the JSON ``jmlgeo train`` writes; the message says how
+            to start over.
+    """
+    try:
+        state = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        state = err
+    if not isinstance(state, dict) or not isinstance(state.get("stages"), dict):
+        raise RunFolderError(
+            f"{display_path(path)}: corrupt run state ({str(state)[:60]}); pass --force to "
+            "start the run over (or delete the folder)"
+        )
+    return state
+
+
 class RunState:
     """The ``run.json`` of a folder: a fingerprint and state per stage (read when created).
 
@@ -48,7 +67,7 @@ class RunState:
         self.path = Path(path)
         self.state: dict[str, Any] = {"stages": {}}
         if (self.path / STATE_FILE).exists():
-            self.state = json.loads((self.path / STATE_FILE).read_text())
+            self.state = read_state(self.path / STATE_FILE)
 
     def entry(self, stage: str) -> dict[str, Any]:
         """The recorded entry of ``stage`` (empty when none)."""
@@ -58,7 +77,7 @@ class RunState:
         """Whether ``run.json`` on disk (re-read) records ``stage`` done with this fingerprint."""
         state_file = self.path / STATE_FILE
         if state_file.exists():
-            self.state = json.loads(state_file.read_text())
+            self.state = read_state(state_file)
         entry = self.entry(stage)
         return entry.get("fingerprint") == fp and bool(entry.get("done"))
 

@@ -92,6 +92,14 @@ class SegmenterTask(L.LightningModule):
                 logits.float(), batch["boxes"], batch["labels"], inside, similarity, batch["valid"]
             )
             loss = loss + self.box_loss_weight * box_loss
+        if not torch.isfinite(loss.detach()).all():
+            from jmlnet_geo.errors import JmlGeoError
+
+            raise JmlGeoError(
+                f"training diverged: the loss is {float(loss.detach())} at step "
+                f"{self.global_step + 1}; no bundle was written. Lower --lr, or check the scenes "
+                "for extreme values (jmlgeo info SCENE)"
+            )
         self.log("train_loss", loss, prog_bar=False, on_step=True, batch_size=len(labels))
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, batch_size=1)
         return loss
