@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from jmlnet_geo.proposals.agreement import box_iou
 
@@ -109,7 +108,7 @@ def largest_component(mask: np.ndarray, weight: np.ndarray | None = None) -> np.
     ``weight`` (bool (H, W), default the mask itself) picks the component overlapping it most,
     e.g. the box. Returns an all-False mask when no component overlaps ``weight``.
     """
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    count, labels = _label(mask)
     if count == 0:
         return np.zeros_like(mask, bool)
     counts = np.bincount(labels[weight if weight is not None else mask], minlength=count + 1)
@@ -117,6 +116,14 @@ def largest_component(mask: np.ndarray, weight: np.ndarray | None = None) -> np.
     if counts.max() == 0:
         return np.zeros_like(mask, bool)
     return labels == int(counts.argmax())
+
+
+def _label(mask: np.ndarray) -> tuple[int, np.ndarray]:
+    """(number of components, int32 labels) of a bool mask, 8-connected (OpenCV)."""
+    import cv2
+
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    return count - 1, labels
 
 
 def proposal_agreement(masks: Sequence[np.ndarray]) -> float:
@@ -263,7 +270,12 @@ def missing_components(
         min_score: Components whose mean class probability is lower are left out.
     """
     foreground = (classes != BACKGROUND) & (classes != IGNORE)
-    labels, count = ndimage.label(foreground, structure=np.ones((3, 3), bool))
+    import cv2
+
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        foreground.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
+    )
+    count -= 1  # label 0 is the background
     if count == 0:
         return []
     boxed = np.zeros(classes.shape, bool)
@@ -271,9 +283,11 @@ def missing_components(
         boxed[max(r0, 0) : r1, max(c0, 0) : c1] = True
     touched = set(np.unique(labels[boxed]).tolist())
     found = []
-    for index, where in enumerate(ndimage.find_objects(labels), start=1):
-        if where is None or index in touched:
+    for index in range(1, count + 1):
+        if index in touched:
             continue
+        left, top, width, height = (int(v) for v in stats[index, :4])
+        where = (slice(top, top + height), slice(left, left + width))
         own = labels[where] == index
         pixels = int(own.sum())
         if pixels < min_pixels:
