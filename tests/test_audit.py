@@ -62,7 +62,7 @@ def test_missing_components_skip_boxed_small_and_unsure_objects():
 
 def _scene_with_objects(tmp_path):
     """Dark 120 x 120 UTM scene with three bright squares: A (20..40), B (70..90), C (20..40 x 80..100)."""
-    data = np.full((3, 120, 120), 30, np.uint8)
+    data = np.random.default_rng(0).integers(20, 60, (3, 120, 120)).astype(np.uint8)
     data[:, 20:40, 20:40] = 220
     data[:, 70:90, 70:90] = 200
     data[:, 80:100, 20:40] = 210
@@ -105,7 +105,9 @@ def test_audit_ranks_the_wrong_class_first_finds_the_missing_box_keeps_crs(jmlge
     assert audited["other_class"].iloc[0] == "ship"
     assert list(audited["doubt"]) == sorted(audited["doubt"], reverse=True)
     by_note = audited.set_index("note")
-    assert by_note.loc["moved", "fill"] < by_note.loc["ok", "fill"] - 0.2
+    # the model's share of the box is low for the moved box (GrabCut/CRF fill its box: see
+    # the issue note, the proposals' fill does not separate it on this scene)
+    assert by_note.loc["moved", "class_share"] < by_note.loc["ok", "class_share"] - 0.5
     assert by_note.loc["moved", "reason"] == "extent?"
     assert by_note.loc["moved", "doubt"] > by_note.loc["ok", "doubt"]
     missing = gpd.read_file(out, layer="missing")
