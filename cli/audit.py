@@ -15,18 +15,18 @@ def audit(
     out: Path = typer.Option(..., "--out", help="Output GeoPackage (layers boxes, missing)."),
     model: Path | None = typer.Option(None, "--model", help="A model bundle (.safetensors)."),
     predictions: Path | None = typer.Option(
-        None, "--predictions", help="Folder of jmlgeo predict --probabilities (instead of a model)."
+        None, "--predictions", help="Folder of jmlgeo predict --probabilities outputs."
     ),
     run: Path | None = typer.Option(
         None, "--run", help="Reuse the proposal rasters of a jmlgeo train/proposals folder."
     ),
     proposals: str | None = typer.Option(
-        None, "--proposals", help="Proposal methods, comma-separated (default: cached, or crf,grabcut)."
+        None, "--proposals", help="Proposal methods, a,b (default: cached ones, or crf,grabcut)."
     ),
     class_field: str = typer.Option("class", "--class-field", help="Column with the class."),
     classes: str | None = typer.Option(None, "--classes", help="Fixed class order, a,b,c."),
     min_pixels: int | None = typer.Option(
-        None, "--min-pixels", min=1, help="missing: smallest object in pixels (default: from boxes)."
+        None, "--min-pixels", min=1, help="missing: smallest object, pixels (default: from boxes)."
     ),
     min_score: float = typer.Option(
         0.5, "--min-score", help="missing: smallest mean class probability.", min=0.0, max=1.0
@@ -35,7 +35,7 @@ def audit(
     workers: int = typer.Option(0, "--workers", min=0, help="Proposal processes (0: all)."),
     progress: ProgressMode = PROGRESS_OPTION,
 ) -> None:
-    """Score every box (doubt 0-1 and a reason), most doubtful first; with a model, missing boxes."""
+    """Score every box (doubt 0-1, a reason), most doubtful first; with a model, missing boxes."""
     from jmlnet_geo.audit import AuditOptions
     from jmlnet_geo.audit_layers import write_audit
     from jmlnet_geo.audit_run import AuditInputs, run_audit

@@ -44,9 +44,9 @@ from jmlnet_geo.audit import (
     proposal_extent,
     proposal_fill,
 )
+from jmlnet_geo.audit_layers import audit_frame, missing_frame  # noqa: F401 (write_audit too)
 from jmlnet_geo.errors import InputFileError, OptionError, display_path
 from jmlnet_geo.io.raster import Scene
-from jmlnet_geo.audit_layers import audit_frame, missing_frame  # noqa: F401 (write_audit too)
 from jmlnet_geo.io.vector import SceneBoxes
 
 Progress = Callable[[int, int], None]
@@ -155,7 +155,7 @@ def score_scene(
     sb: SceneBoxes,
     proposals: dict[str, Path],
     prediction: tuple[Path, Path | None] | None,
-    options: AuditOptions = AuditOptions(),
+    options: AuditOptions | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SceneAudit:
     """Score the boxes of one scene (and find its missing objects with a prediction).
@@ -168,6 +168,8 @@ def score_scene(
         progress: Called with the number of boxes scored so far.
     """
     from jmlnet_geo.proposals.agreement import box_masks_from_raster
+
+    options = options or AuditOptions()
     from jmlnet_geo.proposals.compose import pixel_boxes
 
     boxes = pixel_boxes(sb)
@@ -271,7 +273,7 @@ class AuditResult:
 
 def run_audit(
     inputs: AuditInputs,
-    options: AuditOptions = AuditOptions(),
+    options: AuditOptions | None = None,
     workers: int = 1,
     device: str = "auto",
     stage_progress=None,
@@ -297,6 +299,7 @@ def run_audit(
     from jmlnet_geo.proposals.compose import proposal_path
     from jmlnet_geo.proposals.stage import check_request, make_proposals, no_progress
 
+    options = options or AuditOptions()
     say = message or (lambda text: None)
     progress_of = stage_progress or no_progress
     check_options(options)

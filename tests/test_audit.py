@@ -11,7 +11,6 @@ import rasterio
 from conftest import UTM, pixel_box, write_boxes, write_scene
 
 from jmlnet_geo.audit import (
-    AuditOptions,
     doubt,
     missing_components,
     model_scores,
