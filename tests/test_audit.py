@@ -124,8 +124,19 @@ def test_audit_errors_are_one_line(jmlgeo, tmp_path):
         "no proposal rasters",
     )
     assert_one_line_error(
-        jmlgeo("audit", scene, "--boxes", boxes, "--predictions", tmp_path, "--out",
-               tmp_path / "a.gpkg", "--proposals", "box"),  # fmt: skip
-        "scene.classes.tif", "jmlgeo predict",
+        jmlgeo(
+            "audit",
+            scene,
+            "--boxes",
+            boxes,
+            "--predictions",
+            tmp_path,
+            "--out",
+            tmp_path / "a.gpkg",
+            "--proposals",
+            "box",
+        ),  # fmt: skip
+        "scene.classes.tif",
+        "jmlgeo predict",
     )
     assert not (tmp_path / "a.gpkg").exists()
