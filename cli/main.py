@@ -14,6 +14,7 @@ import warnings
 
 import typer
 from jmlnet_geo.cli import (
+    audit,
     detect,
     doctor,
     evaluate,
@@ -46,6 +47,7 @@ app.command(name="vectorize")(predict.vectorize)
 app.command(name="export")(predict.export)
 app.command(name="evaluate")(evaluate.evaluate)
 app.command(name="doctor")(doctor.doctor)
+app.command(name="audit")(audit.audit)
 app.add_typer(importers.app, name="import")
 
 

@@ -1,0 +1,142 @@
+"""jmlgeo audit on tiny scenes where the answer is known."""
+
+from __future__ import annotations
+
+import math
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from conftest import UTM, pixel_box, write_boxes, write_scene
+
+from jmlnet_geo.audit import (
+    doubt,
+    missing_components,
+    model_scores,
+    proposal_agreement,
+    proposal_extent,
+    proposal_fill,
+)
+
+
+def test_proposal_scores_by_hand():
+    full = np.ones((4, 4), bool)
+    half = np.zeros((4, 4), bool)
+    half[:, :2] = True
+    assert proposal_agreement([full, half]) == pytest.approx(0.5)
+    assert math.isnan(proposal_agreement([full]))
+    assert proposal_fill([full, half]) == pytest.approx(0.75)
+    assert proposal_extent([full, half]) == pytest.approx(0.75)
+
+
+def test_model_scores_and_reasons():
+    crop = np.zeros((20, 20), np.uint8)
+    crop[5:15, 5:15] = 2  # an object of class 2
+    swapped = model_scores(crop, (5, 5, 15, 15), 1)
+    assert swapped.class_share == 0 and swapped.other_class == 2 and swapped.other_share == 1
+    assert doubt(swapped)[1] == "class?" and doubt(swapped)[0] == pytest.approx(1.0)
+    right = model_scores(crop, (5, 5, 15, 15), 2)
+    assert right.extent_iou == pytest.approx(1.0) and doubt(right)[0] == pytest.approx(0.0)
+    shifted = model_scores(crop, (10, 10, 20, 20), 2)  # half its size off, both ways
+    assert shifted.extent_iou == pytest.approx(25 / 175)
+    assert doubt(shifted)[1] == "extent?" and doubt(shifted)[0] > 0.8
+    empty = model_scores(crop, (0, 0, 4, 4), 2)
+    assert doubt(empty) == (1.0, "empty?")
+
+
+def test_missing_components_skip_boxed_small_and_unsure_objects():
+    classes = np.zeros((30, 30), np.uint8)
+    classes[2:8, 2:8] = 1  # boxed
+    classes[20:28, 20:28] = 2  # unboxed, confident
+    classes[2:4, 20:22] = 1  # unboxed, too small
+    classes[12:18, 2:8] = 1  # unboxed, unsure
+    probs = np.zeros((3, 30, 30), np.uint8)
+    probs[1], probs[2] = 255, 230
+    probs[1, 12:18, 2:8] = 100
+    found = missing_components(classes, probs, np.array([[1, 1, 9, 9]]), 10, 0.5)
+    assert [(c.box, c.class_id, c.pixels) for c in found] == [((20, 20, 28, 28), 2, 64)]
+    assert found[0].score == pytest.approx(230 / 255)
+
+
+def _scene_with_objects(tmp_path):
+    """Dark 120 x 120 UTM scene with three bright squares: A (20..40), B (70..90), C (20..40 x 80..100)."""
+    data = np.random.default_rng(0).integers(20, 60, (3, 120, 120)).astype(np.uint8)
+    data[:, 20:40, 20:40] = 220
+    data[:, 70:90, 70:90] = 200
+    data[:, 80:100, 20:40] = 210
+    return write_scene(tmp_path / "scene.tif", data)
+
+
+def _prediction(folder, scene, classes):
+    """A hand-made prediction (as jmlgeo predict --probabilities writes) on the scene's grid."""
+    folder.mkdir()
+    with rasterio.open(scene) as src:
+        profile = src.profile | {"count": 1, "dtype": "uint8", "nodata": 255}
+    cls = np.zeros((120, 120), np.uint8)
+    cls[20:40, 20:40] = 2  # A: the model says "ship" (class 2)
+    cls[70:90, 70:90] = 1  # B: plane
+    cls[80:100, 20:40] = 1  # C: plane, never boxed
+    with rasterio.open(folder / "scene.classes.tif", "w", **profile) as ds:
+        ds.write(cls, 1)
+        ds.update_tags(class_names=",".join(classes))
+    probs = np.stack([(cls == k) * 240 + 10 for k in range(3)]).astype(np.uint8)
+    with rasterio.open(folder / "scene.probabilities.tif", "w", **profile | {"count": 3}) as ds:
+        ds.write(probs)
+
+
+def test_audit_ranks_the_wrong_class_first_finds_the_missing_box_keeps_crs(jmlgeo, tmp_path):
+    scene = _scene_with_objects(tmp_path)
+    _prediction(tmp_path / "pred", scene, ["plane", "ship"])
+    boxes = write_boxes(
+        tmp_path / "boxes.gpkg",
+        [pixel_box(70, 70, 90, 90), pixel_box(20, 20, 40, 40), pixel_box(80, 80, 100, 100)],
+        ["plane", "plane", "plane"],  # the second is a ship; the third moved off B
+        note=["ok", "swapped", "moved"],
+    )
+    out = tmp_path / "audit.gpkg"
+    result = jmlgeo("audit", scene, "--boxes", boxes, "--predictions", tmp_path / "pred",
+                    "--proposals", "grabcut,crf", "--out", out, "--workers", "1")  # fmt: skip
+    assert result.code == 0, result.err
+    audited = gpd.read_file(out, layer="boxes")
+    assert audited.crs == UTM and len(audited) == 3
+    assert audited["note"].iloc[0] == "swapped" and audited["reason"].iloc[0] == "class?"
+    assert audited["other_class"].iloc[0] == "ship"
+    assert list(audited["doubt"]) == sorted(audited["doubt"], reverse=True)
+    by_note = audited.set_index("note")
+    # the model's share of the box is low for the moved box (GrabCut/CRF fill its box: see
+    # the issue note, the proposals' fill does not separate it on this scene)
+    assert by_note.loc["moved", "class_share"] < by_note.loc["ok", "class_share"] - 0.5
+    assert by_note.loc["moved", "reason"] == "extent?"
+    assert by_note.loc["moved", "doubt"] > by_note.loc["ok", "doubt"]
+    missing = gpd.read_file(out, layer="missing")
+    assert missing.crs == UTM and list(missing["class"]) == ["plane"]
+    assert missing.geometry.iloc[0].equals(pixel_box(20, 80, 40, 100))
+
+
+def test_audit_errors_are_one_line(jmlgeo, tmp_path):
+    from conftest import assert_one_line_error
+
+    scene = _scene_with_objects(tmp_path)
+    boxes = write_boxes(tmp_path / "b.gpkg", [pixel_box(20, 20, 40, 40)], ["plane"])
+    assert_one_line_error(
+        jmlgeo("audit", scene, "--boxes", boxes, "--run", tmp_path, "--out", tmp_path / "a.gpkg"),
+        "no proposal rasters",
+    )
+    assert_one_line_error(
+        jmlgeo(
+            "audit",
+            scene,
+            "--boxes",
+            boxes,
+            "--predictions",
+            tmp_path,
+            "--out",
+            tmp_path / "a.gpkg",
+            "--proposals",
+            "box",
+        ),  # fmt: skip
+        "scene.classes.tif",
+        "jmlgeo predict",
+    )
+    assert not (tmp_path / "a.gpkg").exists()
