@@ -93,6 +93,7 @@ from bench.report import (
     Results,
     code_version,
     command_line,
+    cpu_seconds,
     load_text,
     log,
     machine_description,
@@ -333,7 +334,7 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
             out = work / f"throughput_{key}"
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
-            cpu_start = _cpu_seconds()
+            cpu_start = cpu_seconds()
             if key == "a":
                 seconds = run_bare(predictor.model, batches)
             elif key == "b":
@@ -354,7 +355,7 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
                 seconds = time.perf_counter() - start
                 if not times[key] or seconds < min(times[key]):
                     breakdown[key] = Stats(**prediction.phases)
-            cpu = _cpu_seconds() - cpu_start
+            cpu = cpu_seconds() - cpu_start
             cpus[key].append(cpu)
             times[key].append(seconds)
             log(
@@ -477,13 +478,6 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
         f"{'faster' if of_recipe > 1 else 'slower'}) and {cpu_of_recipe['c']:.2f}x per CPU "
         "second; the recipe blends nothing and forwards each pixel once."
     )
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its waited-for children so far."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 # --- part 2: memory ---------------------------------------------------------------------------
