@@ -66,8 +66,11 @@ from bench.report import (
     log,
     machine_description,
     markdown_table,
+    ms,
     package_versions,
+    pct,
     place_after,
+    share,
     update_section,
     work_folder,
 )
@@ -117,18 +120,6 @@ def paint_all(
     for sb in scene_boxes:
         path = proposal_path(out, sb.scene, method)
         paint_proposal(path, sb, pixel_boxes(sb), masks[sb.scene.path], nwpu.class_names, method)
-
-
-def pct(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
-
-
-def ms(seconds: float) -> str:
-    return "n/a" if math.isnan(seconds) else f"{1000 * seconds:.0f}"
-
-
-def share(part: int, whole: int) -> str:
-    return f"{part} ({100 * part / whole:.0f} %)" if whole else str(part)
 
 
 # --- the parts --------------------------------------------------------------------------------
@@ -361,7 +352,7 @@ def quality_rows(found: dict[str, Score]) -> list[list[str]]:
             pct(s.object_miou),
             pct(s.mean_box_iou),
             share(s.fallbacks, s.boxes),
-            ms(s.per_box),
+            ms(s.per_box, 0),
         ]
         for m, s in found.items()
     ]
@@ -580,14 +571,14 @@ def run_nwpu(args: argparse.Namespace, work: Path, command: str, machine: str) -
             pct(s.object_miou),
             pct(s.mean_box_iou),
             share(s.fallbacks, s.boxes),
-            ms(s.per_box),
+            ms(s.per_box, 0),
             f"{PAPER_TABLE3[t]:.2f}",
         ]
         for t, s in high.items()
     ]
     rows.append(["(GrabCut)", pct(base["grabcut"].miou), pct(base["grabcut"].object_miou),
                  pct(base["grabcut"].mean_box_iou), share(base["grabcut"].fallbacks, n_train),
-                 ms(base["grabcut"].per_box), "53.12"])  # fmt: skip
+                 ms(base["grabcut"].per_box, 0), "53.12"])  # fmt: skip
     results.add(
         "### 5. tau_h sweep: CAMCut (tau_l 0.15; analogue of the paper's Table 3)\n\n"
         "GrabCut rerun for each tau_h from the same DetCAM maps. Paper column as in 4 (its "

@@ -74,7 +74,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +93,7 @@ from bench.report import (
     Results,
     code_version,
     command_line,
+    cpu_seconds,
     load_text,
     log,
     machine_description,
@@ -173,30 +174,11 @@ def synthetic_scene(path: Path, side: int, strip: int = 512) -> Path:
 
 def random_bundle(path: Path, tile: int) -> Path:
     """A randomly initialised ``fast`` segmenter as a bundle (3 bands, 3 classes)."""
-    import torch
+    from jmlnet_geo.bundle import untrained_bundle
 
-    from jmlnet_geo.bundle import ModelCard, save_bundle
-    from jmlnet_geo.models.segmenter import build_segmenter
-
-    torch.manual_seed(0)
-    model = build_segmenter("fast", len(CLASSES) + 1, 3, weights=None)
-    card = ModelCard(
-        classes=list(CLASSES),
-        colours=[list(c) for c in COLOURS],
-        bands=3,
-        band_names=["red", "green", "blue"],
-        normalization={"mean": [110.0, 120.0, 110.0], "std": [40.0] * 3},
-        tile_size=tile,
-        resolution=[PIXEL, PIXEL],
-        crs_units="metre",
-        architecture={
-            "segmenter": "deeplabv3plus",
-            "preset": "fast",
-            "num_classes": len(CLASSES) + 1,
-            "in_channels": 3,
-        },
-    )
-    save_bundle(path, model.state_dict(), card)
+    normalization = {"mean": [110.0, 120.0, 110.0], "std": [40.0] * 3}
+    names = ["red", "green", "blue"]
+    untrained_bundle(path, CLASSES, COLOURS, normalization, tile, PIXEL, band_names=names)
     return path
 
 
@@ -238,67 +220,12 @@ def trained_bundle(args: argparse.Namespace, work: Path) -> tuple[Path, str]:
 
 @dataclass
 class Stats:
-    """Seconds spent in the phases of one of our predictions (perf_counter wrappers)."""
+    """Seconds spent in the phases of one of our predictions (``Prediction.phases``)."""
 
     forward: float = 0.0
     blend: float = 0.0
     write: float = 0.0
     cog: float = 0.0
-
-
-@contextlib.contextmanager
-def instrumented(stats: Stats) -> Iterator[type]:
-    """A Predictor subclass timing the forward pass, and module patches timing blending, strip
-    writes and the COG copy; behaviour is unchanged. Restores the module on exit.
-    """
-    import jmlnet_geo.predict as predict_module
-
-    class TimedPredictor(predict_module.Predictor):
-        def logits(self, image, valid, tta=False):
-            start = time.perf_counter()
-            out = super().logits(image, valid, tta)
-            stats.forward += time.perf_counter() - start
-            return out
-
-    class TimedBlender(predict_module.Blender):
-        def add(self, window, logits):
-            start = time.perf_counter()
-            strips = list(super().add(window, logits))
-            stats.blend += time.perf_counter() - start
-            yield from strips
-
-        def finish(self):
-            start = time.perf_counter()
-            strips = list(super().finish())
-            stats.blend += time.perf_counter() - start
-            yield from strips
-
-    original_writers, original_cog = predict_module.strip_writers, predict_module.copy_to_cog
-    original_blender = predict_module.Blender
-
-    @contextlib.contextmanager
-    def timed_writers(*args, **kwargs):
-        with original_writers(*args, **kwargs) as write:
-
-            def timed_write(item):
-                start = time.perf_counter()
-                write(item)
-                stats.write += time.perf_counter() - start
-
-            yield timed_write
-
-    def timed_cog(src, dst):
-        start = time.perf_counter()
-        original_cog(src, dst)
-        stats.cog += time.perf_counter() - start
-
-    predict_module.strip_writers, predict_module.copy_to_cog = timed_writers, timed_cog
-    predict_module.Blender = TimedBlender
-    try:
-        yield TimedPredictor
-    finally:
-        predict_module.strip_writers, predict_module.copy_to_cog = original_writers, original_cog
-        predict_module.Blender = original_blender
 
 
 def grid_windows(side: int, tile: int, stride: int) -> list[tuple[int, int]]:
@@ -373,7 +300,7 @@ def run_recipe(
 def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> None:
     import torch
 
-    from jmlnet_geo.predict import PredictOptions
+    from jmlnet_geo.predict import PredictOptions, Predictor
 
     side, tile, batch_size = args.size, args.tile, args.batch_size
     scene = synthetic_scene(work / f"synthetic_{side}.tif", side)
@@ -395,49 +322,46 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
     breakdown: dict[str, Stats] = {}
     recipe_forward: list[float] = []
     cpus: dict[str, list[float]] = {k: [] for k in variants}
-    stats = Stats()
-    with instrumented(stats) as TimedPredictor:
-        predictor = TimedPredictor(bundle, device="cpu")
-        batches = bare_batches(scene, predictor, tile, batch_size)
-        log(f"throughput: {side}² scene, {len(batches)} batches; warming up")
-        with torch.inference_mode():
-            for x in batches[:2]:
-                predictor.model(x)
-        for repeat in range(args.repeats):
-            order = list(variants) if repeat % 2 == 0 else list(reversed(variants))
-            for key in order:
-                out = work / f"throughput_{key}"
-                shutil.rmtree(out, ignore_errors=True)
-                out.mkdir()
-                cpu_start = _cpu_seconds()
-                if key == "a":
-                    seconds = run_bare(predictor.model, batches)
-                elif key == "b":
-                    seconds, forward = run_recipe(
-                        predictor.model,
-                        predictor.normalization,
-                        scene,
-                        out / "classes.tif",
-                        tile,
-                        batch_size,
-                    )
-                    recipe_forward.append(forward)
-                else:
-                    overlap = 0 if key == "c0" else None
-                    options = PredictOptions(tile=tile, overlap=overlap, batch_size=batch_size)
-                    stats.__dict__.update(Stats().__dict__)
-                    start = time.perf_counter()
-                    predictor.predict(scene, out, options)
-                    seconds = time.perf_counter() - start
-                    if not times[key] or seconds < min(times[key]):
-                        breakdown[key] = Stats(**stats.__dict__)
-                cpu = _cpu_seconds() - cpu_start
-                cpus[key].append(cpu)
-                times[key].append(seconds)
-                log(
-                    f"  run {repeat + 1}: {variants[key]}: {seconds:.1f} s, CPU {cpu:.1f} s "
-                    f"(load {load_text()})"
+    predictor = Predictor(bundle, device="cpu")
+    batches = bare_batches(scene, predictor, tile, batch_size)
+    log(f"throughput: {side}² scene, {len(batches)} batches; warming up")
+    with torch.inference_mode():
+        for x in batches[:2]:
+            predictor.model(x)
+    for repeat in range(args.repeats):
+        order = list(variants) if repeat % 2 == 0 else list(reversed(variants))
+        for key in order:
+            out = work / f"throughput_{key}"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            cpu_start = cpu_seconds()
+            if key == "a":
+                seconds = run_bare(predictor.model, batches)
+            elif key == "b":
+                seconds, forward = run_recipe(
+                    predictor.model,
+                    predictor.normalization,
+                    scene,
+                    out / "classes.tif",
+                    tile,
+                    batch_size,
                 )
+                recipe_forward.append(forward)
+            else:
+                overlap = 0 if key == "c0" else None
+                options = PredictOptions(tile=tile, overlap=overlap, batch_size=batch_size)
+                start = time.perf_counter()
+                prediction = predictor.predict(scene, out, options)
+                seconds = time.perf_counter() - start
+                if not times[key] or seconds < min(times[key]):
+                    breakdown[key] = Stats(**prediction.phases)
+            cpu = cpu_seconds() - cpu_start
+            cpus[key].append(cpu)
+            times[key].append(seconds)
+            log(
+                f"  run {repeat + 1}: {variants[key]}: {seconds:.1f} s, CPU {cpu:.1f} s "
+                f"(load {load_text()})"
+            )
     del batches
     pixels = side * side / 1e6
     forwarded = {k: windows[k] * tile * tile / 1e6 for k in variants}
@@ -554,13 +478,6 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
         f"{'faster' if of_recipe > 1 else 'slower'}) and {cpu_of_recipe['c']:.2f}x per CPU "
         "second; the recipe blends nothing and forwards each pixel once."
     )
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its waited-for children so far."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 # --- part 2: memory ---------------------------------------------------------------------------

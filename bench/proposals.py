@@ -42,7 +42,6 @@ import datetime as dt
 import filecmp
 import math
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -73,12 +72,16 @@ from bench.report import (
     Results,
     code_version,
     command_line,
+    cpu_seconds,
     elapsed,
     load_text,
     log,
     machine_description,
     markdown_table,
+    ms,
     package_versions,
+    pct,
+    share,
     update_section,
 )
 
@@ -121,13 +124,6 @@ class Run:
 
 
 Job = tuple["Dataset", Sequence[SceneBoxes]]
-
-
-def cpu_seconds() -> float:
-    """User + system CPU time of this process and of its finished (joined) child processes."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def run_proposals(
@@ -216,20 +212,8 @@ def subset(sb: SceneBoxes, keep: Sequence[int]) -> SceneBoxes:
 # --- formatting -------------------------------------------------------------------------------
 
 
-def pct(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
-
-
 def points(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:+.1f}"
-
-
-def ms(seconds: float) -> str:
-    return "n/a" if math.isnan(seconds) else f"{1000 * seconds:.1f}"
-
-
-def share(part: int, whole: int) -> str:
-    return f"{part} ({100 * part / whole:.0f} %)" if whole else str(part)
 
 
 def options_text(options: ProposalOptions) -> str:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import math
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import subprocess
@@ -215,6 +217,28 @@ class Results:
         """Keep a block for BENCHMARKS.md and print it."""
         self.blocks.append(markdown)
         print(markdown, flush=True)
+
+
+def pct(value: float) -> str:
+    """A fraction as a percentage with one decimal (``n/a`` for NaN)."""
+    return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
+
+
+def ms(seconds: float, digits: int = 1) -> str:
+    """Seconds as milliseconds with ``digits`` decimals (``n/a`` for NaN)."""
+    return "n/a" if math.isnan(seconds) else f"{1000 * seconds:.{digits}f}"
+
+
+def share(part: int, whole: int) -> str:
+    """``part (P %)`` of ``whole``."""
+    return f"{part} ({100 * part / whole:.0f} %)" if whole else str(part)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished (joined) child processes."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 # --- helpers ----------------------------------------------------------------------------------

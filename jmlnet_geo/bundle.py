@@ -137,3 +137,58 @@ def build_model(card: ModelCard, state_dict: Mapping[str, torch.Tensor]) -> torc
     model = build_segmenter(arch["preset"], card.num_classes, card.bands, weights=None, head=head)
     described = f"a {arch['preset']} {head} of {card.num_classes} classes and {card.bands} bands"
     return load_weights(model, state_dict, "the bundle", described).eval()
+
+
+def untrained_bundle(
+    path: str | os.PathLike[str],
+    classes: list[str],
+    colours: list[list[int]],
+    normalization: dict[str, list[float]],
+    tile_size: int,
+    resolution: float | None = None,
+    band_names: list[str] | None = None,
+    preset: str = "fast",
+    seed: int = 0,
+) -> ModelCard:
+    """Write a bundle of a randomly initialised segmenter (no pretrained weights, no training).
+
+    For tests and benchmarks of prediction, whose cost and memory do not depend on the weights.
+
+    Args:
+        path: The bundle file to write.
+        classes: Class names of ids 1..K.
+        colours: Their RGB colours (K lists of 3 ints).
+        normalization: ``{"mean": [...], "std": [...]}``, one value per band (gives the band
+            count).
+        tile_size: The card's tile side in pixels.
+        resolution: Pixel size in metres (square pixels), or None for plain images.
+        band_names: One per band (default ``b0``, ``b1``, ...).
+        preset: Segmenter preset (``deeplabv3plus`` head).
+        seed: torch seed of the initialisation.
+
+    Returns:
+        The card written.
+    """
+    from jmlnet_geo.models.segmenter import build_segmenter
+
+    bands = len(normalization["mean"])
+    torch.manual_seed(seed)
+    model = build_segmenter(preset, len(classes) + 1, bands, weights=None, head="deeplabv3plus")
+    card = ModelCard(
+        classes=list(classes),
+        colours=[list(c) for c in colours],
+        bands=bands,
+        band_names=list(band_names or [f"b{i}" for i in range(bands)]),
+        normalization={k: list(v) for k, v in normalization.items()},
+        tile_size=tile_size,
+        resolution=None if resolution is None else [resolution, resolution],
+        crs_units=None if resolution is None else "metre",
+        architecture={
+            "segmenter": "deeplabv3plus",
+            "preset": preset,
+            "num_classes": len(classes) + 1,
+            "in_channels": bands,
+        },
+    )
+    save_bundle(path, model.state_dict(), card)
+    return card

@@ -28,7 +28,7 @@ import tempfile
 import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +59,14 @@ from jmlnet_geo.predict_windows import (
     WindowPlan,
     WindowWarning,
     amp_dtype,
+    blend_batch,
     gdal_cache_bytes,
     limit_gdal_cache,
     plan_windows,
     reflect_outside,
     strip_outputs,
+    submit_strip,
+    timed_strips,
     tta_mode,
 )
 from jmlnet_geo.tiling import GridTiles, ScenesTiles, SceneTiles, collate_tiles
@@ -114,7 +117,14 @@ class PredictOptions:
 
 @dataclass
 class Prediction:
-    """The files written for one scene, how long it took, and its windows (size, overlap, count)."""
+    """The files written for one scene, how long it took, and its windows (size, overlap, count).
+
+    ``phases``: wall seconds of the parts of :meth:`Predictor.predict`: ``forward`` (the model
+    on every batch, normalisation included; asynchronous on CUDA, so there it is the launch),
+    ``blend`` (adding windows to the buffer and turning finished strips into classes), ``write``
+    (strip writes, in the writer thread, overlapped with the rest) and ``cog`` (the copies to
+    Cloud-Optimised GeoTIFFs at the end).
+    """
 
     scene: str
     classes: Path
@@ -125,6 +135,7 @@ class Prediction:
     window: int = 0
     overlap: int = 0
     windows: int = 0
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 class Predictor:
@@ -230,10 +241,13 @@ class Predictor:
         ):
             tmp_classes = Path(tmp) / "classes.tif"
             tmp_probs = Path(tmp) / "probabilities.tif" if probs_path else None
+            self._phases = dict.fromkeys(("forward", "blend", "write", "cog"), 0.0)
             self._stream(scene, plan, options, cache, tmp_classes, tmp_probs, progress, should_stop)
+            cog_start = time.perf_counter()
             copy_to_cog(tmp_classes, classes_path)
             if probs_path is not None and tmp_probs is not None:
                 copy_to_cog(tmp_probs, probs_path)
+            self._phases["cog"] = time.perf_counter() - cog_start
         write_qml(style_path, self.card.classes, self.card.colours)
         return Prediction(
             scene=scene.path,
@@ -245,6 +259,7 @@ class Predictor:
             window=plan.window,
             overlap=plan.overlap,
             windows=self._windows,
+            phases=dict(self._phases),
         )
 
     # --- internals ----------------------------------------------------------------------------
@@ -301,7 +316,7 @@ class Predictor:
         outputs = functools.partial(strip_outputs, probabilities=probs_path is not None)
         buffer = Blender(scene, self.card.num_classes, window, overlap, outputs, options.weights)
         with (
-            strip_writers(scene, self.card, classes_path, probs_path) as write,
+            strip_writers(scene, self.card, classes_path, probs_path, self._phases) as write,
             ThreadPoolExecutor(1) as writer,
         ):
             pending: Future | None = None
@@ -311,18 +326,18 @@ class Predictor:
                     raise CancelledError("stopped on request; no prediction was written")
                 launched = self._launch(batch, options.tta)
                 if running is not None:  # blend the last batch while this one runs
-                    for strip in _blend(buffer, *running):
-                        pending = _submit(writer, write, strip, pending)
+                    for strip in blend_batch(buffer, *running, self._phases):
+                        pending = submit_strip(writer, write, strip, pending)
                     done += len(running[0])
                     if progress:
                         progress(done, total)
                 running = launched
-            for strip in _blend(buffer, *running) if running else ():
-                pending = _submit(writer, write, strip, pending)
+            for strip in blend_batch(buffer, *running, self._phases) if running else ():
+                pending = submit_strip(writer, write, strip, pending)
             if progress:
                 progress(total, total)
-            for strip in buffer.finish():
-                pending = _submit(writer, write, strip, pending)
+            for strip in timed_strips(buffer.finish(), self._phases):
+                pending = submit_strip(writer, write, strip, pending)
             if pending is not None:
                 pending.result()
 
@@ -330,7 +345,9 @@ class Predictor:
         # (windows, host logits, CUDA event marking the copy back, or None on CPU)
         windows = batch["window"].tolist()
         reflect_outside(batch["image"], batch["valid"], windows, (self._height, self._width))
+        start = time.perf_counter()
         logits = self.logits(batch["image"], batch["valid"], tta)
+        self._phases["forward"] += time.perf_counter() - start
         if self.device.type != "cuda":
             return windows, logits, None
         host = torch.empty(logits.shape, dtype=logits.dtype, pin_memory=True)
@@ -340,17 +357,18 @@ class Predictor:
         return windows, host, event
 
 
-def _blend(buffer: Blender, windows: list, logits: torch.Tensor, event: Any):
-    """Wait for a launched batch's logits and add them to the buffer; yield finished strips."""
-    if event is not None:
-        event.synchronize()
-    for window, window_logits in zip(windows, logits.numpy(), strict=True):
-        yield from buffer.add(window, window_logits)
-
-
 @contextlib.contextmanager
-def strip_writers(scene: Scene, card: ModelCard, classes_path: Path, probs_path: Path | None):
-    """Yield ``write((row, (class ids, probabilities)))`` that writes a strip (nodata masked)."""
+def strip_writers(
+    scene: Scene,
+    card: ModelCard,
+    classes_path: Path,
+    probs_path: Path | None,
+    phases: dict[str, float] | None = None,
+):
+    """Yield ``write((row, (class ids, probabilities)))`` that writes a strip (nodata masked).
+
+    With ``phases``, the seconds of every write are added to ``phases["write"]``.
+    """
     with contextlib.ExitStack() as stack:
         classes = stack.enter_context(
             class_raster_writer(classes_path, scene, card.classes, colours=card.colours)
@@ -363,6 +381,7 @@ def strip_writers(scene: Scene, card: ModelCard, classes_path: Path, probs_path:
         src = stack.enter_context(open_dataset(scene))
 
         def write(item: tuple[int, tuple[np.ndarray, np.ndarray | None]]) -> None:
+            start = time.perf_counter()
             row, (ids, p) = item
             window = Window(0, row, scene.width, ids.shape[0])
             valid = read_valid(src, scene, window)
@@ -371,12 +390,7 @@ def strip_writers(scene: Scene, card: ModelCard, classes_path: Path, probs_path:
             if probs is not None and p is not None:
                 p[:, ~valid] = 0
                 probs.write(p, window=window)
+            if phases is not None:
+                phases["write"] = phases.get("write", 0.0) + time.perf_counter() - start
 
         yield write
-
-
-def _submit(writer: ThreadPoolExecutor, write, strip, pending: Future | None) -> Future:
-    """Queue a strip write; at most one write waits, so memory stays bounded."""
-    if pending is not None:
-        pending.result()
-    return writer.submit(write, strip)

@@ -28,8 +28,10 @@ Not for reading or writing: see :mod:`jmlnet_geo.predict`.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -345,3 +347,31 @@ def limit_gdal_cache(cache: int, worker_id: int) -> None:
     from rasterio.env import set_gdal_config
 
     set_gdal_config("GDAL_CACHEMAX", cache)
+
+
+def blend_batch(buffer: Blender, windows: list, logits: Any, event: Any, phases: dict):
+    """Wait for a launched batch's logits and add them to the buffer; yield finished strips.
+
+    ``logits``: float32 (N, K+1, tile, tile) host tensor of the batch's ``windows``; ``event``:
+    the CUDA event marking its copy back, or None; the blender's seconds go to
+    ``phases["blend"]``.
+    """
+    if event is not None:
+        event.synchronize()
+    for window, window_logits in zip(windows, logits.numpy(), strict=True):
+        yield from timed_strips(buffer.add(window, window_logits), phases)
+
+
+def timed_strips(strips: Iterator[tuple[int, Any]], phases: dict) -> list:
+    """The blender's strips, its time added to ``phases["blend"]``."""
+    start = time.perf_counter()
+    done = list(strips)
+    phases["blend"] += time.perf_counter() - start
+    return done
+
+
+def submit_strip(writer: ThreadPoolExecutor, write, strip, pending: Future | None) -> Future:
+    """Queue a strip write; at most one write waits, so memory stays bounded."""
+    if pending is not None:
+        pending.result()
+    return writer.submit(write, strip)

@@ -8,10 +8,9 @@ import rasterio
 import torch
 from conftest import assert_one_line_error, write_scene
 
-from jmlnet_geo.bundle import ModelCard, save_bundle
+from jmlnet_geo.bundle import load_bundle, untrained_bundle
 from jmlnet_geo.errors import CancelledError
 from jmlnet_geo.io.raster import open_scene
-from jmlnet_geo.models.segmenter import build_segmenter
 from jmlnet_geo.predict import (
     Blender,
     PredictOptions,
@@ -29,25 +28,9 @@ CLASSES = ["car", "roof"]
 
 def make_bundle(path, bands=3, tile=64, resolution=0.5, seed=0):
     """A randomly initialised fast segmenter as a bundle (no training needed for these tests)."""
-    torch.manual_seed(seed)
-    model = build_segmenter("fast", len(CLASSES) + 1, bands, weights=None)
-    card = ModelCard(
-        classes=CLASSES,
-        colours=[[255, 0, 0], [0, 0, 255]],
-        bands=bands,
-        band_names=[f"b{i}" for i in range(bands)],
-        normalization={"mean": [100.0] * bands, "std": [40.0] * bands},
-        tile_size=tile,
-        resolution=[resolution, resolution],
-        crs_units="metre",
-        architecture={
-            "segmenter": "deeplabv3plus",
-            "preset": "fast",
-            "num_classes": 3,
-            "in_channels": bands,
-        },
-    )
-    save_bundle(path, model.state_dict(), card)
+    normalization = {"mean": [100.0] * bands, "std": [40.0] * bands}
+    colours = [[255, 0, 0], [0, 0, 255]]
+    untrained_bundle(path, CLASSES, colours, normalization, tile, resolution, seed=seed)
     return path
 
 
@@ -367,3 +350,18 @@ def test_cli_window_tta_and_amp_options(jmlgeo, tmp_path, bundle):
     assert_one_line_error(jmlgeo(*bad_tta), "--tta rotations", "none, flips")
     bad_overlap = ("predict", bundle, scene, "--out", out, "--window", "32", "--overlap", "40")
     assert_one_line_error(jmlgeo(*bad_overlap), "--overlap 40", "window (32 px)")
+
+
+def test_untrained_bundle_card_and_prediction_phases(tmp_path, bundle):
+    """The card says what was asked; every phase of a prediction is timed and within its wall."""
+    _, card = load_bundle(bundle)
+    assert card.classes == CLASSES and card.bands == 3 and card.tile_size == 64
+    assert card.resolution == [0.5, 0.5] and card.band_names == ["b0", "b1", "b2"]
+    assert card.architecture["num_classes"] == 3
+    path = write_scene(tmp_path / "s.tif", scene_data(150, 130))
+    options = PredictOptions(tile=64, overlap=16, probabilities=True)
+    result = Predictor(bundle, device="cpu").predict(path, tmp_path / "out", options)
+    assert set(result.phases) == {"forward", "blend", "write", "cog"}
+    assert all(v > 0 for v in result.phases.values()), result.phases
+    main_thread = result.phases["forward"] + result.phases["blend"] + result.phases["cog"]
+    assert main_thread < result.seconds
