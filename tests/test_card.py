@@ -37,7 +37,10 @@ def test_full_supervision_card_says_so_and_computes_no_proposal(jmlgeo, tmp_path
         assert stage["steps"] == 1 and stage["wall_time_s"] > 0
         assert np.isfinite(stage["final_loss"]) and stage["threads"] >= 1
         assert stage["device"].startswith("cpu") or stage["device"].startswith("cuda")
-    assert card.stages[1]["loss"] == "bmm" and card.seed == card.config["segmenter"]["seed"]
+    assert (
+        card.stages[1]["loss"] == card.config["segmenter"]["loss"]
+        and card.seed == card.config["segmenter"]["seed"]
+    )
     assert card.versions["torchgeo"] and card.versions["gdal"]
     info = jmlgeo("info", out / "model.safetensors")
     assert info.code == 0 and "supervision: full" in info.out and "stage2" in info.out
@@ -54,7 +57,18 @@ def test_semi_run_lists_its_mask_scenes_and_weak_stages_their_proposals(jmlgeo, 
     second.write_bytes(scene.read_bytes())
     out = tmp_path / "semi"
     args = ["train", scene, second, "--boxes", boxes, "--out", out, *train_args(tiny, out)[6:]]
-    result = jmlgeo(*args, "--masks", truth, "--masks-fraction", "0.5", "--truth", truth, *STEPS)
+    result = jmlgeo(
+        *args,
+        "--masks",
+        truth,
+        "--masks-fraction",
+        "0.5",
+        "--truth",
+        truth,
+        *STEPS,
+        "--proposals",
+        "grabcut,crf",
+    )
     assert result.code == 0, result.err
     _, card = load_bundle(out / "model.safetensors")
     assert card.supervision == "semi" and len(card.training_data["mask_scenes"]) == 1
@@ -118,7 +132,9 @@ def test_future_version_and_out_of_range_cards_are_one_line_errors(jmlgeo, tmp_p
 
 def test_an_auto_stage1_choice_puts_its_agreement_table_on_the_card(jmlgeo, tmp_path, tiny):  # noqa: F811
     out = tmp_path / "auto"
-    result = jmlgeo(*train_args(tiny, out, "--stage1-proposal", "auto", *STEPS))
+    result = jmlgeo(
+        *train_args(tiny, out, "--stage1-proposal", "auto", "--proposals", "grabcut,crf", *STEPS)
+    )
     assert result.code == 0, result.err
     _, card = load_bundle(out / "model.safetensors")
     choice = card.stage1_choice

@@ -629,3 +629,22 @@ def test_duration_estimate():
     assert presets.format_duration(30) == "under a minute"
     assert presets.format_duration(12 * 60) == "about 12 min"
     assert presets.format_duration(3 * 3600 + 20 * 60) == "about 3 h 20 min"
+
+
+def test_bundle_summary_is_jmlgeo_info_of_the_bundle(tmp_path):
+    """The Predict dialog's summary: what the real ``jmlgeo info`` says of the chosen bundle."""
+    from jmlnet_geo.bundle import untrained_bundle
+
+    jmlgeo = Path(sys.executable).parent / "jmlgeo"
+    if not jmlgeo.exists():
+        pytest.skip("no jmlgeo console script beside this Python")
+    bundle = tmp_path / "model.safetensors"
+    norm = {"mean": [100.0, 100.0, 100.0], "std": [30.0, 30.0, 30.0]}
+    untrained_bundle(bundle, ["tank"], [[200, 10, 10]], norm, tile_size=64)
+    summary = executable.bundle_summary(jmlgeo, bundle)
+    assert "model.safetensors" in summary and "tank" in summary
+    assert "supervision" in summary and "stages" in summary
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a bundle")
+    refused = executable.bundle_summary(jmlgeo, broken)
+    assert "broken.safetensors" in refused and len(refused.splitlines()) == 1

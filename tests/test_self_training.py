@@ -23,7 +23,9 @@ def test_agreement_voters_add_the_box_to_two_candidates_only():
 
 def test_auto_stage1_is_chosen_by_agreement_and_logged(jmlgeo, tmp_path, tiny):  # noqa: F811
     out = tmp_path / "auto"
-    result = jmlgeo(*train_args(tiny, out, *STEPS, "--stage1-proposal", "auto"))
+    result = jmlgeo(
+        *train_args(tiny, out, *STEPS, "--stage1-proposal", "auto", "--proposals", "grabcut,crf")
+    )
     assert result.code == 0, result.err
     assert "proposal agreement (mean box-wise IoU" in result.err
     assert (out / "proposals" / "tiny.box.tif").exists()  # the third voter

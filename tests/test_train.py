@@ -57,6 +57,12 @@ def train_args(tiny, out, *more):
 def test_tiny_run_writes_a_bundle_and_reuses_its_stages(jmlgeo, tmp_path, tiny):
     out = tmp_path / "run"
     steps = ["--stage1-steps", "2", "--stage2-steps", "2", "--truth", tiny[2], "--val-every", "2"]
+    steps += [
+        "--proposals",
+        "grabcut,crf",
+        "--loss",
+        "bmm",
+    ]  # a multi-label stage 2, not the default
     result = jmlgeo(*train_args(tiny, out, *steps))
     assert result.code == 0, result.err
     state, card = load_bundle(out / "model.safetensors")

@@ -172,3 +172,34 @@ def _not_jmlgeo(path: Path, answer: str) -> str:
     else:
         hint = " Pick the jmlgeo in the bin/ (Windows: Scripts) folder of jmlnet-geo's venv"
     return f"{what}{hint} in {SETTING_HINT}, or leave the setting empty to auto-detect."
+
+
+def bundle_summary(
+    path: str | os.PathLike[str],
+    bundle: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+) -> str:
+    """What ``jmlgeo info BUNDLE`` prints (classes, bands, supervision, stages, validation).
+
+    The Predict dialog shows it in its log before predicting, so the user sees what the chosen
+    model was trained on. An unreadable bundle gives ``jmlgeo info``'s one-line error instead.
+    """
+    import subprocess
+
+    from .process import clean_environment
+
+    try:
+        done = subprocess.run(
+            [os.fspath(path), "info", os.fspath(bundle)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            env=clean_environment(environ),
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"jmlgeo info {bundle}: no answer ({err})"
+    text = done.stdout if done.returncode == 0 else done.stderr
+    return text.decode("utf-8", errors="replace").strip()

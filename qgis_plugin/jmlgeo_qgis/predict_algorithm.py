@@ -20,6 +20,7 @@ from qgis.core import (
 
 from . import runner
 from .algorithm_base import JmlGeoAlgorithm
+from .executable import bundle_summary
 from .parameters import (
     DEVICES,
     load_on_completion,
@@ -142,6 +143,7 @@ class PredictAlgorithm(JmlGeoAlgorithm):
             min_area=self.optional_double(parameters, "MIN_AREA", context),
             simplify=self.optional_double(parameters, "SIMPLIFY", context),
         )
+        feedback.pushInfo(bundle_summary(self.executable(), bundle))
         result = self.run_jmlgeo(args, feedback)
         outputs = load_prediction(context, result, bundle)
         remember_bundle(bundle)
