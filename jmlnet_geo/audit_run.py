@@ -9,10 +9,11 @@ Inputs: scenes, a box layer, and opinions about the boxes:
   folder) or the outputs of ``jmlgeo predict --probabilities`` (``<stem>.classes.tif`` and
   ``<stem>.probabilities.tif``).
 
-Output (:func:`write_audit`): layer ``boxes``, one row per input feature with its original
-attributes and geometry (the input's CRS), plus the columns below, most doubtful first; and,
-with a model, layer ``missing``: envelopes of predicted objects that no box touches (in the
-box layer's CRS; pixel coordinates and an ``image`` column for plain images).
+Output (written by :func:`jmlnet_geo.audit_layers.write_audit`): layer ``boxes``, one row per
+input feature with its original attributes and geometry (the input's CRS), plus the columns
+below, most doubtful first; and, with a model, layer ``missing``: envelopes of predicted
+objects that no box touches (in the box layer's CRS; pixel coordinates and an ``image``
+column for plain images).
 
 Columns of ``boxes``: ``feature`` (0-based row in the input), ``scene`` (file name),
 ``agreement`` and ``fill`` and ``proposal_extent`` (proposals, 0-1), ``class_share``,
@@ -44,7 +45,7 @@ from jmlnet_geo.audit import (
     proposal_extent,
     proposal_fill,
 )
-from jmlnet_geo.audit_layers import audit_frame, missing_frame  # noqa: F401 (write_audit too)
+from jmlnet_geo.audit_layers import audit_frame, missing_frame
 from jmlnet_geo.errors import InputFileError, OptionError, display_path
 from jmlnet_geo.io.raster import Scene
 from jmlnet_geo.io.vector import SceneBoxes
@@ -279,7 +280,7 @@ def run_audit(
     stage_progress=None,
     message: Callable[[str], None] | None = None,
 ) -> AuditResult:
-    """Read, score and collect (nothing is written; see :func:`write_audit`).
+    """Read, score and collect; nothing is written (``audit_layers.write_audit`` writes).
 
     Args:
         inputs: Files and choices.

@@ -635,9 +635,8 @@ def test_bundle_summary_is_jmlgeo_info_of_the_bundle(tmp_path):
     """The Predict dialog's summary: what the real ``jmlgeo info`` says of the chosen bundle."""
     from jmlnet_geo.bundle import untrained_bundle
 
-    jmlgeo = Path(sys.executable).parent / "jmlgeo"
-    if not jmlgeo.exists():
-        pytest.skip("no jmlgeo console script beside this Python")
+    jmlgeo = Path(sys.executable).parent / "jmlgeo"  # the venv's console script (make installs it)
+    assert jmlgeo.exists(), jmlgeo
     bundle = tmp_path / "model.safetensors"
     norm = {"mean": [100.0, 100.0, 100.0], "std": [30.0, 30.0, 30.0]}
     untrained_bundle(bundle, ["tank"], [[200, 10, 10]], norm, tile_size=64)

@@ -131,10 +131,6 @@ def check_executable(
     Raises:
         ExecutableNotFoundError: Saying what the file is and what to pick instead.
     """
-    import subprocess
-
-    from .process import clean_environment
-
     path = os.fspath(path)
     try:
         key = (path, os.stat(path).st_mtime)
@@ -142,18 +138,8 @@ def check_executable(
         key = (path, 0.0)
     if key in _CHECKED:
         return _CHECKED[key]
-    try:
-        done = subprocess.run(
-            [path, "--version"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            env=clean_environment(environ),
-            check=False,
-        )
-        answer = (done.stdout or done.stderr).decode("utf-8", errors="replace").strip()
-    except (OSError, subprocess.TimeoutExpired) as err:
-        answer = f"no answer ({err})"
+    _, out, err = _ask([path, "--version"], environ, timeout)
+    answer = out or err
     first = answer.splitlines()[0].strip() if answer else "nothing"
     if first.startswith(EXECUTABLE_NAME + " "):
         _CHECKED[key] = first
@@ -186,13 +172,21 @@ def bundle_summary(
     The Predict dialog shows it in its log before predicting, so the user sees what the chosen
     model was trained on. An unreadable bundle gives ``jmlgeo info``'s one-line error instead.
     """
+    code, out, err = _ask([os.fspath(path), "info", os.fspath(bundle)], environ, timeout)
+    return out if code == 0 else err
+
+
+def _ask(
+    args: list[str], environ: Mapping[str, str] | None, timeout: float
+) -> tuple[int | None, str, str]:
+    """Run ``args`` in the plugin's clean environment: (exit code or None, stdout, stderr)."""
     import subprocess
 
     from .process import clean_environment
 
     try:
         done = subprocess.run(
-            [os.fspath(path), "info", os.fspath(bundle)],
+            args,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout,
@@ -200,6 +194,8 @@ def bundle_summary(
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as err:
-        return f"jmlgeo info {bundle}: no answer ({err})"
-    text = done.stdout if done.returncode == 0 else done.stderr
-    return text.decode("utf-8", errors="replace").strip()
+        return None, "", f"{' '.join(args)}: no answer ({err})"
+    out, err = (
+        data.decode("utf-8", errors="replace").strip() for data in (done.stdout, done.stderr)
+    )
+    return done.returncode, out, err
