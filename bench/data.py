@@ -7,6 +7,7 @@ with ``jmlnet_geo.evaluate.score_scenes``; this module only says where the files
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +20,13 @@ from jmlnet_geo.io.importers import import_coco
 from jmlnet_geo.io.isaid import import_isaid, isaid_images
 from jmlnet_geo.io.raster import Scene, open_scene, open_scenes
 from jmlnet_geo.io.vector import SceneBoxes, boxes_for_scenes, read_boxes
-from jmlnet_geo.proposals.compose import pixel_boxes, proposal_path
+from jmlnet_geo.proposals.compose import (
+    ProposalOptions,
+    SceneSummary,
+    pixel_boxes,
+    proposal_path,
+    write_proposals,
+)
 
 
 @dataclass
@@ -131,13 +138,34 @@ class Score:
         return float(np.mean(values)) if values else math.nan
 
     @property
+    def pooled_box_iou(self) -> float:
+        """IoU of the box's class over the pixels of every box together."""
+        return self.box_inter / self.box_union if self.box_union else math.nan
+
+    @property
     def per_box(self) -> float:
         """Method seconds per box."""
         return self.seconds / self.boxes if self.boxes else math.nan
 
+    def add(self, other: Score) -> None:
+        """Pool the boxes of ``other`` (their IoUs, pixels, fallbacks, time) into this score."""
+        self.box_ious += other.box_ious
+        self.box_inter += other.box_inter
+        self.box_union += other.box_union
+        self.fallbacks += other.fallbacks
+        self.boxes += other.boxes
+        self.seconds += other.seconds
 
-def score_folder(data: Dataset, scene_boxes: Sequence[SceneBoxes], out: Path, method: str) -> Score:
-    """Score the ``method`` proposal rasters in ``out`` against the true masks."""
+
+def score_folder(
+    data: Dataset,
+    scene_boxes: Sequence[SceneBoxes],
+    out: Path,
+    method: str,
+    summaries: Sequence[SceneSummary] = (),
+) -> Score:
+    """Score the ``method`` proposal rasters in ``out`` against the true masks; the fallbacks
+    and method seconds come from the ``summaries`` of the call that wrote them."""
     result = score_scenes(
         [proposal_path(out, sb.scene, method) for sb in scene_boxes],
         data.truth,
@@ -150,5 +178,23 @@ def score_folder(data: Dataset, scene_boxes: Sequence[SceneBoxes], out: Path, me
         [float(v) for ious in result.box_ious for v in ious],
         result.box_inter,
         result.box_union,
-        boxes=sum(len(sb) for sb in scene_boxes),
+        sum(s.methods[method].fallbacks for s in summaries),
+        sum(len(sb) for sb in scene_boxes),
+        sum(s.methods[method].seconds for s in summaries),
     )
+
+
+def classic_scores(
+    data: Dataset,
+    scene_boxes: Sequence[SceneBoxes],
+    out: Path,
+    methods: Sequence[str],
+    workers: int,
+    options: ProposalOptions | None = None,
+) -> dict[str, Score]:
+    """``write_proposals`` of ``methods`` into ``out`` (emptied first), each method scored."""
+    shutil.rmtree(out, ignore_errors=True)
+    summaries = write_proposals(
+        scene_boxes, data.class_names, methods, out, options or ProposalOptions(), workers=workers
+    )
+    return {m: score_folder(data, scene_boxes, out, m, summaries) for m in methods}

@@ -39,53 +39,43 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import math
 import os
-import shutil
 import sys
 import time
-import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from rasterio.errors import NotGeoreferencedWarning
 
 if __package__ in (None, ""):  # run as a file (python bench/detcam.py)
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
 
-from bench.data import Dataset, Score, load_isaid, load_nwpu, score_folder
+from bench.data import Dataset, Score, classic_scores, load_isaid, load_nwpu, score_folder
 from bench.report import (
     REPO,
+    SHARED_CORES,
     Results,
-    code_version,
-    command_line,
-    load_text,
+    Run,
+    bench_parser,
     log,
-    machine_description,
     markdown_table,
     ms,
     package_versions,
     pct,
-    place_after,
+    quiet_warnings,
     share,
     update_section,
     work_folder,
 )
 from jmlnet_geo.detection import detect_scene
 from jmlnet_geo.detector_file import load_detector, read_detector_card
-from jmlnet_geo.evaluate import mean_average_precision
+from jmlnet_geo.evaluate import mean_average_precision, roc_auc
 from jmlnet_geo.io.vector import IGNORE, SceneBoxes
 from jmlnet_geo.normalization import scene_normalization
-from jmlnet_geo.proposals.compose import (
-    ProposalOptions,
-    paint_proposal,
-    pixel_boxes,
-    proposal_path,
-    write_proposals,
-)
+from jmlnet_geo.proposals.compose import ProposalOptions, paint_proposal, pixel_boxes, proposal_path
 from jmlnet_geo.proposals.detcam import DetCAMOptions, scene_detcam, shrink_factor
 from jmlnet_geo.proposals.detector_proposals import (
     camcut_masks,
@@ -142,19 +132,10 @@ def train(
 
     start = time.perf_counter()
     path = train_detector(
-        images,
-        class_names,
-        scene_normalization([sb.scene for sb in images]),
-        folder,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        tile_size=args.tile_size,
-        seed=0,
-        resume=True,
-        device="cpu",
-        progress=progress,
-        message=notes.append,
-    )
+        images, class_names, scene_normalization([sb.scene for sb in images]), folder,
+        steps=args.steps, batch_size=args.batch_size, tile_size=args.tile_size, seed=0,
+        resume=True, device="cpu", progress=progress, message=notes.append,
+    )  # fmt: skip
     wall = time.perf_counter() - start
     card = read_detector_card(path)
     reused = any("reusing" in n for n in notes)
@@ -193,18 +174,14 @@ def budget_text(info: dict, threads: int) -> str:
         f"{training['batch_size']} tiles of {training['tile_size']} px, {training['optimizer']} "
         f"lr {training['lr']:g}, {training['rois_per_tile']} RoIs per tile, stem frozen, CPU "
         f"{threads} thread: {info['seconds'] / 60:.1f} min"
-        + (
-            " (trained by an earlier run with the same data and settings; reused)"
-            if info["reused"]
-            else ""
-        )
+        + (" (trained by an earlier run with the same data and settings; reused)" * info["reused"])
         + f", final loss {training['final_loss']:.3f} ({loss_text(info['losses'])})"
     )
 
 
-def part_map(nwpu: Dataset, detector: Path, heldout, fit, results: Results) -> None:
+def part_map(detector: Path, heldout, fit, results: Results) -> None:
     model, card = load_detector(detector)
-    rows, summary = [], {}
+    summary = {}
     for name, images in (("held-out", heldout), ("training (fit)", fit)):
         start = time.perf_counter()
         found = [detect_scene(model, card, sb.scene) for sb in images]
@@ -214,17 +191,11 @@ def part_map(nwpu: Dataset, detector: Path, heldout, fit, results: Results) -> N
         )
         summary[name] = (result, took, len(images))
         log(f"mAP {name}: {pct(result['map'])} ({len(images)} images, {took:.1f} s/image)")
-    for class_id, class_name in enumerate(card.classes, start=1):
-        rows.append(
-            [
-                class_name,
-                *(
-                    f"{pct(summary[n][0]['ap'][class_id])} ({summary[n][0]['truths'][class_id]})"
-                    for n in summary
-                ),
-            ]
-        )
-    rows.append(["**mAP@0.5**", *(f"**{pct(summary[n][0]['map'])}**" for n in summary)])
+    rows = [
+        [name, *(f"{pct(r['ap'][i])} ({r['truths'][i]})" for r, _, _ in summary.values())]
+        for i, name in enumerate(card.classes, start=1)
+    ]
+    rows.append(["**mAP@0.5**", *(f"**{pct(r['map'])}**" for r, _, _ in summary.values())])
     header = ["class", *(f"AP@0.5 % {n}, {summary[n][2]} images (true boxes)" for n in summary)]
     timing = ", ".join(f"{n} {summary[n][1]:.1f} s/image" for n in summary)
     results.add(
@@ -250,12 +221,24 @@ def detcam_heats(detector: Path, images: Sequence[SceneBoxes]) -> tuple[dict, di
     return heats, seconds, time.perf_counter() - start
 
 
-def detcam_and_camcut(data, detector: Path, images, out: Path, tau_lows, tau_highs, label: str):
-    """DetCAM maps of every box, their ranking AUC, then the DetCAM/CAMCut rasters and scores.
+@dataclass
+class Detcam:
+    """DetCAM and CAMCut of every box of some images, scored, and what the maps look like."""
 
-    Returns ``(low, high, maps all 0, boxes on a shrunk window, AUC, AUC by class)``; ``low`` and
-    ``high`` as :func:`detector_methods` returns them.
-    """
+    low: dict[float, Score]  # DetCAM at each tau_l
+    high: dict[float, Score]  # CAMCut (tau_l 0.15) at each tau_h
+    zero: int  # maps all 0
+    shrunk: int  # boxes processed on a shrunk window
+    auc: float  # ranking of the pixels inside a box, mean over boxes
+    auc_by_class: dict[str, float]
+
+    @property
+    def auc_text(self) -> str:
+        return ", ".join(f"{k} {v:.2f}" for k, v in self.auc_by_class.items())
+
+
+def detcam_and_camcut(data, detector: Path, images, out: Path, tau_lows, tau_highs, label: str):
+    """DetCAM maps of every box, their ranking AUC, then the DetCAM/CAMCut rasters and scores."""
     heats, seconds, wall = detcam_heats(detector, images)
     zero = sum(int(h.max() == 0) for hs in heats.values() for h in hs)
     shrunk = sum(
@@ -266,7 +249,7 @@ def detcam_and_camcut(data, detector: Path, images, out: Path, tau_lows, tau_hig
     boxes = sum(len(sb) for sb in images)
     log(f"{label}: {wall:.0f} s for {boxes} boxes; {zero} maps all 0; AUC {auc:.3f}")
     low, high = detector_methods(data, images, heats, seconds, out, tau_lows, tau_highs)
-    return low, high, zero, shrunk, auc, auc_by_class
+    return Detcam(low, high, zero, shrunk, auc, auc_by_class)
 
 
 def ranking_auc(nwpu: Dataset, images: Sequence[SceneBoxes], heats: dict) -> tuple[float, dict]:
@@ -283,33 +266,12 @@ def ranking_auc(nwpu: Dataset, images: Sequence[SceneBoxes], heats: dict) -> tup
         ):
             inside = truth[r0:r1, c0:c1]
             valid = inside != IGNORE
-            obj = (inside == class_id) & valid
-            if obj.all() or not obj.any() or not (valid & ~obj).any():
-                continue
-            values = np.concatenate([heat[obj], heat[valid & ~obj]])
-            _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-            order = np.argsort(values, kind="stable")
-            ranks = np.empty(len(values))
-            ranks[order] = np.arange(1, len(values) + 1)
-            ranks = (np.bincount(inverse, weights=ranks) / counts)[inverse]  # ties: mean rank
-            n_obj, n_bg = int(obj.sum()), len(values) - int(obj.sum())
-            auc = (ranks[:n_obj].sum() - n_obj * (n_obj + 1) / 2) / (n_obj * n_bg)
-            per_class.setdefault(nwpu.class_names[class_id - 1], []).append(float(auc))
+            auc = roc_auc(heat[valid], inside[valid] == class_id)
+            if not math.isnan(auc):
+                per_class.setdefault(nwpu.class_names[class_id - 1], []).append(auc)
     every = [v for values in per_class.values() for v in values]
     mean = float(np.mean(every)) if every else math.nan
     return mean, {k: float(np.mean(v)) for k, v in sorted(per_class.items())}
-
-
-def classic(nwpu: Dataset, images, out: Path, methods, workers: int) -> dict[str, Score]:
-    shutil.rmtree(out, ignore_errors=True)
-    summaries = write_proposals(images, nwpu.class_names, methods, out, workers=workers)
-    found = {}
-    for m in methods:
-        score = score_folder(nwpu, images, out, m)
-        score.fallbacks = sum(s.methods[m].fallbacks for s in summaries)
-        score.seconds = sum(s.methods[m].seconds for s in summaries)
-        found[m] = score
-    return found
 
 
 def detector_methods(
@@ -344,28 +306,18 @@ def detector_methods(
     return low, high
 
 
-def quality_rows(found: dict[str, Score]) -> list[list[str]]:
-    return [
-        [
-            LABEL[m],
-            pct(s.miou),
-            pct(s.object_miou),
-            pct(s.mean_box_iou),
-            share(s.fallbacks, s.boxes),
-            ms(s.per_box, 0),
-        ]
+def quality_table(found: dict[str, Score]) -> str:
+    rows = [
+        [LABEL[m], pct(s.miou), pct(s.object_miou), pct(s.mean_box_iou),
+         share(s.fallbacks, s.boxes), ms(s.per_box, 0)]
         for m, s in found.items()
-    ]
+    ]  # fmt: skip
+    header = "method | mIoU % | object mIoU % | mean box IoU % | fell back to box | ms/box"
+    return markdown_table(header, rows, align="lrrrrr")
 
 
-QUALITY_HEADER = [
-    "method",
-    "mIoU %",
-    "object mIoU %",
-    "mean box IoU %",
-    "fell back to box",
-    "ms/box",
-]
+def sweep_row(label: str, s: Score, *more: str) -> list[str]:
+    return [label, pct(s.miou), pct(s.object_miou), pct(s.mean_box_iou), *more]
 
 
 def verdict(found: dict[str, Score]) -> str:
@@ -420,48 +372,27 @@ def reading(found, held, low, high, auc, training) -> str:
 # --- main -------------------------------------------------------------------------------------
 
 
-def parse_parts(text: str) -> tuple[str, ...]:
-    parts = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
-    unknown = [p for p in parts if p not in PARTS]
-    if unknown or not parts:
-        raise argparse.ArgumentTypeError(
-            f"parts {text!r}: give a comma-separated list of {', '.join(PARTS)}"
-        )
-    return parts
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Benchmark DetCAM / CAMCut proposals on NWPU VHR-10 and the iSAID samples "
-        "(CPU fast preset).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
-    parser.add_argument(
-        "--work", type=Path, help="Folder for the detector and rasters, kept (default: temporary)."
-    )
-    parser.add_argument(
-        "--parts",
-        type=parse_parts,
-        default=PARTS,
-        help="Comma-separated parts to run: nwpu (NWPU VHR-10, tables 1-5), isaid (the iSAID "
-        "samples, table 6); "
+    parser = bench_parser(
+        "Benchmark DetCAM / CAMCut proposals on NWPU VHR-10 and the iSAID samples (CPU fast "
+        "preset). Parts: nwpu (NWPU VHR-10, tables 1-5), isaid (the iSAID samples, table 6); "
         "each updates only its own section of the output.",
+        PARTS,
+        "Folder for the detector and rasters, kept (default: temporary).",
     )
-    parser.add_argument("--quick", action="store_true", help="20 images, 30 steps, short sweeps.")
-    parser.add_argument("--limit", type=int, help="Only the first N NWPU training images.")
-    parser.add_argument("--heldout", type=int, default=30, help="Held-out images.")
-    parser.add_argument("--fit-images", type=int, default=20, help="Training images for fit mAP.")
-    parser.add_argument("--steps", type=int, default=300, help="Detector training steps.")
-    parser.add_argument("--batch-size", type=int, default=4, help="Detector tiles per step.")
-    parser.add_argument("--tile-size", type=int, default=256, help="Detector tile side.")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads.")
-    parser.add_argument("--workers", type=int, default=2, help="Processes of BOX/CRF/GrabCut.")
-    parser.add_argument("--no-update", action="store_true", help="Print the tables only.")
-    parser.add_argument("--output", default="BENCHMARKS.md", help="Markdown file to update.")
+    add = parser.add_argument
+    add("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
+    add("--limit", type=int, help="Only the first N NWPU training images.")
+    add("--heldout", type=int, default=30, help="Held-out images.")
+    add("--fit-images", type=int, default=20, help="Training images for fit mAP.")
+    add("--steps", type=int, default=300, help="Detector training steps.")
+    add("--batch-size", type=int, default=4, help="Detector tiles per step.")
+    add("--tile-size", type=int, default=256, help="Detector tile side.")
+    add("--threads", type=int, default=1, help="torch threads.")
+    add("--workers", type=int, default=2, help="Processes of BOX/CRF/GrabCut.")
     args = parser.parse_args(argv)
     args.tau_lows, args.tau_highs = TAU_LOWS, TAU_HIGHS
-    if args.quick:
+    if args.quick:  # 20 images, 30 steps, short sweeps
         args.limit = args.limit or 20
         args.heldout = min(args.heldout, 5)
         args.fit_images = min(args.fit_images, 5)
@@ -470,12 +401,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_nwpu(args: argparse.Namespace, work: Path, command: str, machine: str) -> str:
+def timed(timings: list[str], label: str, start: float) -> None:
+    timings.append(f"{label} {(time.perf_counter() - start) / 60:.1f}")
+
+
+def run_nwpu(args: argparse.Namespace, work: Path) -> str:
     """Parts 1-4 on NWPU VHR-10: print the tables, return the ``detcam`` section."""
-    part_start, load_start = time.perf_counter(), load_text()
-    started = dt.datetime.now(dt.UTC)
-    results = Results()
-    timings = []
+    run, results, timings = Run(), Results(), []
     nwpu = load_nwpu(args.data, work)
     images = nwpu.scene_boxes[::5][: args.limit]
     heldout = nwpu.scene_boxes[2::10][: args.heldout]
@@ -485,35 +417,30 @@ def run_nwpu(args: argparse.Namespace, work: Path, command: str, machine: str) -
 
     t0 = time.perf_counter()
     detector, info = train(nwpu.class_names, images, args, work / "detector", "detector")
-    timings.append(f"detector {(time.perf_counter() - t0) / 60:.1f}")
-
+    timed(timings, "detector", t0)
     t0 = time.perf_counter()
-    part_map(nwpu, detector, heldout, images[: args.fit_images], results)
-    timings.append(f"mAP {(time.perf_counter() - t0) / 60:.1f}")
-
+    part_map(detector, heldout, images[: args.fit_images], results)
+    timed(timings, "mAP", t0)
     t0 = time.perf_counter()
-    low, high, zero, shrunk, auc, auc_by_class = detcam_and_camcut(
+    cams = detcam_and_camcut(
         nwpu, detector, images, work / "train", args.tau_lows, args.tau_highs, "DetCAM"
     )
-    timings.append(f"DetCAM/CAMCut {(time.perf_counter() - t0) / 60:.1f}")
-
+    low, high = cams.low, cams.high
+    timed(timings, "DetCAM/CAMCut", t0)
     t0 = time.perf_counter()
-    base = classic(nwpu, images, work / "train" / "classic", ["box", "crf", "grabcut"], 2)
-    timings.append(f"BOX/CRF/GrabCut {(time.perf_counter() - t0) / 60:.1f}")
+    base = classic_scores(nwpu, images, work / "train" / "classic", ["box", "crf", "grabcut"], 2)
+    timed(timings, "BOX/CRF/GrabCut", t0)
     found = {**base, "detcam": low[TAU_LOW], "camcut": high[TAU_HIGH]}
 
     t0 = time.perf_counter()
-    held = classic(nwpu, heldout, work / "heldout", ["box", "grabcut"], args.workers)
+    held = classic_scores(nwpu, heldout, work / "heldout", ["box", "grabcut"], args.workers)
     summaries = write_detector_proposals(
         heldout, nwpu.class_names, ["detcam", "camcut"], work / "heldout", detector,
         device="cpu",
     )  # fmt: skip
     for m in ("detcam", "camcut"):
-        score = score_folder(nwpu, heldout, work / "heldout", m)
-        score.fallbacks = sum(s.methods[m].fallbacks for s in summaries)
-        score.seconds = sum(s.methods[m].seconds for s in summaries)
-        held[m] = score
-    timings.append(f"held-out {(time.perf_counter() - t0) / 60:.1f}")
+        held[m] = score_folder(nwpu, heldout, work / "heldout", m, summaries)
+    timed(timings, "held-out", t0)
 
     results.add(
         f"### 2. Proposal quality on the training images ({len(images)} images, {n_train} "
@@ -523,76 +450,51 @@ def run_nwpu(args: argparse.Namespace, work: Path, command: str, machine: str) -
         "classes present, background included; object mIoU without background; mean box IoU: "
         "IoU of the box's class inside each box, averaged over boxes. Fell back: empty or "
         "degenerate masks replaced by the filled box (for DetCAM: boxes whose map has no pixel "
-        f"above tau_l; {zero} of {n_train} DetCAM maps were all 0, i.e. ReLU(sum alpha_k M_k) "
-        f"had no positive evidence; {shrunk} boxes were processed on a shrunk window). ms/box: "
-        f"BOX/CRF/GrabCut the method alone per process ({2} workers); DetCAM each window's "
-        "reading + forward + backward shared by its boxes (one process, "
-        f"{args.threads} torch thread); CAMCut = DetCAM + its GrabCut.\n\n"
-        + markdown_table(QUALITY_HEADER, quality_rows(found), align="lrrrrr")
+        f"above tau_l; {cams.zero} of {n_train} DetCAM maps were all 0, i.e. ReLU(sum alpha_k "
+        f"M_k) had no positive evidence; {cams.shrunk} boxes were processed on a shrunk "
+        f"window). ms/box: BOX/CRF/GrabCut the method alone per process ({2} workers); DetCAM "
+        "each window's reading + forward + backward shared by its boxes (one process, "
+        f"{args.threads} torch thread); CAMCut = DetCAM + its GrabCut.\n\n" + quality_table(found)
     )
     results.findings.append(f"Training images: {verdict(found)} (mIoU points).")
     results.add(
         f"### 3. Held-out images ({len(heldout)} images, {n_held} boxes, never seen by the "
         "detector)\n\n"
         "`write_detector_proposals` end to end (DetCAM tau_l 0.15, CAMCut tau_h 0.8) and "
-        f"`write_proposals` for BOX and GrabCut ({args.workers} workers).\n\n"
-        + markdown_table(QUALITY_HEADER, quality_rows(held), align="lrrrrr")
+        f"`write_proposals` for BOX and GrabCut ({args.workers} workers).\n\n" + quality_table(held)
     )
     results.findings.append(f"Held-out images: {verdict(held)} (mIoU points).")
     best_low = max(low, key=lambda t: low[t].miou)
     rows = [
-        [
-            f"{t:g}" + (" (default)" if t == TAU_LOW else ""),
-            pct(s.miou),
-            pct(s.object_miou),
-            pct(s.mean_box_iou),
-            share(s.fallbacks, s.boxes),
-            f"{PAPER_TABLE2[t]:.2f}" if t in PAPER_TABLE2 else "",
-        ]
+        sweep_row(f"{t:g}" + (" (default)" if t == TAU_LOW else ""), s,
+                  share(s.fallbacks, s.boxes), f"{PAPER_TABLE2[t]:.2f}" if t in PAPER_TABLE2
+                  else "")
         for t, s in low.items()
-    ]
-    rows.append(["(BOX, tau_l = 0)", pct(base["box"].miou), pct(base["box"].object_miou),
-                 pct(base["box"].mean_box_iou), "", "44.20"])  # fmt: skip
+    ]  # fmt: skip
+    rows.append(sweep_row("(BOX, tau_l = 0)", base["box"], "", "44.20"))
     results.add(
         "### 4. tau_l sweep: DetCAM D_l (analogue of the paper's Table 2)\n\n"
         "Same DetCAM maps, thresholded at each tau_l. The paper's column is the iSAID val mIoU "
         "of a DeepLab v3 trained on D_l (not the proposals' own mIoU): only the trend "
         "compares.\n\n"
         + markdown_table(
-            ["tau_l", "mIoU %", "object mIoU %", "mean box IoU %", "fell back", "paper mIoU %"],
-            rows,
+            "tau_l | mIoU % | object mIoU % | mean box IoU % | fell back | paper mIoU %", rows
         )
     )
     best_high = max(high, key=lambda t: high[t].miou)
     rows = [
-        [
-            f"{t:g}" + (" (default)" if t == TAU_HIGH else ""),
-            pct(s.miou),
-            pct(s.object_miou),
-            pct(s.mean_box_iou),
-            share(s.fallbacks, s.boxes),
-            ms(s.per_box, 0),
-            f"{PAPER_TABLE3[t]:.2f}",
-        ]
+        sweep_row(f"{t:g}" + (" (default)" if t == TAU_HIGH else ""), s,
+                  share(s.fallbacks, s.boxes), ms(s.per_box, 0), f"{PAPER_TABLE3[t]:.2f}")
         for t, s in high.items()
-    ]
-    rows.append(["(GrabCut)", pct(base["grabcut"].miou), pct(base["grabcut"].object_miou),
-                 pct(base["grabcut"].mean_box_iou), share(base["grabcut"].fallbacks, n_train),
-                 ms(base["grabcut"].per_box, 0), "53.12"])  # fmt: skip
+    ]  # fmt: skip
+    g = base["grabcut"]
+    rows.append(sweep_row("(GrabCut)", g, share(g.fallbacks, n_train), ms(g.per_box, 0), "53.12"))
     results.add(
         "### 5. tau_h sweep: CAMCut (tau_l 0.15; analogue of the paper's Table 3)\n\n"
         "GrabCut rerun for each tau_h from the same DetCAM maps. Paper column as in 4 (its "
         "GrabCut row is Table 1's CE-on-GrabCut).\n\n"
         + markdown_table(
-            [
-                "tau_h",
-                "mIoU %",
-                "object mIoU %",
-                "mean box IoU %",
-                "fell back",
-                "ms/box",
-                "paper mIoU %",
-            ],
+            "tau_h | mIoU % | object mIoU % | mean box IoU % | fell back | ms/box | paper mIoU %",
             rows,
         )
     )
@@ -601,51 +503,35 @@ def run_nwpu(args: argparse.Namespace, work: Path, command: str, machine: str) -
         f"({pct(low[best_low].miou)} mIoU; paper: 0.15), CAMCut at tau_h {best_high:g} "
         f"({pct(high[best_high].miou)}; paper: 0.8)."
     )
-    runtime = time.perf_counter() - part_start
-    training = info["card"].training
-    budget = budget_text(info, args.threads)
-    auc_text = ", ".join(f"{k} {v:.2f}" for k, v in auc_by_class.items())
     results.findings.append(
         f"DetCAM's ranking of pixels inside the training boxes (object above background): AUC "
-        f"{auc:.3f} (0.5 = chance; by class: {auc_text})."
+        f"{cams.auc:.3f} (0.5 = chance; by class: {cams.auc_text})."
     )
-    results.findings.append(reading(found, held, low, high, auc, training))
-    findings = "\n".join(f"- {f}" for f in results.findings)
-    print(f"\nFindings (NWPU):\n{findings}\n\nRuntime {runtime / 60:.1f} min", flush=True)
-    versions = package_versions(VERSIONS)
-    section = "\n\n".join(
-        [
-            "## DetCAM and CAMCut vs BOX, CRF, GrabCut (`bench/detcam.py`)",
-            f"- Command: `{command}` (from the repository root)\n"
-            f"- Machine: {machine}\n"
-            f"- Load average: {load_start} at the start, {load_text()} at the end (other jobs "
-            "share the cores; times are wall clock)\n"
-            f"- Packages: {versions}; code {code_version()}\n"
-            f"- Date: {started:%Y-%m-%d %H:%M} UTC; runtime {runtime / 60:.1f} min "
-            f"({', '.join(timings)} min)\n"
-            f"- Data: ../shared/data NWPU VHR-10 train. Detector and proposals: every 5th image "
-            f"in sorted order ({len(images)} images, {n_train} boxes, all 10 classes); held-out: "
-            f"every 10th from the 3rd ({len(heldout)} images, {n_held} boxes)\n"
-            f"- Detector training budget: {budget}",
-            "Findings:\n\n" + findings,
-            *results.blocks,
-        ]
+    results.findings.append(reading(found, held, low, high, cams.auc, info["card"].training))
+    print(f"\nFindings (NWPU):\n{results.listed()}\n\nRuntime {run.minutes:.1f} min", flush=True)
+    head = run.head(
+        package_versions(VERSIONS),
+        f"runtime {run.minutes:.1f} min ({', '.join(timings)} min)",
+        f"- Data: ../shared/data NWPU VHR-10 train. Detector and proposals: every 5th image "
+        f"in sorted order ({len(images)} images, {n_train} boxes, all 10 classes); held-out: "
+        f"every 10th from the 3rd ({len(heldout)} images, {n_held} boxes)",
+        f"- Detector training budget: {budget_text(info, args.threads)}",
+        load=SHARED_CORES,
     )
-    return section
+    title = "## DetCAM and CAMCut vs BOX, CRF, GrabCut (`bench/detcam.py`)"
+    return "\n\n".join([title, head, "Findings:\n\n" + results.listed(), *results.blocks])
 
 
-def run_isaid(args: argparse.Namespace, work: Path, command: str, machine: str) -> str:
+def run_isaid(args: argparse.Namespace, work: Path) -> str:
     """Part 5 on the three iSAID samples: print the table, return the ``detcam-isaid`` section.
 
     Same detector budget and code path as the NWPU part (:func:`train`), trained on the boxes of
     the three images; DetCAM/CAMCut at the defaults and BOX/CRF/GrabCut for all their boxes,
     scored like the NWPU training images (:func:`score_folder`).
     """
-    part_start, load_start = time.perf_counter(), load_text()
-    started = dt.datetime.now(dt.UTC)
+    run, timings = Run(), []
     folder = work / "isaid"
     folder.mkdir(parents=True, exist_ok=True)
-    timings = []
     isaid = load_isaid(args.data, folder)
     images = isaid.scene_boxes
     n_boxes = isaid.boxes
@@ -661,8 +547,7 @@ def run_isaid(args: argparse.Namespace, work: Path, command: str, machine: str) 
 
     t0 = time.perf_counter()
     detector, info = train(isaid.class_names, images, args, folder / "detector", "iSAID detector")
-    timings.append(f"detector {(time.perf_counter() - t0) / 60:.1f}")
-
+    timed(timings, "detector", t0)
     t0 = time.perf_counter()
     model, card = load_detector(detector)
     detections = [detect_scene(model, card, sb.scene) for sb in images]
@@ -674,23 +559,17 @@ def run_isaid(args: argparse.Namespace, work: Path, command: str, machine: str) 
         f"{name} {pct(fit['ap'][i])}" for i, name in enumerate(card.classes, start=1)
     )
     log(f"iSAID fit mAP@0.5: {pct(fit['map'])} ({fit_text})")
-    timings.append(f"mAP {(time.perf_counter() - t0) / 60:.1f}")
-
+    timed(timings, "mAP", t0)
     t0 = time.perf_counter()
-    low, high, zero, shrunk, auc, auc_by_class = detcam_and_camcut(
-        isaid, detector, images, folder / "proposals", (TAU_LOW,), (TAU_HIGH,), "iSAID DetCAM"
-    )
-    timings.append(f"DetCAM/CAMCut {(time.perf_counter() - t0) / 60:.1f}")
-
+    out = folder / "proposals"
+    cams = detcam_and_camcut(isaid, detector, images, out, (TAU_LOW,), (TAU_HIGH,), "iSAID DetCAM")
+    timed(timings, "DetCAM/CAMCut", t0)
     t0 = time.perf_counter()
-    base = classic(
-        isaid, images, folder / "proposals" / "classic", ["box", "crf", "grabcut"], args.workers
-    )
-    timings.append(f"BOX/CRF/GrabCut {(time.perf_counter() - t0) / 60:.1f}")
-    found = {**base, "detcam": low[TAU_LOW], "camcut": high[TAU_HIGH]}
+    methods = ["box", "crf", "grabcut"]
+    base = classic_scores(isaid, images, out / "classic", methods, args.workers)
+    timed(timings, "BOX/CRF/GrabCut", t0)
+    found = {**base, "detcam": cams.low[TAU_LOW], "camcut": cams.high[TAU_HIGH]}
 
-    runtime = time.perf_counter() - part_start
-    auc_text = ", ".join(f"{k} {v:.2f}" for k, v in auc_by_class.items())
     box = found["box"].miou
     box_vs, detcam_vs, camcut_vs = (
         100 * (box - found["grabcut"].miou),
@@ -703,37 +582,34 @@ def run_isaid(args: argparse.Namespace, work: Path, command: str, machine: str) 
         f"{pct(found['grabcut'].miou)}). The filled box alone scores {pct(box)} ({box_vs:+.1f} "
         f"vs GrabCut), DetCAM {detcam_vs:+.1f} and CAMCut {camcut_vs:+.1f} vs BOX; "
         f"{share(found['detcam'].fallbacks, n_boxes)} DetCAM boxes fell back to the box; "
-        f"detector fit mAP@0.5 {pct(fit['map'])}, DetCAM ranking AUC {auc:.2f}."
+        f"detector fit mAP@0.5 {pct(fit['map'])}, DetCAM ranking AUC {cams.auc:.2f}."
     )
-    table = markdown_table(QUALITY_HEADER, quality_rows(found), align="lrrrrr")
-    block = (
-        f"### 6. iSAID samples ({len(images)} images, {n_boxes} boxes; detector trained on these "
-        "images)\n\n"
-        f"- Command: `{command}` (from the repository root)\n"
-        f"- Machine: {machine}\n"
-        f"- Load average: {load_start} at the start, {load_text()} at the end\n"
-        f"- Packages: {package_versions(VERSIONS)}; code {code_version()}\n"
-        f"- Date: {started:%Y-%m-%d %H:%M} UTC; runtime {runtime / 60:.1f} min "
-        f"({', '.join(timings)} min)\n"
+    head = run.head(
+        package_versions(VERSIONS),
+        f"runtime {run.minutes:.1f} min ({', '.join(timings)} min)",
         f"- Data: ../shared/data/isaid_devkit_samples, {names} (DOTA RGB PNG; boxes: the tight "
         "box of each instance id, truth: the semantic masks, both from "
-        f"`jmlgeo import isaid`): {counts} boxes\n"
+        f"`jmlgeo import isaid`): {counts} boxes",
         f"- Detector, trained on the boxes of these three images with the NWPU part's budget: "
         f"{budget_text(info, args.threads)}; mAP@0.5 on the same images (fit): "
-        f"{pct(fit['map'])} ({fit_text})\n"
-        f"- DetCAM: {zero} of {n_boxes} maps all 0, {shrunk} boxes on a shrunk window; ranking "
-        f"of the pixels inside the boxes (object above background): AUC {auc:.3f} "
-        f"({auc_text})\n\n"
+        f"{pct(fit['map'])} ({fit_text})",
+        f"- DetCAM: {cams.zero} of {n_boxes} maps all 0, {cams.shrunk} boxes on a shrunk "
+        "window; ranking of the pixels inside the boxes (object above background): AUC "
+        f"{cams.auc:.3f} ({cams.auc_text})",
+    )
+    block = (
+        f"### 6. iSAID samples ({len(images)} images, {n_boxes} boxes; detector trained on these "
+        f"images)\n\n{head}\n\n"
         "Scored as in 2 (DetCAM = D_l at tau_l 0.15, CAMCut = tau_l 0.15, tau_h 0.8; BOX, CRF "
         "and GrabCut with their defaults; mIoU over the classes present, background included). "
         f"ms/box: BOX/CRF/GrabCut per process ({args.workers} workers), DetCAM one process "
         f"({args.threads} torch thread), CAMCut = DetCAM + its GrabCut.\n\n"
-        + table
+        + quality_table(found)
         + "\nFinding:\n\n- "
         + finding
     )
     print(block, flush=True)
-    print(f"\nRuntime (iSAID) {runtime / 60:.1f} min", flush=True)
+    print(f"\nRuntime (iSAID) {run.minutes:.1f} min", flush=True)
     return block
 
 
@@ -749,26 +625,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not parts:
         return 0
     torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
-    warnings.filterwarnings("ignore", message=".*no georeferencing.*")
-    warnings.filterwarnings("ignore", message=".*dropped .* box.*")
-    warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")  # iSAID box layer
-    command = command_line()
-    machine = machine_description()
+    quiet_warnings()
     with work_folder(args.work, "jmlgeo-bench-detcam-") as work:
         for part in parts:
-            if part == "nwpu":
-                section = run_nwpu(args, work, command, machine)
-                name = SECTION
-            else:
-                section = run_isaid(args, work, command, machine)
-                name = ISAID_SECTION
+            section = (run_nwpu if part == "nwpu" else run_isaid)(args, work)
             if args.no_update or args.quick:
                 log(f"{args.output} not updated (--no-update or --quick)")
                 continue
-            if name == ISAID_SECTION:
-                place_after(ISAID_SECTION, SECTION, args.output)
-            path = update_section(name, section, args.output)
+            name = SECTION if part == "nwpu" else ISAID_SECTION
+            after = [SECTION] if name == ISAID_SECTION else []
+            path = update_section(name, section, args.output, after=after)
             log(f"updated section {name} of {path}")
     return 0
 

@@ -134,21 +134,10 @@ def synthetic_scene(path: Path, side: int, strip: int = 512) -> Path:
         with rasterio.open(path) as ds:
             if (ds.width, ds.height, ds.count) == (side, side, 3):
                 return path
-    profile = {
-        "driver": "GTiff",
-        "width": side,
-        "height": side,
-        "count": 3,
-        "dtype": "uint8",
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-        "compress": "deflate",
-        "interleave": "pixel",
-        "photometric": "RGB",
-        "crs": "EPSG:32633",
-        "transform": from_origin(431200.0, 5052800.0, PIXEL, PIXEL),
-    }
+    profile = {"driver": "GTiff", "width": side, "height": side, "count": 3, "dtype": "uint8"}
+    profile |= {"tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
+    profile |= {"interleave": "pixel", "photometric": "RGB", "crs": "EPSG:32633"}
+    profile["transform"] = from_origin(431200.0, 5052800.0, PIXEL, PIXEL)
     tmp = path.with_name(f".{path.name}.tmp")
     start = time.perf_counter()
     xs = np.arange(side)
@@ -185,34 +174,19 @@ def random_bundle(path: Path, tile: int) -> Path:
 def trained_bundle(args: argparse.Namespace, work: Path) -> tuple[Path, str]:
     """The lead's demo bundle when present, else one trained here; and how it was obtained."""
     if args.trained.exists():
-        note = (
-            " (the demo bundle, trained on sample_data/scene.tif)"
-            if args.trained == TRAINED
-            else ""
-        )
+        note = " (the demo bundle, trained on sample_data/scene.tif)" * (args.trained == TRAINED)
         return args.trained, f"`{args.trained}`{note}"
     run = work / "trained"
     bundle = run / "model.safetensors"
-    command = [
-        os.fspath(Path(sys.executable).with_name("jmlgeo")),
-        "train",
-        os.fspath(REPO / "sample_data" / "scene.tif"),
-        "--boxes",
-        os.fspath(REPO / "sample_data" / "boxes.gpkg"),
-        "--out",
-        os.fspath(run),
-        *TRAIN_ARGS,
-    ]
+    shown = ["jmlgeo", "train", "sample_data/scene.tif", "--boxes", "sample_data/boxes.gpkg"]
+    command = [os.fspath(Path(sys.executable).with_name("jmlgeo")), *shown[1:]]
+    command += ["--out", os.fspath(run), *TRAIN_ARGS]
     if not bundle.exists():
         log(f"no {args.trained}: training one ({shlex.join(command[1:])})")
         start = time.perf_counter()
         subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
         log(f"trained in {time.perf_counter() - start:.0f} s")
-    shown = shlex.join(
-        ["jmlgeo", "train", "sample_data/scene.tif", "--boxes", "sample_data/boxes.gpkg"]
-        + TRAIN_ARGS
-    )
-    return bundle, f"trained here: `{shown}`"
+    return bundle, f"trained here: `{shlex.join(shown + TRAIN_ARGS)}`"
 
 
 # --- part 1: throughput -----------------------------------------------------------------------
@@ -338,13 +312,9 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
             if key == "a":
                 seconds = run_bare(predictor.model, batches)
             elif key == "b":
+                model, normalization = predictor.model, predictor.normalization
                 seconds, forward = run_recipe(
-                    predictor.model,
-                    predictor.normalization,
-                    scene,
-                    out / "classes.tif",
-                    tile,
-                    batch_size,
+                    model, normalization, scene, out / "classes.tif", tile, batch_size
                 )
                 recipe_forward.append(forward)
             else:
@@ -374,34 +344,21 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
         k: forwarded[k] / best_cpu[k] / (forwarded["a"] / best_cpu["a"]) for k in variants
     }
     cpu_of_recipe = {k: best_cpu["b"] / best_cpu[k] for k in variants}
-    rows = []
-    for key, label in variants.items():
-        rows.append(
-            [
-                label,
-                windows[key],
-                " / ".join(f"{t:.1f}" for t in times[key]),
-                f"{scene_rate[key]:.3f}",
-                f"{forwarded_rate[key]:.3f}",
-                f"{forwarded_rate[key] / forwarded_rate['a']:.2f}" if key != "a" else "1",
-                f"{scene_rate[key] / scene_rate['b']:.2f}" if key != "b" else "1",
-                " / ".join(f"{t:.1f}" for t in cpus[key]),
-                f"{cpu_of_bare[key]:.2f}" if key != "a" else "1",
-                f"{cpu_of_recipe[key]:.2f}" if key != "b" else "1",
-            ]
-        )
-    header = [
-        "variant",
-        "windows",
-        "wall s (runs)",
-        "scene Mpx/s",
-        "forwarded Mpx/s",
-        "forwarded Mpx/s / (a)",
-        "scene Mpx/s / (b)",
-        "CPU s (runs)",
-        "forwarded Mpx per CPU s / (a)",
-        "scene Mpx per CPU s / (b)",
-    ]
+    rows = [
+        [label, windows[key], " / ".join(f"{t:.1f}" for t in times[key]),
+         f"{scene_rate[key]:.3f}", f"{forwarded_rate[key]:.3f}",
+         f"{forwarded_rate[key] / forwarded_rate['a']:.2f}" if key != "a" else "1",
+         f"{scene_rate[key] / scene_rate['b']:.2f}" if key != "b" else "1",
+         " / ".join(f"{t:.1f}" for t in cpus[key]),
+         f"{cpu_of_bare[key]:.2f}" if key != "a" else "1",
+         f"{cpu_of_recipe[key]:.2f}" if key != "b" else "1"]
+        for key, label in variants.items()
+    ]  # fmt: skip
+    header = (
+        "variant | windows | wall s (runs) | scene Mpx/s | forwarded Mpx/s | "
+        "forwarded Mpx/s / (a) | scene Mpx/s / (b) | CPU s (runs) | "
+        "forwarded Mpx per CPU s / (a) | scene Mpx per CPU s / (b)"
+    )
     parts = [
         f"### 1. Throughput: {side} x {side} px uint8 RGB scene, tile {tile}, batch {batch_size}, "
         f"fast preset (random weights), CPU, {torch.get_num_threads()} torch threads\n\n"
@@ -420,38 +377,20 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
     for key in ("c0", "c"):
         s, total = breakdown[key], best[key]
         other = total - s.forward - s.blend - s.cog
-        rows.append(
-            [
-                variants[key],
-                f"{total:.1f}",
-                f"{s.forward:.1f} ({s.forward / total:.0%})",
-                f"{s.blend:.2f}",
-                f"{s.write:.2f}",
-                f"{s.cog:.2f}",
-                f"{other:.1f}",
-            ]
-        )
-    recipe_best = times["b"].index(best["b"])
-    rows.append(
-        [
-            variants["b"],
-            f"{best['b']:.1f}",
-            f"{recipe_forward[recipe_best]:.1f} ({recipe_forward[recipe_best] / best['b']:.0%})",
-            "",
-            "",
-            "",
-            f"{best['b'] - recipe_forward[recipe_best]:.1f}",
-        ]
-    )
+        rows.append([
+            variants[key], f"{total:.1f}", f"{s.forward:.1f} ({s.forward / total:.0%})",
+            f"{s.blend:.2f}", f"{s.write:.2f}", f"{s.cog:.2f}", f"{other:.1f}",
+        ])  # fmt: skip
+    recipe = recipe_forward[times["b"].index(best["b"])]
+    rows.append([variants["b"], f"{best['b']:.1f}", f"{recipe:.1f} ({recipe / best['b']:.0%})",
+                 "", "", "", f"{best['b'] - recipe:.1f}"])  # fmt: skip
     parts.append(
         "Where the time of the best runs goes (seconds; the forward includes normalisation and "
         "the copy of the logits to numpy; strip writes run in the writer thread, overlapped; "
         "'other' is the rest of the main thread: reading windows (on CPU), waiting for the "
         "writer, start-up):\n\n"
         + markdown_table(
-            ["variant", "total", "forward", "blend", "strip writes", "COG copy", "other"],
-            rows,
-            align="lrrrrrr",
+            "variant | total | forward | blend | strip writes | COG copy | other", rows, "lrrrrrr"
         )
     )
     results.add("\n".join(parts))
@@ -517,18 +456,9 @@ def _tree_memory(root: int) -> tuple[int, int]:
 
 def measure_child(kind: str, bundle: Path, scene: Path, out: Path) -> dict:
     """Run one prediction in a fresh process; its own report plus the sampled tree peaks."""
-    command = [
-        sys.executable,
-        os.fspath(Path(__file__).resolve()),
-        "--child",
-        kind,
-        "--child-bundle",
-        os.fspath(bundle),
-        "--child-scene",
-        os.fspath(scene),
-        "--child-out",
-        os.fspath(out),
-    ]
+    command = [sys.executable, os.fspath(Path(__file__).resolve()), "--child", kind]
+    command += ["--child-bundle", os.fspath(bundle), "--child-scene", os.fspath(scene)]
+    command += ["--child-out", os.fspath(out)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     peak_rss = peak_pss = 0
     while proc.poll() is None:
@@ -595,32 +525,17 @@ def part_memory(args: argparse.Namespace, work: Path, results: Results) -> None:
         return f"{kb * 1024 / 1e9:.2f}"
 
     label = {"ours": f"ours (overlap {tile // 4})", "recipe": "(b) torchgeo recipe"}
-    rows = []
-    for kind, side, r in measured:
-        rows.append(
-            [
-                label[kind],
-                f"{side} x {side}",
-                f"{side * side * 3 / 1e9:.2f}",
-                f"{r['seconds']:.0f}",
-                gb(r["loaded_kb"]),
-                gb(r["main_max_rss_kb"]),
-                gb(r["workers_max_rss_kb"]),
-                gb(r["tree_rss_kb"]),
-                gb(r["tree_pss_kb"]),
-            ]
-        )
-    header = [
-        "prediction",
-        "scene (px)",
-        "raw scene (GB)",
-        "time (s)",
-        "RSS after loading the model",
-        "max RSS, main process",
-        "max RSS, child processes (reader workers, if any)",
-        "peak tree RSS (sampled)",
-        "peak tree PSS (sampled)",
-    ]
+    kbs = ("loaded_kb", "main_max_rss_kb", "workers_max_rss_kb", "tree_rss_kb", "tree_pss_kb")
+    rows = [
+        [label[kind], f"{side} x {side}", f"{side * side * 3 / 1e9:.2f}", f"{r['seconds']:.0f}",
+         *(gb(r[k]) for k in kbs)]
+        for kind, side, r in measured
+    ]  # fmt: skip
+    header = (
+        "prediction | scene (px) | raw scene (GB) | time (s) | RSS after loading the model | "
+        "max RSS, main process | max RSS, child processes (reader workers, if any) | "
+        "peak tree RSS (sampled) | peak tree PSS (sampled)"
+    )
     results.add(
         f"### 2. Peak memory (GB = 10^9 bytes): tile {tile}, batch 8, fast preset, CPU, "
         "default options (on CPU: no reader process), a fresh process per prediction\n\n"

@@ -38,21 +38,17 @@ sweep (16 settings) is more than half of it.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import filecmp
 import math
 import os
 import shutil
 import sys
-import tempfile
 import time
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from rasterio.errors import NotGeoreferencedWarning
 
 from jmlnet_geo.io.vector import SceneBoxes
 from jmlnet_geo.proposals.compose import (
@@ -62,6 +58,7 @@ from jmlnet_geo.proposals.compose import (
     pixel_boxes,
     write_proposals,
 )
+from jmlnet_geo.proposals.crop import crop_window
 
 if __package__ in (None, ""):  # run as a file (python bench/proposals.py)
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
@@ -69,20 +66,22 @@ if __package__ in (None, ""):  # run as a file (python bench/proposals.py)
 from bench.data import Dataset, Score, load_isaid, load_nwpu, load_spacenet, score_folder
 from bench.report import (
     REPO,
+    SHARED_CORES,
     Results,
-    code_version,
-    command_line,
+    Run,
+    bench_parser,
     cpu_seconds,
     elapsed,
     load_text,
     log,
-    machine_description,
     markdown_table,
     ms,
     package_versions,
     pct,
+    quiet_warnings,
     share,
     update_section,
+    work_folder,
 )
 
 SECTION = "proposals"
@@ -102,42 +101,18 @@ METHOD_LABEL = {"box": "BOX", "crf": "CRF", "grabcut": "GrabCut"}
 
 # --- running and scoring ----------------------------------------------------------------------
 
-
-@dataclass
-class Run:
-    """The summaries of one data set's scenes from a ``write_proposals`` call."""
-
-    summaries: list[SceneSummary]
-    wall: float  # of the whole call (which may have covered other data sets too)
-    cpu: float  # CPU seconds of this process and its workers during the call
-    out: Path
-
-    def boxes(self, method: str) -> int:
-        return sum(s.methods[method].boxes for s in self.summaries)
-
-    def fallbacks(self, method: str) -> int:
-        return sum(s.methods[method].fallbacks for s in self.summaries)
-
-    def seconds_per_box(self, method: str) -> float:
-        n = self.boxes(method)
-        return sum(s.methods[method].seconds for s in self.summaries) / n if n else math.nan
-
-
-Job = tuple["Dataset", Sequence[SceneBoxes]]
+Job = tuple[Dataset, Sequence[SceneBoxes]]
 
 
 def run_proposals(
-    jobs: Sequence[Job],
-    methods: Sequence[str],
-    out: Path,
-    options: ProposalOptions,
-    workers: int,
-) -> list[Run]:
+    jobs: Sequence[Job], methods: Sequence[str], out: Path, options: ProposalOptions, workers: int
+) -> tuple[list[list[SceneSummary]], float, float]:
     """One ``write_proposals`` call (one worker pool) for the scenes of one or more data sets.
 
     Scenes of several data sets share the call to save the pool's start-up; their class ids
     then mean different things, so the rasters' class-name tag is generic (scoring uses each
-    data set's names).
+    data set's names). Returns the summaries of each job's scenes, the call's wall seconds and
+    the CPU seconds of this process and its workers during the call.
     """
     shutil.rmtree(out, ignore_errors=True)
     scene_boxes = [sb for _, sbs in jobs for sb in sbs]
@@ -148,43 +123,26 @@ def run_proposals(
     cpu_start, start = cpu_seconds(), time.perf_counter()
     summaries = write_proposals(scene_boxes, names, methods, out, options, workers=workers)
     wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
-    runs, k = [], 0
-    for _, sbs in jobs:
-        runs.append(Run(summaries[k : k + len(sbs)], wall, cpu, out))
-        k += len(sbs)
-    return runs
-
-
-@dataclass
-class Outcome:
-    """A method's proposals for a data set: scores and the run's counts."""
-
-    score: Score
-    run: Run
-    method: str
-
-    @property
-    def fallbacks(self) -> int:
-        return self.run.fallbacks(self.method)
-
-    @property
-    def boxes(self) -> int:
-        return self.run.boxes(self.method)
-
-    @property
-    def per_box(self) -> float:
-        return self.run.seconds_per_box(self.method)
+    ends = np.cumsum([len(sbs) for _, sbs in jobs])
+    return [summaries[e - len(sbs) : e] for e, (_, sbs) in zip(ends, jobs, strict=True)], wall, cpu
 
 
 def run_and_score(
     jobs: Sequence[Job], methods: Sequence[str], out: Path, options: ProposalOptions, workers: int
-) -> list[dict[str, Outcome]]:
-    """Proposals of ``methods`` for each job, scored: one ``{method: Outcome}`` per job."""
-    runs = run_proposals(jobs, methods, out, options, workers)
-    return [
-        {m: Outcome(score_folder(ds, sbs, run.out, m), run, m) for m in methods}
-        for (ds, sbs), run in zip(jobs, runs, strict=True)
+) -> tuple[list[dict[str, Score]], float]:
+    """Proposals of ``methods`` for each job, scored: one ``{method: Score}`` per job, and the
+    call's wall seconds."""
+    summaries, wall, _ = run_proposals(jobs, methods, out, options, workers)
+    found = [
+        {m: score_folder(ds, sbs, out, m, s) for m in methods}
+        for (ds, sbs), s in zip(jobs, summaries, strict=True)
     ]
+    return found, wall
+
+
+def seconds_per_box(summaries: Sequence[SceneSummary], method: str) -> float:
+    boxes = sum(s.methods[method].boxes for s in summaries)
+    return sum(s.methods[method].seconds for s in summaries) / boxes if boxes else math.nan
 
 
 def identical_outputs(a: Path, b: Path) -> tuple[bool, int]:
@@ -193,20 +151,6 @@ def identical_outputs(a: Path, b: Path) -> tuple[bool, int]:
     same = names == sorted(p.name for p in b.glob("*.tif"))
     same = same and all(filecmp.cmp(a / n, b / n, shallow=False) for n in names)
     return same, len(names)
-
-
-def crop_side(sb: SceneBoxes, box: Sequence[int], options: ProposalOptions) -> int:
-    """Longer side of the crop that ``read_crop`` takes around a box (before any shrinking)."""
-    col0, row0, col1, row1 = box
-    pad = max(options.min_margin, math.ceil(options.margin * max(col1 - col0, row1 - row0)))
-    width = min(sb.scene.width, col1 + pad) - max(0, col0 - pad)
-    height = min(sb.scene.height, row1 + pad) - max(0, row0 - pad)
-    return max(width, height)
-
-
-def subset(sb: SceneBoxes, keep: Sequence[int]) -> SceneBoxes:
-    keep = np.asarray(keep, np.int64)
-    return SceneBoxes(sb.scene, sb.xyxy[keep], sb.class_ids[keep], sb.features[keep])
 
 
 # --- formatting -------------------------------------------------------------------------------
@@ -232,36 +176,23 @@ def options_text(options: ProposalOptions) -> str:
 
 def part_quality(
     datasets: Sequence[Dataset], args, work: Path, results: Results
-) -> dict[str, dict[str, Outcome]]:
+) -> dict[str, dict[str, Score]]:
     methods = list(CLASSIC_METHODS)
     for ds in datasets:
         log(f"quality: {ds.name}, {len(ds.scene_boxes)} images, {ds.boxes} boxes")
     jobs = [(ds, ds.scene_boxes) for ds in datasets]
-    outcomes = run_and_score(jobs, methods, work / "quality", ProposalOptions(), args.workers)
+    outcomes, _ = run_and_score(jobs, methods, work / "quality", ProposalOptions(), args.workers)
     summary_rows, per_class = [], []
     for ds, found in zip(datasets, outcomes, strict=True):
-        for m in methods:
-            o = found[m]
-            summary_rows.append(
-                [
-                    ds.name,
-                    len(ds.scene_boxes),
-                    o.boxes,
-                    METHOD_LABEL[m],
-                    pct(o.score.miou),
-                    pct(o.score.object_miou),
-                    pct(o.score.mean_box_iou),
-                    share(o.fallbacks, o.boxes),
-                    ms(o.per_box),
-                ]
-            )
+        summary_rows += [
+            [ds.name, len(ds.scene_boxes), s.boxes, METHOD_LABEL[m], pct(s.miou),
+             pct(s.object_miou), pct(s.mean_box_iou), share(s.fallbacks, s.boxes), ms(s.per_box)]
+            for m, s in found.items()
+        ]  # fmt: skip
         header = ["method", "background", *ds.class_names, "mIoU"]
-        rows = [
-            [METHOD_LABEL[m], *(pct(v) for v in found[m].score.iou), pct(found[m].score.miou)]
-            for m in methods
-        ]
+        rows = [[METHOD_LABEL[m], *map(pct, s.iou), pct(s.miou)] for m, s in found.items()]
         per_class.append(f"{ds.name}, IoU per class (%):\n\n" + markdown_table(header, rows))
-        miou = {m: found[m].score.miou for m in methods}
+        miou = {m: found[m].miou for m in methods}
         ranking = " < ".join(
             f"{METHOD_LABEL[m]} {pct(miou[m])}" for m in sorted(miou, key=miou.get)
         )
@@ -269,17 +200,10 @@ def part_quality(
         results.findings.append(
             f"Quality, {ds.name}: mIoU {ranking}; the expected BOX < CRF <= GrabCut {verdict}."
         )
-    header = [
-        "data set",
-        "images",
-        "boxes",
-        "method",
-        "mIoU %",
-        "object mIoU %",
-        "mean box IoU %",
-        "fell back to box",
-        "ms/box",
-    ]
+    header = (
+        "data set | images | boxes | method | mIoU % | object mIoU % | mean box IoU % | "
+        "fell back to box | ms/box"
+    )
     results.add(
         "### 1. Proposal quality against the true masks\n\n"
         f"Proposals with the library defaults ({options_text(ProposalOptions())}) from the "
@@ -295,43 +219,30 @@ def part_quality(
     return {ds.name: found for ds, found in zip(datasets, outcomes, strict=True)}
 
 
-def part_speed(nwpu: Dataset, args, work: Path, results: Results) -> dict[str, Outcome]:
+def part_speed(nwpu: Dataset, args, work: Path, results: Results) -> dict[str, Score]:
     methods = list(CLASSIC_METHODS)
     jobs = [(nwpu, nwpu.scene_boxes)]
     runs, loads = {}, {}
     for workers in (1, 2):
         loads[workers] = load_text()
         log(f"speed: {len(nwpu.scene_boxes)} NWPU images, {nwpu.boxes} boxes, {workers} worker(s)")
-        (runs[workers],) = run_proposals(
-            jobs, methods, work / f"speed_w{workers}", ProposalOptions(), workers
-        )
-        log(f"speed: {workers} worker(s) took {runs[workers].wall:.1f} s")
-    same, files = identical_outputs(runs[1].out, runs[2].out)
-    rows = []
-    for workers, run in runs.items():
-        rows.append(
-            [
-                workers,
-                f"{run.wall:.1f}",
-                f"{nwpu.boxes / run.wall:.2f}",
-                f"{runs[1].wall / run.wall:.2f}",
-                f"{run.cpu:.1f}",
-                f"{run.cpu / run.wall:.2f}",
-                *(ms(run.seconds_per_box(m)) for m in methods),
-                loads[workers],
-            ]
-        )
+        out = work / f"speed_w{workers}"
+        (summaries,), wall, cpu = run_proposals(jobs, methods, out, ProposalOptions(), workers)
+        runs[workers] = summaries, wall, cpu, out
+        log(f"speed: {workers} worker(s) took {wall:.1f} s")
+    same, files = identical_outputs(runs[1][3], runs[2][3])
+    wall1 = runs[1][1]
+    rows = [
+        [workers, f"{wall:.1f}", f"{nwpu.boxes / wall:.2f}", f"{wall1 / wall:.2f}", f"{cpu:.1f}",
+         f"{cpu / wall:.2f}", *(ms(seconds_per_box(summaries, m)) for m in methods),
+         loads[workers]]
+        for workers, (summaries, wall, cpu, _) in runs.items()
+    ]  # fmt: skip
     header = [
-        "workers",
-        "wall s",
-        "boxes/s",
-        "ratio to 1 worker",
-        "CPU s",
-        "cores busy",
-        *(f"{METHOD_LABEL[m]} ms/box" for m in methods),
-        "load average before",
-    ]
-    ratio = runs[1].wall / runs[2].wall
+        "workers", "wall s", "boxes/s", "ratio to 1 worker", "CPU s", "cores busy",
+        *(f"{METHOD_LABEL[m]} ms/box" for m in methods), "load average before",
+    ]  # fmt: skip
+    ratio = wall1 / runs[2][1]
     results.add(
         "### 2. Speed, 1 vs 2 workers\n\n"
         f"{len(nwpu.scene_boxes)} NWPU images ({args.subset_text}, {nwpu.boxes} boxes), all "
@@ -345,47 +256,16 @@ def part_speed(nwpu: Dataset, args, work: Path, results: Results) -> dict[str, O
         + f"\nboxes/s with 2 workers / with 1 worker: **{ratio:.2f}**. Rasters byte-identical "
         f"between 1 and 2 workers: **{'yes' if same else 'NO'}** ({files} files compared).\n"
     )
+    cpu1, cpu2, wall2 = runs[1][2], runs[2][2], runs[2][1]
     results.findings.append(
-        f"Speed: {nwpu.boxes / runs[1].wall:.1f} boxes/s with 1 worker, "
-        f"{nwpu.boxes / runs[2].wall:.1f} with 2 (x{ratio:.2f}; "
-        f"{runs[2].cpu / runs[2].wall:.2f} cores busy); CPU per box "
-        f"{ms(runs[1].cpu / nwpu.boxes)} vs {ms(runs[2].cpu / nwpu.boxes)} ms; rasters "
+        f"Speed: {nwpu.boxes / wall1:.1f} boxes/s with 1 worker, "
+        f"{nwpu.boxes / wall2:.1f} with 2 (x{ratio:.2f}; "
+        f"{cpu2 / wall2:.2f} cores busy); CPU per box "
+        f"{ms(cpu1 / nwpu.boxes)} vs {ms(cpu2 / nwpu.boxes)} ms; rasters "
         f"byte-identical: {'yes' if same else 'no'}."
     )
-    scored = {m: score_folder(nwpu, nwpu.scene_boxes, runs[1].out, m) for m in methods}
-    return {m: Outcome(score, runs[1], m) for m, score in scored.items()}
-
-
-@dataclass
-class CapTally:
-    """Per-box IoUs, pooled pixels, fallbacks and method time of one method at one cap."""
-
-    ious: list[float] = field(default_factory=list)
-    inter: int = 0
-    union: int = 0
-    fallbacks: int = 0
-    boxes: int = 0
-    seconds: float = 0.0
-
-    def add(self, o: Outcome) -> None:
-        self.ious += o.score.box_ious
-        self.inter += o.score.box_inter
-        self.union += o.score.box_union
-        self.fallbacks += o.fallbacks
-        self.boxes += o.boxes
-        self.seconds += o.per_box * o.boxes if o.boxes else 0.0
-
-    @property
-    def mean_iou(self) -> float:
-        return float(np.nanmean(self.ious)) if self.ious else math.nan
-
-    @property
-    def pooled_iou(self) -> float:
-        return self.inter / self.union if self.union else math.nan
-
-    @property
-    def per_box(self) -> float:
-        return self.seconds / self.boxes if self.boxes else math.nan
+    summaries, out = runs[1][0], runs[1][3]
+    return {m: score_folder(nwpu, nwpu.scene_boxes, out, m, summaries) for m in methods}
 
 
 def largest_boxes(
@@ -400,9 +280,9 @@ def largest_boxes(
     for d, ds in enumerate(datasets):
         for s, sb in enumerate(ds.scene_boxes):
             for i, b in enumerate(pixel_boxes(sb)):
-                side = crop_side(sb, b, options)
-                if side > options.max_side:
-                    candidates.append((side, d, s, i))
+                c0, r0, c1, r1 = crop_window(sb.scene, b, options.margin, options.min_margin)
+                if max(c1 - c0, r1 - r0) > options.max_side:
+                    candidates.append((max(c1 - c0, r1 - r0), d, s, i))
     candidates.sort()
     per_source = {ds.name: sum(c[1] == d for c in candidates) for d, ds in enumerate(datasets)}
     if not candidates:
@@ -426,56 +306,47 @@ def part_caps(datasets: Sequence[Dataset], args, work: Path, results: Results) -
                 picked.setdefault(s, []).append(i)
         if picked:
             jobs.append(
-                (ds, [subset(ds.scene_boxes[s], sorted(i)) for s, i in sorted(picked.items())])
+                (ds, [ds.scene_boxes[s].select(sorted(i)) for s, i in sorted(picked.items())])
             )
-    tallies: dict[tuple[str, int], CapTally] = {}
+    tallies: dict[tuple[str, int], Score] = {}  # boxes pooled over the data sets
     for cap in CAPS:
         methods = ["box", "crf", "grabcut"] if cap == base.max_side else ["crf", "grabcut"]
         options = replace(base, max_side=cap)
-        outcomes = run_and_score(jobs, methods, work / f"caps_{cap}", options, args.workers)
-        log(f"caps: max_side={cap} took {outcomes[0][methods[0]].run.wall:.1f} s")
+        outcomes, wall = run_and_score(jobs, methods, work / f"caps_{cap}", options, args.workers)
+        log(f"caps: max_side={cap} took {wall:.1f} s")
         for found in outcomes:
-            for m, o in found.items():
-                tallies.setdefault((m, cap), CapTally()).add(o)
+            for m, score in found.items():
+                tallies.setdefault((m, cap), Score(np.zeros((0, 0)))).add(score)
     rows = []
     for m in ("crf", "grabcut"):
         ref = tallies[(m, base.max_side)]
         for cap in CAPS:
             t = tallies[(m, cap)]
-            rows.append(
-                [
-                    METHOD_LABEL[m],
-                    f"{cap} (uncapped)" if cap == UNCAPPED else cap,
-                    pct(t.mean_iou),
-                    points(t.mean_iou - ref.mean_iou),
-                    pct(t.pooled_iou),
-                    share(t.fallbacks, t.boxes),
-                    ms(t.per_box),
-                    f"{t.per_box / ref.per_box:.2f}",
-                ]
-            )
+            rows.append([
+                METHOD_LABEL[m], f"{cap} (uncapped)" if cap == UNCAPPED else cap,
+                pct(t.mean_box_iou), points(t.mean_box_iou - ref.mean_box_iou),
+                pct(t.pooled_box_iou), share(t.fallbacks, t.boxes), ms(t.per_box),
+                f"{t.per_box / ref.per_box:.2f}",
+            ])  # fmt: skip
         up, low = tallies[(m, UNCAPPED)], tallies[(m, CAPS[0])]
         results.findings.append(
             f"Capping, {METHOD_LABEL[m]} ({len(chosen)} boxes with crops > {base.max_side} px): "
-            f"max_side {base.max_side} vs uncapped: {points(ref.mean_iou - up.mean_iou)} points "
+            f"max_side {base.max_side} vs uncapped: "
+            f"{points(ref.mean_box_iou - up.mean_box_iou)} points "
             f"of mean box IoU in {ref.per_box / up.per_box:.2f}x the time; {CAPS[0]} vs "
-            f"{base.max_side}: {points(low.mean_iou - ref.mean_iou)} points in "
+            f"{base.max_side}: {points(low.mean_box_iou - ref.mean_box_iou)} points in "
             f"{low.per_box / ref.per_box:.2f}x the time."
         )
     b = tallies[("box", base.max_side)]
-    rows.append(["BOX", "any", pct(b.mean_iou), "", pct(b.pooled_iou), "", ms(b.per_box), ""])
+    rows.append(
+        ["BOX", "any", pct(b.mean_box_iou), "", pct(b.pooled_box_iou), "", ms(b.per_box), ""]
+    )
     sides = [c[0] for c in chosen]
     sources = ", ".join(f"{name} {n}" for name, n in per_source.items())
-    header = [
-        "method",
-        "max_side",
-        "mean box IoU %",
-        "vs 512",
-        "pooled IoU %",
-        "fell back",
-        "ms/box",
-        "time vs 512",
-    ]
+    header = (
+        "method | max_side | mean box IoU % | vs 512 | pooled IoU % | fell back | ms/box | "
+        "time vs 512"
+    )
     results.add(
         "### 3. Capped resolution (`ProposalOptions.max_side`)\n\n"
         f"{len(chosen)} boxes spread evenly by crop size over the {sum(per_source.values())} "
@@ -492,7 +363,7 @@ def part_caps(datasets: Sequence[Dataset], args, work: Path, results: Results) -
 def part_crf(
     nwpu: Dataset,
     others: Sequence[Dataset],
-    reference: dict[str, dict[str, Outcome]],
+    reference: dict[str, dict[str, Score]],
     args,
     work: Path,
     results: Results,
@@ -505,79 +376,52 @@ def part_crf(
         grid.insert(0, default)
     log(f"crf: {len(grid)} settings on {len(nwpu.scene_boxes)} NWPU images and the others")
     jobs = [(ds, ds.scene_boxes) for ds in datasets]
-    found: dict[tuple[float, float], list[Outcome]] = {}
+    found: dict[tuple[float, float], list[Score]] = {}
     for fg, sxy in grid:
         options = replace(base, crf=replace(base.crf, fg_prob=fg, bilateral_sxy=sxy))
-        found[(fg, sxy)] = [
-            o["crf"] for o in run_and_score(jobs, ["crf"], work / "crf", options, args.workers)
-        ]
+        outcomes, _ = run_and_score(jobs, ["crf"], work / "crf", options, args.workers)
+        found[(fg, sxy)] = [o["crf"] for o in outcomes]
         first = found[(fg, sxy)][0]
         log(
-            f"crf: fg_prob={fg:g} sxy={sxy:g}: NWPU mIoU {pct(first.score.miou)}, "
+            f"crf: fg_prob={fg:g} sxy={sxy:g}: NWPU mIoU {pct(first.miou)}, "
             f"{first.fallbacks} fell back"
         )
     missing = [ds for ds in datasets if ds.name not in reference]
     if missing:
         log(f"crf: BOX and GrabCut references for {', '.join(ds.name for ds in missing)}")
-        refs = run_and_score(
-            [(ds, ds.scene_boxes) for ds in missing],
-            ["box", "grabcut"],
-            work / "crf_ref",
-            base,
+        refs, _ = run_and_score(
+            [(ds, ds.scene_boxes) for ds in missing], ["box", "grabcut"], work / "crf_ref", base,
             args.workers,
-        )
+        )  # fmt: skip
         reference = {**reference, **{ds.name: r for ds, r in zip(missing, refs, strict=True)}}
-    by_nwpu = max(grid, key=lambda k: found[k][0].score.miou)
-    by_mean = max(grid, key=lambda k: np.mean([o.score.miou for o in found[k]]))
-    ref_miou = found[default][0].score.miou
+    by_nwpu = max(grid, key=lambda k: found[k][0].miou)
+    by_mean = max(grid, key=lambda k: np.mean([o.miou for o in found[k]]))
+    ref_miou = found[default][0].miou
 
-    def cells(outcomes: Sequence[Outcome]) -> list[str]:
+    def cells(outcomes: Sequence[Score]) -> list[str]:
         n = outcomes[0]
-        out = [
-            pct(n.score.miou),
-            points(n.score.miou - ref_miou),
-            pct(n.score.mean_box_iou),
-            share(n.fallbacks, n.boxes),
-            ms(n.per_box),
-        ]
+        out = [pct(n.miou), points(n.miou - ref_miou), pct(n.mean_box_iou)]
+        out += [share(n.fallbacks, n.boxes), ms(n.per_box)]
         for o in outcomes[1:]:
-            out += [pct(o.score.miou), share(o.fallbacks, o.boxes)]
-        out.append(pct(float(np.mean([o.score.miou for o in outcomes]))))
+            out += [pct(o.miou), share(o.fallbacks, o.boxes)]
+        out.append(pct(float(np.mean([o.miou for o in outcomes]))))
         return out
 
     rows = []
     for key in grid:
-        notes = []
-        if key == default:
-            notes.append("default")
-        if key == by_nwpu:
-            notes.append("**best on NWPU**")
-        if key == by_mean:
-            notes.append("best mean")
-        rows.append([f"{key[0]:g}", f"{key[1]:g}", *cells(found[key]), ", ".join(notes)])
+        marks = ((default, "default"), (by_nwpu, "**best on NWPU**"), (by_mean, "best mean"))
+        notes = ", ".join(note for k, note in marks if k == key)
+        rows.append([f"{key[0]:g}", f"{key[1]:g}", *cells(found[key]), notes])
     for m in ("box", "grabcut"):
-        rows.append(
-            [
-                f"({METHOD_LABEL[m]})",
-                "",
-                *cells([reference[ds.name][m] for ds in datasets]),
-                "reference",
-            ]
-        )
-    header = [
-        "fg_prob",
-        "bilateral_sxy",
-        "NWPU mIoU %",
-        "vs default",
-        "NWPU mean box IoU %",
-        "NWPU fell back",
-        "NWPU ms/box",
-    ]
+        cells_m = cells([reference[ds.name][m] for ds in datasets])
+        rows.append([f"({METHOD_LABEL[m]})", "", *cells_m, "reference"])
+    header = ["fg_prob", "bilateral_sxy", "NWPU mIoU %", "vs default", "NWPU mean box IoU %",
+              "NWPU fell back", "NWPU ms/box"]  # fmt: skip
     for ds in others:
         header += [f"{ds.name} mIoU %", f"{ds.name} fell back"]
     header += ["mean mIoU %", ""]
     best, dflt = found[by_nwpu], found[default]
-    gain = points(best[0].score.miou - dflt[0].score.miou)
+    gain = points(best[0].miou - dflt[0].miou)
     edges = [
         f"{name} {value:g} is at the edge of the grid"
         for name, value, tried in (
@@ -588,13 +432,13 @@ def part_crf(
     ]
     edge = f" The best {' and '.join(edges)}; the optimum may lie beyond." if edges else ""
     others_text = "; ".join(
-        f"{ds.name} {pct(b.score.miou)} vs {pct(d.score.miou)}"
+        f"{ds.name} {pct(b.miou)} vs {pct(d.miou)}"
         for ds, b, d in zip(others, best[1:], dflt[1:], strict=True)
     )
     results.findings.append(
         f"CRF sweep: best on NWPU ({len(nwpu.scene_boxes)} images, {nwpu.boxes} boxes) fg_prob "
-        f"{by_nwpu[0]:g}, bilateral_sxy {by_nwpu[1]:g}: mIoU {pct(best[0].score.miou)} vs "
-        f"{pct(dflt[0].score.miou)} with the defaults ({gain} points), "
+        f"{by_nwpu[0]:g}, bilateral_sxy {by_nwpu[1]:g}: mIoU {pct(best[0].miou)} vs "
+        f"{pct(dflt[0].miou)} with the defaults ({gain} points), "
         f"{best[0].fallbacks} vs {dflt[0].fallbacks} of {best[0].boxes} boxes fell back; same "
         f"setting elsewhere: {others_text}. Best mean over the three data sets: fg_prob "
         f"{by_mean[0]:g}, bilateral_sxy {by_mean[1]:g}.{edge}"
@@ -620,8 +464,8 @@ def size_table(
     nwpu: Dataset,
     fg_prob: float,
     sxys: Sequence[float],
-    found: dict[tuple[float, float], list[Outcome]],
-    reference: dict[str, Outcome],
+    found: dict[tuple[float, float], list[Score]],
+    reference: dict[str, Score],
 ) -> str:
     """Mean box IoU on NWPU by box size, for each bilateral_sxy at one fg_prob."""
     sides = np.array(
@@ -636,8 +480,8 @@ def size_table(
         for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True))
     ]
 
-    def row(name: str, outcome: Outcome) -> list[str]:
-        ious = np.array(outcome.score.box_ious, np.float64)
+    def row(name: str, outcome: Score) -> list[str]:
+        ious = np.array(outcome.box_ious, np.float64)
         return [
             name,
             *(
@@ -661,60 +505,26 @@ def size_table(
 PARTS = ("quality", "speed", "caps", "crf")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Benchmark BOX / CRF / GrabCut proposals on the real dev data.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+def parse_args(argv: Sequence[str] | None = None):
+    parser = bench_parser(
+        "Benchmark BOX / CRF / GrabCut proposals on the real dev data.",
+        PARTS,
+        "Folder for intermediate files, kept (default: a temporary folder, deleted).",
     )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
-    parser.add_argument(
-        "--work",
-        type=Path,
-        help="Folder for intermediate files, kept (default: a temporary folder, deleted).",
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="A few minutes: NWPU --limit 40, smaller sweeps."
-    )
-    parser.add_argument(
-        "--limit",
-        type=int,
-        help="Only the first N NWPU images in sorted order (default: all 520); the speed and "
-        "CRF parts take their subset from these.",
-    )
-    parser.add_argument(
-        "--subset",
-        type=int,
-        default=100,
-        help="NWPU images (evenly spaced) of the speed test and the CRF sweep.",
-    )
-    parser.add_argument(
-        "--cap-boxes", type=int, default=40, help="Largest boxes compared in the max_side part."
-    )
-    parser.add_argument(
-        "--workers", type=int, default=2, help="Processes for the quality, cap and CRF parts."
-    )
-    parser.add_argument(
-        "--parts",
-        default=",".join(PARTS),
-        help="Comma-separated parts to run; a subset does not update BENCHMARKS.md.",
-    )
-    parser.add_argument(
-        "--fg-probs", type=_floats, help="CRF sweep fg_prob values, comma-separated."
-    )
-    parser.add_argument(
-        "--sxys", type=_floats, help="CRF sweep bilateral_sxy values, comma-separated."
-    )
-    parser.add_argument("--no-update", action="store_true", help="Print the tables only.")
-    parser.add_argument("--output", default="BENCHMARKS.md", help="Markdown file to update.")
+    add = parser.add_argument
+    add("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
+    add("--limit", type=int, help="Only the first N NWPU images in sorted order (default: all "
+        "520); the speed and CRF parts take their subset from these.")  # fmt: skip
+    add("--subset", type=int, default=100, help="NWPU images (evenly spaced) of parts 2 and 4.")
+    add("--cap-boxes", type=int, default=40, help="Largest boxes compared in the max_side part.")
+    add("--workers", type=int, default=2, help="Processes for the quality, cap and CRF parts.")
+    add("--fg-probs", type=_floats, help="CRF sweep fg_prob values, comma-separated.")
+    add("--sxys", type=_floats, help="CRF sweep bilateral_sxy values, comma-separated.")
     args = parser.parse_args(argv)
-    args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = set(args.parts) - set(PARTS)
-    if unknown:
-        parser.error(f"unknown parts {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
     grid = (QUICK_FG_PROBS, QUICK_SXYS) if args.quick else (FG_PROBS, SXYS)
     args.fg_probs = args.fg_probs or grid[0]
     args.sxys = args.sxys or grid[1]
-    if args.quick:
+    if args.quick:  # NWPU --limit 40, smaller sweeps
         args.limit = args.limit or 40
         args.subset = min(args.subset, 40)
         args.cap_boxes = min(args.cap_boxes, 12)
@@ -735,26 +545,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     needed = ["nwpu_vhr10_train", "isaid_devkit_samples", "spacenet_solaris_sample"]
     missing = [n for n in needed if not (args.data / n).is_dir()]
     if missing:
-        print(
-            f"skipped: {args.data} lacks {', '.join(missing)} (the shared dev data); "
-            "nothing measured"
-        )
+        print(f"skipped: {args.data} lacks {', '.join(missing)} (the shared dev data); nothing "
+              "measured")  # fmt: skip
         return 0
-    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
-    warnings.filterwarnings("ignore", message=".*no georeferencing.*")
-    warnings.filterwarnings("ignore", message=".*dropped .* box.*")
-    warnings.filterwarnings("ignore", message="'crs' was not provided")
-    command = command_line()
-    machine = machine_description()
-    code = code_version()  # now: the library is imported at the start
-    load_start = load_text()
-    started = dt.datetime.now(dt.UTC)
-    keep = args.work is not None
-    work = args.work or Path(tempfile.mkdtemp(prefix="jmlgeo-bench-proposals-"))
-    work.mkdir(parents=True, exist_ok=True)
-    log(f"work folder {work}")
+    quiet_warnings()
+    run = Run()  # now: the library is imported at the start
     results = Results()
-    try:
+    with work_folder(args.work, "jmlgeo-bench-proposals-") as work:
         nwpu_all = load_nwpu(args.data, work)
         nwpu = nwpu_all.head(args.limit) if args.limit else nwpu_all
         small = nwpu.spread(args.subset)
@@ -765,14 +562,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         isaid = load_isaid(args.data, work)
         spacenet = load_spacenet(args.data, work)
-        log(
-            f"data: NWPU {len(nwpu.scene_boxes)} images ({nwpu.boxes} boxes), "
-            f"iSAID {isaid.boxes} boxes, SpaceNet {spacenet.boxes} boxes"
-        )
-        reference: dict[str, dict[str, Outcome]] = {}
-        for part in PARTS:
-            if part not in args.parts:
-                continue
+        log(f"data: NWPU {len(nwpu.scene_boxes)} images ({nwpu.boxes} boxes), "
+            f"iSAID {isaid.boxes} boxes, SpaceNet {spacenet.boxes} boxes")  # fmt: skip
+        reference: dict[str, dict[str, Score]] = {}
+        for part in (p for p in PARTS if p in args.parts):
             start = time.perf_counter()
             if part == "quality":
                 found = part_quality([nwpu, isaid, spacenet], args, work, results)
@@ -784,40 +577,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 part_crf(small, [isaid, spacenet], reference, args, work, results)
             results.timings.append(f"{part} {(time.perf_counter() - start) / 60:.1f}")
-    finally:
-        if not keep:
-            shutil.rmtree(work, ignore_errors=True)
-    runtime = elapsed()
-    cpu_total = cpu_seconds()
-    load_end = load_text()
-    findings = "\n".join(f"- {f}" for f in results.findings)
-    print(
-        f"\nFindings:\n{findings}\n\nRuntime {runtime / 60:.1f} min, CPU {cpu_total / 60:.1f} min",
-        flush=True,
-    )
+    runtime, cpu_total = elapsed(), cpu_seconds()
+    print(f"\nFindings:\n{results.listed()}\n\nRuntime {runtime / 60:.1f} min, CPU "
+          f"{cpu_total / 60:.1f} min", flush=True)  # fmt: skip
     if args.no_update or set(args.parts) != set(PARTS):
         log(f"{args.output} not updated (--no-update or a subset of --parts)")
         return 0
     versions = package_versions(["numpy", "opencv-python-headless", "pydensecrf2", "rasterio"])
-    section = "\n\n".join(
-        [
-            "## Proposals: BOX, dense CRF, GrabCut (`bench/proposals.py`)",
-            f"- Command: `{command}` (from the repository root)\n"
-            f"- Machine: {machine}\n"
-            f"- Load average: {load_start} at the start, {load_end} at the end (other jobs "
-            "share the cores; times are wall clock)\n"
-            f"- Packages: {versions}; code {code}\n"
-            f"- Date: {started:%Y-%m-%d %H:%M} UTC; runtime {runtime / 60:.1f} min "
-            f"({', '.join(results.timings)} min), CPU time {cpu_total / 60:.1f} min "
-            "(this process and its workers)\n"
-            f"- Data: ../shared/data: NWPU VHR-10 train ({len(nwpu.scene_boxes)} images), iSAID "
-            f"samples ({len(isaid.scene_boxes)} images), SpaceNet tile (1 GeoTIFF)",
-            "Findings:\n\n" + findings,
-            *results.blocks,
-        ]
+    head = run.head(
+        versions,
+        f"runtime {runtime / 60:.1f} min ({', '.join(results.timings)} min), CPU time "
+        f"{cpu_total / 60:.1f} min (this process and its workers)",
+        f"- Data: ../shared/data: NWPU VHR-10 train ({len(nwpu.scene_boxes)} images), iSAID "
+        f"samples ({len(isaid.scene_boxes)} images), SpaceNet tile (1 GeoTIFF)",
+        load=SHARED_CORES,
     )
-    path = update_section(SECTION, section, args.output)
-    log(f"updated {path}")
+    title = "## Proposals: BOX, dense CRF, GrabCut (`bench/proposals.py`)"
+    section = "\n\n".join([title, head, "Findings:\n\n" + results.listed(), *results.blocks])
+    log(f"updated {update_section(SECTION, section, args.output)}")
     return 0
 
 

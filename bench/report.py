@@ -7,7 +7,9 @@ that section only, so scripts can be re-run independently and in any order.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import datetime as dt
 import fcntl
 import hashlib
 import math
@@ -21,7 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -81,11 +84,14 @@ def code_version() -> str:
 
 
 def markdown_table(
-    header: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None
+    header: Sequence[str] | str, rows: Sequence[Sequence[object]], align: str | None = None
 ) -> str:
     """A Markdown table; ``align`` has one letter per column, ``l`` or ``r`` (default: the first
-    column left, the others right). Cells are converted with ``str``; ``|`` is escaped.
+    column left, the others right). Cells are converted with ``str``; ``|`` is escaped. A
+    ``header`` given as one string is split at ``|`` (``"method | mIoU %"``).
     """
+    if isinstance(header, str):
+        header = [h.strip() for h in header.split("|")]
     align = align or "l" + "r" * (len(header) - 1)
     if len(align) != len(header):
         raise ValueError(f"align {align!r} has {len(align)} letters for {len(header)} columns")
@@ -98,9 +104,12 @@ def markdown_table(
 
 
 def update_section(
-    name: str, markdown: str, path: str | os.PathLike[str] = "BENCHMARKS.md"
+    name: str,
+    markdown: str,
+    path: str | os.PathLike[str] = "BENCHMARKS.md",
+    after: Sequence[str] = (),
 ) -> Path:
-    """Replace the text between the section's markers, appending the section if it is absent.
+    """Replace the text between the section's markers, adding the section if it is absent.
 
     Args:
         name: Section name (letters, digits, ``_``, ``-``, ``.``): markers
@@ -108,6 +117,8 @@ def update_section(
         markdown: The section's new content (without the markers).
         path: The file; a relative path is taken from the repository root. Created with a short
             header when missing.
+        after: Sections a new section goes right after: the first of them that the file holds
+            once (none: the new section is appended at the end).
 
     Returns:
         The path written.
@@ -125,7 +136,11 @@ def update_section(
     with _locked(target):
         text = target.read_text(encoding="utf-8") if target.exists() else HEADER
         n_start, n_end = text.count(start), text.count(end)
-        if n_start == n_end == 0:
+        anchors = [a for a in (f"<!-- bench:{s}:end -->" for s in after) if text.count(a) == 1]
+        if n_start == n_end == 0 and anchors:
+            head, tail = text.split(anchors[0], 1)
+            text = f"{head}{anchors[0]}\n\n{block}{tail}"
+        elif n_start == n_end == 0:
             text = text.rstrip("\n") + "\n\n" + block + "\n"
         elif n_start == n_end == 1 and text.index(start) < text.index(end):
             head, rest = text.split(start, 1)
@@ -141,28 +156,6 @@ def update_section(
 
 
 # --- what every script prints ------------------------------------------------------------------
-
-
-def place_after(name: str, after: str, output: str | os.PathLike[str] = "BENCHMARKS.md") -> None:
-    """Put an empty ``name`` section right after section ``after``'s end marker, if absent.
-
-    ``update_section`` appends a new section at the end of the file; this keeps a section next
-    to the one it belongs to. Nothing happens when the file, the anchor or the section's markers
-    make that ambiguous (``update_section`` then appends or replaces).
-    """
-    target = Path(output)
-    if not target.is_absolute():
-        target = REPO / target
-    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
-    anchor = f"<!-- bench:{after}:end -->"
-    if not target.exists():
-        return
-    with _locked(target):
-        text = target.read_text(encoding="utf-8")
-        if start in text or end in text or text.count(anchor) != 1:
-            return
-        head, tail = text.split(anchor, 1)
-        _write_atomically(target, f"{head}{anchor}\n\n{start}\n{end}{tail}")
 
 
 @contextlib.contextmanager
@@ -218,6 +211,10 @@ class Results:
         self.blocks.append(markdown)
         print(markdown, flush=True)
 
+    def listed(self) -> str:
+        """The findings as a Markdown list."""
+        return "\n".join(f"- {f}" for f in self.findings)
+
 
 def pct(value: float) -> str:
     """A fraction as a percentage with one decimal (``n/a`` for NaN)."""
@@ -239,6 +236,83 @@ def cpu_seconds() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@dataclass
+class Run:
+    """What a section says about its run: taken when the run starts, the load also at the end."""
+
+    command: str = field(default_factory=command_line)
+    machine: str = field(default_factory=machine_description)
+    code: str = field(default_factory=code_version)
+    load_start: str = field(default_factory=load_text)
+    started: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def minutes(self) -> float:
+        """Minutes since the run started."""
+        return (time.perf_counter() - self.start) / 60
+
+    def head(self, packages: str, date: str, *more: str, load: str = "") -> str:
+        """The Markdown list of command, machine, load, packages and date (``date`` follows
+        the date), then the lines ``more``; ``load`` follows the load averages."""
+        return "\n".join(
+            [
+                f"- Command: `{self.command}` (from the repository root)",
+                f"- Machine: {self.machine}",
+                f"- Load average: {self.load_start} at the start, {load_text()} at the end{load}",
+                f"- Packages: {packages}; code {self.code}",
+                f"- Date: {self.started:%Y-%m-%d %H:%M} UTC; {date}",
+                *more,
+            ]
+        )
+
+
+#: ``Run.head``'s ``load`` note of the benches that time things.
+SHARED_CORES = " (other jobs share the cores; times are wall clock)"
+
+
+def bench_parser(description: str, parts: Sequence[str], work: str) -> argparse.ArgumentParser:
+    """A bench's parser with the options every bench has: ``--work``, ``--quick``, ``--parts``
+    (comma-separated, checked against ``parts``, default all), ``--no-update`` and ``--output``."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--work", type=Path, help=work)
+    parser.add_argument("--quick", action="store_true", help="A few minutes: a smoke run.")
+    parser.add_argument(
+        "--parts",
+        type=parts_type(parts),
+        default=tuple(parts),
+        help=f"Comma-separated parts to run, of {', '.join(parts)}.",
+    )
+    parser.add_argument("--no-update", action="store_true", help="Print the tables only.")
+    parser.add_argument("--output", default="BENCHMARKS.md", help="Markdown file to update.")
+    return parser
+
+
+def parts_type(parts: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a comma-separated list of ``parts`` (each once, in the order given)."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        chosen = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+        if not chosen or set(chosen) - set(parts):
+            raise argparse.ArgumentTypeError(
+                f"parts {text!r}: give a comma-separated list of {', '.join(parts)}"
+            )
+        return chosen
+
+    return parse
+
+
+def quiet_warnings() -> None:
+    """Silence what the dev data warn on every image (plain images, dropped boxes, no CRS)."""
+    from rasterio.errors import NotGeoreferencedWarning
+
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+    for message in (".*no georeferencing.*", ".*dropped .* box.*", ".*'crs' was not provided.*"):
+        warnings.filterwarnings("ignore", message=message)
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from jmlnet_geo.evaluate.metrics import (
     box_ious,
     confusion_matrix,
     mean_average_precision,
+    roc_auc,
     scores,
 )
 from jmlnet_geo.evaluate.report import (
@@ -58,6 +59,7 @@ __all__ = [
     "read_classes",
     "report_markdown",
     "reports_markdown",
+    "roc_auc",
     "save_confusion_png",
     "score_scenes",
     "scores",

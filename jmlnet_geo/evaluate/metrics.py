@@ -24,6 +24,7 @@ __all__ = [
     "box_ious",
     "confusion_matrix",
     "mean_average_precision",
+    "roc_auc",
     "scores",
 ]
 
@@ -99,6 +100,32 @@ def scores(confusion: np.ndarray) -> dict:
         "miou": float(iou[present].mean()) if present.any() else math.nan,
         "pixel_accuracy": float(tp.sum() / total) if total > 0 else math.nan,
     }
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """ROC AUC: the chance that a positive item scores above a negative one (ties count half).
+
+    Computed from ranks (Mann-Whitney U), O(n log n). 0.5 is chance, 1.0 a perfect ranking.
+
+    Args:
+        scores: float (N,) scores, any shape (flattened).
+        positive: bool (N,), same shape: which items are positive.
+
+    Returns:
+        The AUC, NaN unless there are both positive and negative items.
+    """
+    values = np.asarray(scores, np.float64).ravel()
+    positive = np.asarray(positive, bool).ravel()
+    n_pos = int(positive.sum())
+    n_neg = len(values) - n_pos
+    if not n_pos or not n_neg:
+        return math.nan
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    ranks = (np.bincount(inverse, weights=ranks) / counts)[inverse]  # ties: their mean rank
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def box_ious(

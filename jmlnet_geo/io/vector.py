@@ -102,6 +102,12 @@ class SceneBoxes:
     def __len__(self) -> int:
         return len(self.class_ids)
 
+    def select(self, keep: Sequence[int] | np.ndarray) -> SceneBoxes:
+        """The boxes at positions ``keep`` (int indices), same scene; ``clipped`` and
+        ``class_counts`` (counts of the layer's reading) are not carried over."""
+        keep = np.asarray(keep, np.int64)
+        return SceneBoxes(self.scene, self.xyxy[keep], self.class_ids[keep], self.features[keep])
+
 
 def read_boxes(
     path: str | os.PathLike[str],

@@ -115,6 +115,26 @@ class BoxCrop:
         return mask[r0:r1, c0:c1]
 
 
+def crop_window(
+    scene: Scene, box: tuple[int, int, int, int], margin: float = 0.5, min_margin: int = 16
+) -> tuple[int, int, int, int]:
+    """The crop :func:`read_crop` reads around a box, before any shrinking.
+
+    Args:
+        scene: The scene (its pixel size clips the crop).
+        box: Integer pixel bounds (col0, row0, col1, row1) from :func:`box_pixels`.
+        margin: Context on each side, as a fraction of the box's larger side.
+        min_margin: Context of at least this many pixels on each side.
+
+    Returns:
+        (col0, row0, col1, row1) of the crop in scene pixels, end-exclusive.
+    """
+    col0, row0, col1, row1 = box
+    pad = max(min_margin, math.ceil(margin * max(col1 - col0, row1 - row0)))
+    c0, r0 = max(0, col0 - pad), max(0, row0 - pad)
+    return c0, r0, min(scene.width, col1 + pad), min(scene.height, row1 + pad)
+
+
 def read_crop(
     ds: rasterio.DatasetReader,
     scene: Scene,
@@ -136,9 +156,7 @@ def read_crop(
         max_side: Crops with a longer side are shrunk to this many pixels.
     """
     col0, row0, col1, row1 = box
-    pad = max(min_margin, math.ceil(margin * max(col1 - col0, row1 - row0)))
-    c0, r0 = max(0, col0 - pad), max(0, row0 - pad)
-    c1, r1 = min(scene.width, col1 + pad), min(scene.height, row1 + pad)
+    c0, r0, c1, r1 = crop_window(scene, box, margin, min_margin)
     image, valid = read_window(ds, scene, Window(c0, r0, c1 - c0, r1 - r0))
     picture = stretch.apply(image)
     inner = (col0 - c0, row0 - r0, col1 - c0, row1 - r0)
