@@ -42,7 +42,6 @@ them), so the bench can be continued in another sitting.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import shutil
@@ -61,10 +60,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.data import nwpu_layers  # noqa: E402
 from bench.report import (  # noqa: E402
     REPO,
+    bench_parser,
     code_version,
+    log,
     machine_description,
     markdown_table,
-    place_after,
     update_section,
 )
 from jmlnet_geo.config import preset_config  # noqa: E402
@@ -145,10 +145,6 @@ ROWS = [
         ("grabcut",), ablation=True, box_tiles=0.5, box_loss_weight=1.0),
 ]  # fmt: skip
 SINGLE = ("ce-box", "ce-crf", "ce-grabcut", "ce-detcam", "ce-camcut")
-
-
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
 EXTRA_ROWS = ("ce-box", "ce-grabcut", "bmm-classic", "full")
@@ -588,37 +584,25 @@ def markdown(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("/tmp/jmlgeo-accuracy"))
-    parser.add_argument("--quick", action="store_true", help="60 + 20 images, few steps.")
-    parser.add_argument("--rows", default=None, help="Comma-separated row names.")
-    parser.add_argument(
-        "--parts", default="nwpu", help=f"Comma-separated data sets: {', '.join(PARTS)}."
-    )
-    parser.add_argument("--seeds", default="0")
-    parser.add_argument("--preset", default="fast")
-    parser.add_argument("--stage1-steps", type=int, default=None)
-    parser.add_argument("--stage2-steps", type=int, default=None)
-    parser.add_argument("--detector-steps", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None, help="Default: the preset's.")
-    parser.add_argument("--optimizer", default=None, help="sgd or adamw; default: the preset's.")
-    parser.add_argument("--warmup", type=int, default=None, help="Default: the preset's.")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--loader-workers", type=int, default=1)
-    parser.add_argument("--no-update", action="store_true", help="Do not touch BENCHMARKS.md.")
-    parser.add_argument(
-        "--fresh",
-        action="store_true",
-        help="Score every row again (default: keep rows that "
-        "WORK/results.json holds for the same budget).",
-    )
+    parser = bench_parser(__doc__.splitlines()[0], PARTS, "Run folders, bundles, results.json.")
+    parser.set_defaults(work=Path("/tmp/jmlgeo-accuracy"), parts=("nwpu",))
+    add = parser.add_argument
+    add("--rows", default=None, help="Comma-separated row names.")
+    add("--seeds", default="0")
+    add("--preset", default="fast")
+    for name in ("--stage1-steps", "--stage2-steps", "--detector-steps"):
+        add(name, type=int, default=None)
+    add("--lr", type=float, default=None, help="Default: the preset's.")
+    add("--optimizer", default=None, help="sgd or adamw; default: the preset's.")
+    add("--warmup", type=int, default=None, help="Default: the preset's.")
+    add("--workers", type=int, default=2)
+    add("--loader-workers", type=int, default=1)
+    add("--fresh", action="store_true", help="Score every row again (default: keep rows that "
+        "WORK/results.json holds for the same budget).")  # fmt: skip
     args = parser.parse_args(argv)
     if not SHARED.exists():
         print(f"skipped: {SHARED} is absent (../shared/data sits beside the developers' checkout)")
         return 0
-    unknown_parts = set(args.parts.split(",")) - set(PARTS)
-    if unknown_parts:
-        parser.error(f"unknown parts {sorted(unknown_parts)}; choose from {list(PARTS)}")
     seg = preset_config(args.preset).segmenter
     args.lr = args.lr or seg.lr
     args.optimizer = args.optimizer or seg.optimizer
@@ -646,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.work / "results.json"
     args.work.mkdir(parents=True, exist_ok=True)
     command = "python bench/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    for part_name in args.parts.split(","):
+    for part_name in args.parts:
         if part_name == "nwpu":
             part = nwpu_part(args.work, args.quick)
             part_rows = rows
@@ -681,9 +665,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_update and not args.quick:
             names = ["accuracy", *(f"accuracy-{p}" for p in PARTS[1:])]  # in PARTS order
             section = names[PARTS.index(part.name)]
-            for anchor in reversed(names[: PARTS.index(part.name)]):
-                place_after(section, anchor)  # keep the extra checks after the NWPU table
-            update_section(section, f"{PART_TITLES[part.name]}\n\n{text}")
+            after = names[: PARTS.index(part.name)][::-1]  # the extra checks after NWPU's
+            update_section(section, f"{PART_TITLES[part.name]}\n\n{text}", args.output, after)
     return 0
 
 

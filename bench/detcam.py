@@ -38,12 +38,13 @@ are absent from ``../shared/data`` is skipped with a message; nothing is written
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,16 +180,20 @@ def budget_text(info: dict, threads: int) -> str:
     )
 
 
+def scenes_map(model, card, images: Sequence[SceneBoxes]) -> dict:
+    """VOC mAP@0.5 of ``detect_scene`` on the images against their boxes."""
+    found = [detect_scene(model, card, sb.scene) for sb in images]
+    truth = [(sb.xyxy, sb.class_ids) for sb in images]
+    return mean_average_precision(found, truth, card.num_classes)
+
+
 def part_map(detector: Path, heldout, fit, results: Results) -> None:
     model, card = load_detector(detector)
     summary = {}
     for name, images in (("held-out", heldout), ("training (fit)", fit)):
         start = time.perf_counter()
-        found = [detect_scene(model, card, sb.scene) for sb in images]
+        result = scenes_map(model, card, images)
         took = (time.perf_counter() - start) / max(1, len(images))
-        result = mean_average_precision(
-            found, [(sb.xyxy, sb.class_ids) for sb in images], card.num_classes
-        )
         summary[name] = (result, took, len(images))
         log(f"mAP {name}: {pct(result['map'])} ({len(images)} images, {took:.1f} s/image)")
     rows = [
@@ -401,7 +406,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def timed(timings: list[str], label: str, start: float) -> None:
+@contextlib.contextmanager
+def timed(timings: list[str], label: str) -> Iterator[None]:
+    """Append ``label minutes`` of the block to ``timings``."""
+    start = time.perf_counter()
+    yield
     timings.append(f"{label} {(time.perf_counter() - start) / 60:.1f}")
 
 
@@ -415,32 +424,29 @@ def run_nwpu(args: argparse.Namespace, work: Path) -> str:
     n_held = sum(len(sb) for sb in heldout)
     log(f"train: {len(images)} images, {n_train} boxes; held-out {len(heldout)}, {n_held}")
 
-    t0 = time.perf_counter()
-    detector, info = train(nwpu.class_names, images, args, work / "detector", "detector")
-    timed(timings, "detector", t0)
-    t0 = time.perf_counter()
-    part_map(detector, heldout, images[: args.fit_images], results)
-    timed(timings, "mAP", t0)
-    t0 = time.perf_counter()
-    cams = detcam_and_camcut(
-        nwpu, detector, images, work / "train", args.tau_lows, args.tau_highs, "DetCAM"
-    )
-    low, high = cams.low, cams.high
-    timed(timings, "DetCAM/CAMCut", t0)
-    t0 = time.perf_counter()
-    base = classic_scores(nwpu, images, work / "train" / "classic", ["box", "crf", "grabcut"], 2)
-    timed(timings, "BOX/CRF/GrabCut", t0)
+    with timed(timings, "detector"):
+        detector, info = train(nwpu.class_names, images, args, work / "detector", "detector")
+    with timed(timings, "mAP"):
+        part_map(detector, heldout, images[: args.fit_images], results)
+    with timed(timings, "DetCAM/CAMCut"):
+        cams = detcam_and_camcut(
+            nwpu, detector, images, work / "train", args.tau_lows, args.tau_highs, "DetCAM"
+        )
+        low, high = cams.low, cams.high
+    with timed(timings, "BOX/CRF/GrabCut"):
+        base = classic_scores(
+            nwpu, images, work / "train" / "classic", ["box", "crf", "grabcut"], 2
+        )
     found = {**base, "detcam": low[TAU_LOW], "camcut": high[TAU_HIGH]}
 
-    t0 = time.perf_counter()
-    held = classic_scores(nwpu, heldout, work / "heldout", ["box", "grabcut"], args.workers)
-    summaries = write_detector_proposals(
-        heldout, nwpu.class_names, ["detcam", "camcut"], work / "heldout", detector,
-        device="cpu",
-    )  # fmt: skip
-    for m in ("detcam", "camcut"):
-        held[m] = score_folder(nwpu, heldout, work / "heldout", m, summaries)
-    timed(timings, "held-out", t0)
+    with timed(timings, "held-out"):
+        held = classic_scores(nwpu, heldout, work / "heldout", ["box", "grabcut"], args.workers)
+        summaries = write_detector_proposals(
+            heldout, nwpu.class_names, ["detcam", "camcut"], work / "heldout", detector,
+            device="cpu",
+        )  # fmt: skip
+        for m in ("detcam", "camcut"):
+            held[m] = score_folder(nwpu, heldout, work / "heldout", m, summaries)
 
     results.add(
         f"### 2. Proposal quality on the training images ({len(images)} images, {n_train} "
@@ -545,29 +551,26 @@ def run_isaid(args: argparse.Namespace, work: Path) -> str:
     names = ", ".join(Path(sb.scene.path).stem for sb in images)
     log(f"iSAID: {len(images)} images ({names}), {n_boxes} boxes ({counts})")
 
-    t0 = time.perf_counter()
-    detector, info = train(isaid.class_names, images, args, folder / "detector", "iSAID detector")
-    timed(timings, "detector", t0)
-    t0 = time.perf_counter()
-    model, card = load_detector(detector)
-    detections = [detect_scene(model, card, sb.scene) for sb in images]
-    fit = mean_average_precision(
-        detections, [(sb.xyxy, sb.class_ids) for sb in images], card.num_classes
-    )
-    del model
-    fit_text = ", ".join(
-        f"{name} {pct(fit['ap'][i])}" for i, name in enumerate(card.classes, start=1)
-    )
-    log(f"iSAID fit mAP@0.5: {pct(fit['map'])} ({fit_text})")
-    timed(timings, "mAP", t0)
-    t0 = time.perf_counter()
-    out = folder / "proposals"
-    cams = detcam_and_camcut(isaid, detector, images, out, (TAU_LOW,), (TAU_HIGH,), "iSAID DetCAM")
-    timed(timings, "DetCAM/CAMCut", t0)
-    t0 = time.perf_counter()
-    methods = ["box", "crf", "grabcut"]
-    base = classic_scores(isaid, images, out / "classic", methods, args.workers)
-    timed(timings, "BOX/CRF/GrabCut", t0)
+    with timed(timings, "detector"):
+        detector, info = train(
+            isaid.class_names, images, args, folder / "detector", "iSAID detector"
+        )
+    with timed(timings, "mAP"):
+        model, card = load_detector(detector)
+        fit = scenes_map(model, card, images)
+        del model
+        fit_text = ", ".join(
+            f"{name} {pct(fit['ap'][i])}" for i, name in enumerate(card.classes, start=1)
+        )
+        log(f"iSAID fit mAP@0.5: {pct(fit['map'])} ({fit_text})")
+    with timed(timings, "DetCAM/CAMCut"):
+        out = folder / "proposals"
+        cams = detcam_and_camcut(
+            isaid, detector, images, out, (TAU_LOW,), (TAU_HIGH,), "iSAID DetCAM"
+        )
+    with timed(timings, "BOX/CRF/GrabCut"):
+        methods = ["box", "crf", "grabcut"]
+        base = classic_scores(isaid, images, out / "classic", methods, args.workers)
     found = {**base, "detcam": cams.low[TAU_LOW], "camcut": cams.high[TAU_HIGH]}
 
     box = found["box"].miou

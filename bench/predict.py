@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import math
 import os
@@ -91,15 +90,13 @@ if __package__ in (None, ""):  # run as a file (python bench/predict.py)
 from bench.report import (
     REPO,
     Results,
-    code_version,
-    command_line,
+    Run,
+    bench_parser,
     cpu_seconds,
     load_text,
     log,
-    machine_description,
     markdown_table,
     package_versions,
-    place_after,
     update_section,
     work_folder,
 )
@@ -575,18 +572,14 @@ def read_image(path: Path) -> tuple[np.ndarray, dict]:
             return ds.read(), ds.profile
 
 
-def write_crop(src: Path, dst: Path, dy: int, dx: int) -> Path:
-    """A GeoTIFF of ``src`` without its first ``dy`` rows and ``dx`` columns, same georeference."""
+def write_crop(src: Path, dst: Path, dy: int, dx: int, size: tuple[int, int] | None = None) -> Path:
+    """A GeoTIFF of ``src`` without its first ``dy`` rows and ``dx`` columns (only ``size`` =
+    height, width of the rest when given), same georeference."""
     image, profile = read_image(src)
-    crop = image[:, dy:, dx:]
-    out = {
-        "driver": "GTiff",
-        "width": crop.shape[2],
-        "height": crop.shape[1],
-        "count": crop.shape[0],
-        "dtype": crop.dtype.name,
-        "nodata": profile.get("nodata"),
-    }
+    h, w = size or image.shape[1:]
+    crop = image[:, dy : dy + h, dx : dx + w]
+    out = {"driver": "GTiff", "width": crop.shape[2], "height": crop.shape[1]}
+    out |= {"count": crop.shape[0], "dtype": crop.dtype.name, "nodata": profile.get("nodata")}
     if profile.get("crs") is not None:  # plain images stay plain (identity transform)
         out.update(crs=profile["crs"], transform=profile["transform"] * Affine.translation(dx, dy))
     with rasterio.open(dst, "w", **out) as ds:
@@ -594,23 +587,20 @@ def write_crop(src: Path, dst: Path, dy: int, dx: int) -> Path:
     return dst
 
 
-def predict_classes(
-    predictor, scene: Path, out: Path, tile: int, overlap: int | None, probabilities: bool = False
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Class ids (and uint8 probabilities) of one prediction."""
+def predict_classes(predictor, scene: Path, out: Path, **options) -> tuple[np.ndarray, object]:
+    """Class ids (uint8 H x W) of one prediction into ``out`` (``PredictOptions`` fields as
+    keywords), and its ``Prediction``."""
     from jmlnet_geo.predict import PredictOptions
 
-    options = PredictOptions(tile=tile, overlap=overlap, probabilities=probabilities)
-    result = predictor.predict(scene, out, options)
-    probs = read_image(result.probabilities)[0] if result.probabilities else None
-    return read_image(result.classes)[0][0], probs
+    result = predictor.predict(scene, out, PredictOptions(**options))
+    return read_image(result.classes)[0][0], result
 
 
 def predict_untiled(predictor, scene: Path, out: Path) -> np.ndarray:
     """Class ids from one window covering the whole scene (its longer side, rounded up to 16)."""
     with rasterio.open(scene) as ds:
         side = math.ceil(max(ds.width, ds.height) / 16) * 16
-    return predict_classes(predictor, scene, out, side, 0)[0]
+    return predict_classes(predictor, scene, out, tile=side, overlap=0)[0]
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
@@ -654,8 +644,12 @@ def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
                 whole = predict_untiled(predictor, path, folder / "whole")
                 crop = write_crop(path, folder / f"crop_{shift}.tif", shift, shift)
                 out = folder / f"overlap{overlap}"
-                full, probs = predict_classes(predictor, path, out / "full", tile, overlap, True)
-                shifted, _ = predict_classes(predictor, crop, out / "shifted", tile, overlap)
+                options = {"tile": tile, "overlap": overlap}
+                full, result = predict_classes(
+                    predictor, path, out / "full", probabilities=True, **options
+                )
+                probs = read_image(result.probabilities)[0]
+                shifted, _ = predict_classes(predictor, crop, out / "shifted", **options)
                 shifted_whole = predict_untiled(predictor, crop, out / "shifted_whole")
                 common = full[shift:, shift:]
                 fraction, count = agreement(common, shifted)
@@ -673,33 +667,22 @@ def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
                 same_margins.append(margin[(common == shifted) & (common != 255)])
             tiled, untiled = agree / pixels, untiled_agree / untiled_pixels
             differ, same = np.concatenate(differ_margins), np.concatenate(same_margins)
-            rows.append(
-                [
-                    label,
-                    " / ".join(sorted(sizes)) if len(sizes) <= 2 else f"{len(sizes)} sizes",
-                    f"{overlap}" + (" (default)" if overlap == tile // 4 else ""),
-                    f"{shift}",
-                    f"{pixels / 1e6:.2f}",
-                    f"{100 * tiled:.2f} %",
-                    f"{100 * untiled:.2f} %",
-                    f"{100 * (untiled - tiled):+.2f}",
-                    f"{np.median(differ):.2f} / {np.median(same):.2f}" if differ.size else "-",
-                ]
-            )
+            rows.append([
+                label, " / ".join(sorted(sizes)) if len(sizes) <= 2 else f"{len(sizes)} sizes",
+                f"{overlap}" + (" (default)" if overlap == tile // 4 else ""), f"{shift}",
+                f"{pixels / 1e6:.2f}", f"{100 * tiled:.2f} %", f"{100 * untiled:.2f} %",
+                f"{100 * (untiled - tiled):+.2f}",
+                f"{np.median(differ):.2f} / {np.median(same):.2f}" if differ.size else "-",
+            ])  # fmt: skip
             found[label, overlap] = tiled, untiled
             log(f"seams: {label} overlap {overlap}: {100 * tiled:.2f} % agree (untiled model "
                 f"{100 * untiled:.2f} %)")  # fmt: skip
-    header = [
-        "scenes",
-        "size (px)",
-        "overlap (px)",
-        "shift (px)",
-        "compared Mpx",
-        "tiled: agreement with the shifted grid",
-        "untiled: agreement of one window over the scene with one over the shifted copy",
-        "seam excess (points)",
-        "median top-2 margin, differing / agreeing pixels (tiled)",
-    ]
+    header = (
+        "scenes | size (px) | overlap (px) | shift (px) | compared Mpx | "
+        "tiled: agreement with the shifted grid | "
+        "untiled: agreement of one window over the scene with one over the shifted copy | "
+        "seam excess (points) | median top-2 margin, differing / agreeing pixels (tiled)"
+    )
     results.add(
         f"### 3. Seams: bundle {origin}, tile {tile}, CPU\n\n"
         "Each scene is predicted as is and as a copy without its first *shift* rows and "
@@ -732,73 +715,50 @@ def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Benchmark streaming prediction: throughput, peak memory, seams.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="A few minutes: 2048² throughput, no 8k/20k memory."
-    )
-    parser.add_argument(
-        "--work",
-        type=Path,
-        help="Folder for scenes and outputs, kept and reused (default: a temporary folder under "
+    parser = bench_parser(
+        "Benchmark streaming prediction: throughput, peak memory, seams. --quick: 2048² "
+        "throughput, no 8k/20k memory. Each part updates its own section of BENCHMARKS.md.",
+        PARTS,
+        "Folder for scenes and outputs, kept and reused (default: a temporary folder under "
         "/tmp, deleted).",
     )
-    parser.add_argument(
-        "--size", type=int, help="Throughput scene side (default 4096; quick 2048)."
-    )
-    parser.add_argument("--tile", type=int, default=256, help="Tile side of parts 1 and 2.")
-    parser.add_argument("--batch-size", type=int, default=8, help="Tiles per forward pass.")
-    parser.add_argument(
-        "--repeats", type=int, help="Runs per throughput variant (default 3; quick 1)."
-    )
-    parser.add_argument(
+    add = parser.add_argument
+    add("--size", type=int, help="Throughput scene side (default 4096; quick 2048).")
+    add("--tile", type=int, default=256, help="Tile side of parts 1 and 2.")
+    add("--batch-size", type=int, default=8, help="Tiles per forward pass.")
+    add("--repeats", type=int, help="Runs per throughput variant (default 3; quick 1).")
+    add(
         "--memory-sizes",
         type=int,
         nargs="+",
         help="Scene sides of our memory runs (default 2048 8192 20000; quick 2048 4096).",
     )
-    parser.add_argument(
+    add(
         "--recipe-sizes",
         type=int,
         nargs="*",
         help="Scene sides of the recipe's memory runs (default 2048 8192; quick 2048).",
     )
-    parser.add_argument(
+    add(
         "--trained",
         type=Path,
         default=TRAINED,
         help="Trained bundle of the seams part; trained here when absent.",
     )
-    parser.add_argument(
+    add(
         "--seams-scenes",
         type=Path,
         nargs="+",
         help="Scenes of the seams part, pooled into one row per overlap (default: "
         "sample_data/scene.tif and the iSAID image, a row each).",
     )
-    parser.add_argument(
-        "--seams-label",
+    add("--seams-label",
         help="Names a seams run with other scenes or another bundle; it gets its own section "
-        "(predict-seams-LABEL), so the demo bundle's table stays.",
-    )
-    parser.add_argument(
-        "--parts",
-        default=",".join(PARTS),
-        help="Comma-separated parts to run; each updates its own section of BENCHMARKS.md.",
-    )
-    parser.add_argument("--no-update", action="store_true", help="Print the tables only.")
-    parser.add_argument("--output", default="BENCHMARKS.md", help="Markdown file to update.")
-    parser.add_argument("--child", choices=["ours", "recipe"], help=argparse.SUPPRESS)
-    parser.add_argument("--child-bundle", help=argparse.SUPPRESS)
-    parser.add_argument("--child-scene", help=argparse.SUPPRESS)
-    parser.add_argument("--child-out", help=argparse.SUPPRESS)
+        "(predict-seams-LABEL), so the demo bundle's table stays.")  # fmt: skip
+    add("--child", choices=["ours", "recipe"], help=argparse.SUPPRESS)
+    for name in ("--child-bundle", "--child-scene", "--child-out"):
+        add(name, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = set(args.parts) - set(PARTS)
-    if unknown:
-        parser.error(f"unknown parts {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
     args.size = args.size or (2048 if args.quick else 4096)
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.memory_sizes = args.memory_sizes or ([2048, 4096] if args.quick else [2048, 8192, 20000])
@@ -825,50 +785,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         return child_main(args)
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
-    command = command_line()
-    machine = machine_description()
     import torch  # noqa: F401 - so that machine_description names a GPU when one is used
 
     versions = package_versions(["torch", "torchgeo", "rasterio", "segmentation-models-pytorch"])
+    versions += f"; GDAL {rasterio.__gdal_version__}"
     with work_folder(args.work, "jmlgeo-bench-predict-") as work:
-        for part in PARTS:
-            if part not in args.parts:
-                continue
-            results, load_start, code = Results(), load_text(), code_version()
-            started = dt.datetime.now(dt.UTC)
-            start = time.perf_counter()
+        for part in (p for p in PARTS if p in args.parts):
+            results, run = Results(), Run()
             {"throughput": part_throughput, "memory": part_memory, "seams": part_seams}[part](
                 args, work, results
             )
-            minutes = (time.perf_counter() - start) / 60
-            findings = "\n".join(f"- {f}" for f in results.findings)
-            print(f"\nFindings:\n{findings}\n\n{part}: {minutes:.1f} min", flush=True)
+            print(f"\nFindings:\n{results.listed()}\n\n{part}: {run.minutes:.1f} min", flush=True)
             if args.no_update:
                 continue
             name, title = f"{SECTION}-{part}", PART_TITLES[part]
             if part == "seams" and args.seams_label:
                 name = f"{name}-{re.sub(r'[^a-z0-9]+', '-', args.seams_label.lower()).strip('-')}"
                 title = f"{title}, {args.seams_label}"
+            head = run.head(
+                versions,
+                f"this part took {run.minutes:.1f} min",
+                load=" (other jobs share the cores; times are wall clock, compare the ratios)",
+            )
+            blocks = (block.replace("### ", "#### ", 1) for block in results.blocks)
             section = "\n\n".join(
-                [
-                    f"### {title} (`bench/predict.py`)",
-                    f"- Command: `{command}` (from the repository root)\n"
-                    f"- Machine: {machine}\n"
-                    f"- Load average: {load_start} at the start, {load_text()} at the end (other "
-                    "jobs share the cores; times are wall clock, compare the ratios)\n"
-                    f"- Packages: {versions}; GDAL {rasterio.__gdal_version__}; "
-                    f"code {code} (at the start)\n"
-                    f"- Date: {started:%Y-%m-%d %H:%M} UTC; this part took {minutes:.1f} min",
-                    "Findings:\n\n" + findings,
-                    *(block.replace("### ", "#### ", 1) for block in results.blocks),
-                ]
+                [f"### {title} (`bench/predict.py`)", head, "Findings:\n\n" + results.listed()]
+                + list(blocks)
             )
             update_section(SECTION, INTRO, args.output)
             # the parts' sections follow the intro in PARTS order, whichever ran first
             before = [SECTION, *(f"{SECTION}-{p}" for p in PARTS[: PARTS.index(part) + 1])]
-            for anchor in reversed([b for b in before if b != name]):
-                place_after(name, anchor, args.output)
-            path = update_section(name, section, args.output)
+            after = [b for b in reversed(before) if b != name]
+            path = update_section(name, section, args.output, after=after)
             log(f"updated {path} (section {name})")
     return 0
 

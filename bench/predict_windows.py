@@ -42,6 +42,7 @@ import rasterio
 if __package__ in (None, ""):  # run as a file
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
 
+from bench.predict import agreement, predict_classes, write_crop
 from bench.report import REPO, command_line, machine_description, markdown_table, update_section
 
 PARTS = ("receptive", "padding", "seams", "throughput")
@@ -62,32 +63,14 @@ def mosaic(path: Path, side: int, out: Path) -> Path:
     return out
 
 
-def crop(path: Path, shift: int, out: Path, size: tuple[int, int] | None = None) -> Path:
-    """``path`` without its first ``shift`` rows and columns (optionally only ``size`` = h, w)."""
-    with rasterio.open(path) as ds:
-        h, w = size or (ds.height - shift, ds.width - shift)
-        window = rasterio.windows.Window(shift, shift, w, h)
-        data = ds.read(window=window)
-        profile = ds.profile | {
-            "width": w, "height": h, "transform": ds.window_transform(window)
-        }  # fmt: skip
-    with rasterio.open(out, "w", **profile) as ds:
-        ds.write(data)
-    return out
-
-
 def classes(predictor, scene: Path, work: Path, **options) -> tuple[np.ndarray, object]:
-    from jmlnet_geo.predict import PredictOptions
-
+    """Class ids of one prediction into a new folder under ``work``, and its ``Prediction``."""
     out = Path(tempfile.mkdtemp(dir=work))
-    result = predictor.predict(scene, out, PredictOptions(loader_workers=0, **options))
-    with rasterio.open(result.classes) as ds:
-        return ds.read(1), result
+    return predict_classes(predictor, scene, out, loader_workers=0, **options)
 
 
 def agree(a: np.ndarray, b: np.ndarray) -> float:
-    valid = (a != 255) & (b != 255)
-    return float((a[valid] == b[valid]).mean())
+    return agreement(a, b)[0]
 
 
 def part_receptive(predictor, work: Path) -> str:
@@ -122,7 +105,7 @@ def part_padding(predictor, work: Path) -> str:
     rows = []
     context = classes(predictor, SCENE, work, window=1024)[0]  # the crops with their surroundings
     for off, h, w in ((100, 200, 150), (100, 300, 420), (300, 500, 380), (300, 260, 600)):
-        small = crop(SCENE, off, work / f"small{off}_{h}.tif", (h, w))
+        small = write_crop(SCENE, work / f"small{off}_{h}.tif", off, off, (h, w))
         ours, result = classes(predictor, small, work, window=1024)  # one window
         with rasterio.open(small) as ds:
             raw = ds.read().astype(np.float32)
@@ -149,7 +132,7 @@ def part_seams(predictor, work: Path, configs: list[dict]) -> str:
         options = {k: v for k, v in config.items() if k != "label"}
         full, result = classes(predictor, scene, work, **options)
         shift = (result.window - result.overlap) // 2
-        shifted_path = crop(scene, shift, work / f"shift{shift}.tif")
+        shifted_path = write_crop(scene, work / f"shift{shift}.tif", shift, shift)
         shifted, _ = classes(predictor, shifted_path, work, **options)
         if shift not in whole_cache:
             whole_cache[shift] = (
