@@ -12,16 +12,27 @@ def _path(value: str | os.PathLike[str]) -> str:
     return os.path.abspath(os.fspath(value))
 
 
-def _option(args: list[str], name: str, value: object) -> None:
-    """Append ``--name value`` (None: nothing; True: the flag alone; False: nothing)."""
-    if value is None or value is False:
-        return
-    if value is True:
-        args.append(name)
-        return
-    if isinstance(value, (list, tuple)):
-        value = ",".join(str(v) for v in value)
-    args += [name, str(value)]
+def _with_options(args: list[str], **options: object) -> list[str]:
+    """``args``, then ``--name value`` for each option, then ``--progress json``.
+
+    ``batch_size`` becomes ``--batch-size``; None, False or an empty list: nothing; True: the
+    flag alone; a list: its items comma-separated.
+    """
+    for key, value in options.items():
+        name = "--" + key.replace("_", "-")
+        if value is None or value is False or (isinstance(value, (list, tuple)) and not value):
+            continue
+        if value is True:
+            args.append(name)
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        args += [name, str(value)]
+    return [*args, "--progress", "json"]
+
+
+def _listed(values: Sequence[str] | None) -> list[str] | None:
+    return list(values) if values else None
 
 
 def predict_args(
@@ -40,15 +51,10 @@ def predict_args(
 ) -> list[str]:
     """``predict BUNDLE SCENE... --out DIR [...] --progress json``."""
     args = ["predict", _path(bundle), *(_path(s) for s in scenes), "--out", _path(out)]
-    _option(args, "--polygons", polygons)
-    _option(args, "--probabilities", probabilities)
-    _option(args, "--tile", tile)
-    _option(args, "--overlap", overlap)
-    _option(args, "--batch-size", batch_size)
-    _option(args, "--device", device)
-    _option(args, "--min-area", min_area)
-    _option(args, "--simplify", simplify)
-    return [*args, "--progress", "json"]
+    return _with_options(
+        args, polygons=polygons, probabilities=probabilities, tile=tile, overlap=overlap,
+        batch_size=batch_size, device=device, min_area=min_area, simplify=simplify,
+    )  # fmt: skip
 
 
 def train_args(
@@ -74,20 +80,12 @@ def train_args(
     """``train SCENE... --boxes BOXES --class-field F --out RUN_DIR [...] --progress json``."""
     args = ["train", *(_path(s) for s in scenes), "--boxes", _path(boxes)]
     args += ["--class-field", class_field, "--out", _path(out)]
-    _option(args, "--preset", preset)
-    _option(args, "--classes", list(classes) if classes else None)
-    _option(args, "--proposals", list(proposals) if proposals else None)
-    _option(args, "--loss", loss)
-    _option(args, "--stage1-steps", stage1_steps)
-    _option(args, "--stage2-steps", stage2_steps)
-    _option(args, "--batch-size", batch_size)
-    _option(args, "--tile-size", tile_size)
-    _option(args, "--device", device)
-    _option(args, "--workers", workers)
-    _option(args, "--loader-workers", loader_workers)
-    _option(args, "--resume", resume)
-    _option(args, "--force", force)
-    return [*args, "--progress", "json"]
+    return _with_options(
+        args, preset=preset, classes=_listed(classes), proposals=_listed(proposals), loss=loss,
+        stage1_steps=stage1_steps, stage2_steps=stage2_steps, batch_size=batch_size,
+        tile_size=tile_size, device=device, workers=workers, loader_workers=loader_workers,
+        resume=resume, force=force,
+    )  # fmt: skip
 
 
 def proposals_args(
@@ -105,10 +103,7 @@ def proposals_args(
     args = ["proposals", *(_path(s) for s in scenes), "--boxes", _path(boxes)]
     args += ["--class-field", class_field, "--out", _path(out)]
     args += ["--methods", ",".join(methods)]
-    _option(args, "--classes", list(classes) if classes else None)
-    _option(args, "--workers", workers)
-    _option(args, "--preview", preview)
-    return [*args, "--progress", "json"]
+    return _with_options(args, classes=_listed(classes), workers=workers, preview=preview)
 
 
 def evaluate_args(
