@@ -20,13 +20,8 @@ from jmlnet_geo.io.importers import import_coco
 from jmlnet_geo.io.isaid import import_isaid, isaid_images
 from jmlnet_geo.io.raster import Scene, open_scene, open_scenes
 from jmlnet_geo.io.vector import SceneBoxes, boxes_for_scenes, read_boxes
-from jmlnet_geo.proposals.compose import (
-    ProposalOptions,
-    SceneSummary,
-    pixel_boxes,
-    proposal_path,
-    write_proposals,
-)
+from jmlnet_geo.proposals.compose import SceneSummary, pixel_boxes, proposal_path, write_proposals
+from jmlnet_geo.proposals.options import ProposalOptions
 
 
 @dataclass

@@ -76,13 +76,14 @@ from jmlnet_geo.detector_file import load_detector, read_detector_card
 from jmlnet_geo.evaluate import mean_average_precision, roc_auc
 from jmlnet_geo.io.vector import IGNORE, SceneBoxes
 from jmlnet_geo.normalization import scene_normalization
-from jmlnet_geo.proposals.compose import ProposalOptions, paint_proposal, pixel_boxes, proposal_path
+from jmlnet_geo.proposals.compose import paint_proposal, pixel_boxes, proposal_path
 from jmlnet_geo.proposals.detcam import DetCAMOptions, scene_detcam, shrink_factor
 from jmlnet_geo.proposals.detector_proposals import (
     camcut_masks,
     detcam_masks,
     write_detector_proposals,
 )
+from jmlnet_geo.proposals.options import ProposalOptions
 from jmlnet_geo.train.detector import train_detector
 
 SECTION = "detcam"

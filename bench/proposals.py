@@ -51,14 +51,9 @@ from pathlib import Path
 import numpy as np
 
 from jmlnet_geo.io.vector import SceneBoxes
-from jmlnet_geo.proposals.compose import (
-    CLASSIC_METHODS,
-    ProposalOptions,
-    SceneSummary,
-    pixel_boxes,
-    write_proposals,
-)
+from jmlnet_geo.proposals.compose import SceneSummary, pixel_boxes, write_proposals
 from jmlnet_geo.proposals.crop import crop_window
+from jmlnet_geo.proposals.options import CLASSIC_METHODS, ProposalOptions
 
 if __package__ in (None, ""):  # run as a file (python bench/proposals.py)
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))

@@ -19,7 +19,7 @@ def train_detector(
     out: Path = typer.Option(
         Path("detector"), "--out", help="Training folder (detector.safetensors, last.ckpt, logs)."
     ),
-    preset: str = typer.Option("fast", "--preset", help="fast (CPU-friendly) or paper."),
+    preset: str = typer.Option(_DEFAULTS.preset, "--preset", help="fast (CPU-friendly) or paper."),
     steps: int | None = typer.Option(
         None, "--steps", min=1, help=f"Optimiser steps [{_DEFAULTS.steps}]."
     ),

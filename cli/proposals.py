@@ -9,7 +9,12 @@ from pathlib import Path
 import typer
 from jmlnet_geo.cli.progress import PROGRESS_OPTION, ProgressDisplay, ProgressMode
 
-from jmlnet_geo.config import TAU_HIGH, TAU_LOW
+from jmlnet_geo.config import DetectorConfig
+from jmlnet_geo.proposals.options import CLASSIC_METHODS, ProposalOptions
+
+#: The library's defaults (one source: the options' dataclasses), shown in ``--help``.
+_OPTIONS = ProposalOptions()
+_DETECTOR = DetectorConfig()
 
 
 def proposals(
@@ -17,7 +22,7 @@ def proposals(
     boxes: Path = typer.Option(..., "--boxes", help="Box layer (.gpkg, .geojson, .shp, .fgb)."),
     out: Path = typer.Option(..., "--out", help="Output folder for <scene>.<method>.tif."),
     methods: str = typer.Option(
-        "box,crf,grabcut",
+        ",".join(CLASSIC_METHODS),
         "--methods",
         help="Comma-separated: box, crf, grabcut, detcam, camcut (the last two use a detector).",
     ),
@@ -27,21 +32,35 @@ def proposals(
     ),
     workers: int = typer.Option(0, "--workers", help="Processes (0: all cores).", min=0),
     preview: bool = typer.Option(False, "--preview", help="Also write a quick-look PNG each."),
-    margin: float = typer.Option(0.5, "--margin", help="Context around a box, x its size."),
+    margin: float = typer.Option(
+        _OPTIONS.margin, "--margin", help="Context around a box, x its size."
+    ),
     max_side: int = typer.Option(
-        512, "--max-side", help="Larger crops are shrunk to this.", min=16
+        _OPTIONS.max_side, "--max-side", help="Larger crops are shrunk to this.", min=16
     ),
     bands: str | None = typer.Option(
         None, "--bands", help="1-based bands shown to GrabCut/CRF as R,G,B (default 1,2,3)."
     ),
-    grabcut_iterations: int = typer.Option(5, "--grabcut-iterations", min=1),
-    crf_fg_prob: float = typer.Option(
-        0.6, "--crf-fg-prob", help="CRF: class probability inside the box.", min=0.5, max=0.99
+    grabcut_iterations: int = typer.Option(
+        _OPTIONS.grabcut.iterations, "--grabcut-iterations", min=1
     ),
-    crf_sxy: float = typer.Option(20.0, "--crf-sxy", help="CRF: bilateral spatial width (px)."),
-    crf_srgb: float = typer.Option(13.0, "--crf-srgb", help="CRF: bilateral colour width."),
-    crf_compat: float = typer.Option(10.0, "--crf-compat", help="CRF: bilateral weight."),
-    crf_iterations: int = typer.Option(10, "--crf-iterations", min=1),
+    crf_fg_prob: float = typer.Option(
+        _OPTIONS.crf.fg_prob,
+        "--crf-fg-prob",
+        help="CRF: class probability inside the box.",
+        min=0.5,
+        max=0.99,
+    ),  # fmt: skip
+    crf_sxy: float = typer.Option(
+        _OPTIONS.crf.bilateral_sxy, "--crf-sxy", help="CRF: bilateral spatial width (px)."
+    ),
+    crf_srgb: float = typer.Option(
+        _OPTIONS.crf.bilateral_srgb, "--crf-srgb", help="CRF: bilateral colour width."
+    ),
+    crf_compat: float = typer.Option(
+        _OPTIONS.crf.bilateral_compat, "--crf-compat", help="CRF: bilateral weight."
+    ),
+    crf_iterations: int = typer.Option(_OPTIONS.crf.iterations, "--crf-iterations", min=1),
     detector: Path | None = typer.Option(
         None,
         "--detector",
@@ -51,13 +70,15 @@ def proposals(
         None, "--detector-steps", min=1, help="Steps of the detector trained when none is given."
     ),
     tau_low: float = typer.Option(
-        TAU_LOW, "--tau-low", help="DetCAM low threshold (D_l = D > it)."
+        _DETECTOR.tau_low, "--tau-low", help="DetCAM low threshold (D_l = D > it)."
     ),
     tau_high: float = typer.Option(
-        TAU_HIGH, "--tau-high", help="DetCAM high threshold: CAMCut's sure foreground."
+        _DETECTOR.tau_high, "--tau-high", help="DetCAM high threshold: CAMCut's sure foreground."
     ),
     camcut_low: str = typer.Option(
-        "sure", "--camcut-low", help="CAMCut's in-box pixels below tau_low: sure or probable."
+        _DETECTOR.camcut_low,
+        "--camcut-low",
+        help="CAMCut's in-box pixels below tau_low: sure or probable.",
     ),
     heatmap: bool = typer.Option(
         False, "--heatmap", help="Also write <scene>.detcam_heat.tif (DetCAM, 0-255)."
@@ -71,22 +92,21 @@ def proposals(
     from jmlnet_geo.io.raster import open_scenes
     from jmlnet_geo.io.vector import boxes_for_scenes, read_boxes
     from jmlnet_geo.io.write import atomic_output
-    from jmlnet_geo.proposals.compose import ProposalOptions, summary_dict
-    from jmlnet_geo.proposals.crf import CRFOptions
-    from jmlnet_geo.proposals.grabcut import GrabCutOptions
+    from jmlnet_geo.proposals.compose import summary_dict
     from jmlnet_geo.proposals.stage import DetectorProposalOptions, check_request, make_proposals
 
     det = DetectorProposalOptions(tau_low, tau_high, heatmap, device, camcut_low)
     chosen = check_request(  # a bad method, threshold or detector file fails before any work
         [m.strip().lower() for m in methods.split(",") if m.strip()], det, detector
     )
-    options = ProposalOptions(
+    options = replace(
+        _OPTIONS,
         margin=margin,
         max_side=max_side,
         picture_bands=_bands(bands),
-        grabcut=GrabCutOptions(iterations=grabcut_iterations),
+        grabcut=replace(_OPTIONS.grabcut, iterations=grabcut_iterations),
         crf=replace(
-            CRFOptions(),
+            _OPTIONS.crf,
             fg_prob=crf_fg_prob,
             bilateral_sxy=crf_sxy,
             bilateral_srgb=crf_srgb,
@@ -105,10 +125,9 @@ def proposals(
 
     def trained_detector() -> Path:
         """The fast-preset detector in OUT/detector/ (trained, or reused: same data, settings)."""
-        from jmlnet_geo.config import DetectorConfig
         from jmlnet_geo.train.detector import train_detector
 
-        config = DetectorConfig(**({"steps": detector_steps} if detector_steps else {}))
+        config = replace(_DETECTOR, **({"steps": detector_steps} if detector_steps else {}))
         with display.stage("detector", "steps") as report:
             path = train_detector(
                 scene_boxes, layer.classes.names, None, out / "detector", config, device=device,

@@ -17,6 +17,7 @@ from jmlnet_geo.evaluate import (
     confusion_matrix,
     evaluate,
     report_markdown,
+    roc_auc,
     save_confusion_png,
     scores,
     truth_raster,
@@ -390,3 +391,15 @@ def test_module_imports_neither_torch_nor_cv2_nor_matplotlib():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_roc_auc_counts_pairs_with_ties_half():
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 5, 300).astype(float)  # many ties
+    positive = rng.random(300) < values / 8
+    pos, neg = values[positive], values[~positive]
+    pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert roc_auc(values, positive) == pytest.approx(pairs / (len(pos) * len(neg)), abs=1e-12)
+    assert roc_auc([0.1, 0.2, 0.9], [False, False, True]) == 1.0
+    assert roc_auc([0.9, 0.2], [False, True]) == 0.0
+    assert math.isnan(roc_auc([0.1, 0.2], [True, True]))

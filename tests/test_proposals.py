@@ -12,8 +12,9 @@ from jmlnet_geo.errors import CancelledError, OptionError
 from jmlnet_geo.io.class_raster import class_colours
 from jmlnet_geo.io.raster import open_scenes
 from jmlnet_geo.io.vector import boxes_for_scenes, read_boxes
-from jmlnet_geo.proposals.compose import ProposalOptions, write_proposals
-from jmlnet_geo.proposals.crop import box_pixels
+from jmlnet_geo.proposals.compose import scene_stretch, write_proposals
+from jmlnet_geo.proposals.crop import box_pixels, crop_window, read_crop
+from jmlnet_geo.proposals.options import ProposalOptions
 from jmlnet_geo.vocabulary import IGNORE
 
 
@@ -226,3 +227,14 @@ def test_cli_bad_inputs_are_one_clear_line(jmlgeo, tmp_path, rgb_scene):
     result = jmlgeo("proposals", rgb_scene, "--boxes", boxes, "--out", out, "--bands", "1,2,9")
     assert_one_line_error(result, "--bands")
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_crop_window_is_the_crop_read_crop_reads(tmp_path):
+    data = np.random.default_rng(0).integers(0, 255, (3, 80, 100), np.uint8)
+    (scene,) = open_scenes([write_scene(tmp_path / "s.tif", data)])
+    # margin 0.5 of the larger side 20 = 10 px; min_margin 16 wins; clipped at the left edge
+    assert crop_window(scene, (5, 30, 25, 40)) == (0, 14, 41, 56)
+    assert crop_window(scene, (40, 30, 80, 40), margin=0.5, min_margin=4) == (20, 10, 100, 60)
+    with rasterio.open(scene.path) as ds:
+        crop = read_crop(ds, scene, (5, 30, 25, 40), scene_stretch(scene, ProposalOptions()))
+    assert crop.picture.shape[:2] == (56 - 14, 41 - 0)

@@ -611,7 +611,7 @@ def test_table_html():
 
 def test_the_presets_the_dialog_shows_are_the_library_s():
     from jmlnet_geo.config import LOSS_NAMES, preset_config
-    from jmlnet_geo.proposals.compose import CLASSIC_METHODS, DETECTOR_METHODS
+    from jmlnet_geo.proposals.options import CLASSIC_METHODS, DETECTOR_METHODS
 
     for name, shown in presets.PRESET_DEFAULTS.items():
         segmenter = preset_config(name).segmenter

@@ -179,3 +179,15 @@ def test_spacenet_labels_in_lonlat_land_where_the_utm_ones_do(tmp_path):
     moved = boxes_for_scene(read_boxes(tmp_path / "ll.gpkg", class_field="building"), scene)
     assert len(utm) == len(moved) == 43
     np.testing.assert_allclose(moved.xyxy, utm.xyxy, atol=1.0)
+
+
+def test_select_keeps_the_chosen_boxes_of_the_scene(tmp_path):
+    scene = open_scene(write_scene(tmp_path / "a.png", np.zeros((3, 50, 60), np.uint8), crs=None))
+    geoms = [box(1, 2, 11, 22), box(5, 5, 25, 15), box(30, 30, 40, 45)]
+    layer = read_boxes(write_boxes(tmp_path / "p.gpkg", geoms, ["x", "y", "x"], crs=None))
+    (sb,) = boxes_for_scenes(layer, [scene])
+    picked = sb.select([2, 0])
+    assert picked.scene is sb.scene and len(picked) == 2
+    np.testing.assert_array_equal(picked.xyxy, sb.xyxy[[2, 0]])
+    np.testing.assert_array_equal(picked.class_ids, sb.class_ids[[2, 0]])
+    assert list(picked.features) == [2, 0]

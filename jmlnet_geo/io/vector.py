@@ -103,8 +103,10 @@ class SceneBoxes:
         return len(self.class_ids)
 
     def select(self, keep: Sequence[int] | np.ndarray) -> SceneBoxes:
-        """The boxes at positions ``keep`` (int indices), same scene; ``clipped`` and
-        ``class_counts`` (counts of the layer's reading) are not carried over."""
+        """The boxes at positions ``keep`` (int indices), in the same scene.
+
+        ``clipped`` and ``class_counts`` (counts of the layer's reading) are not carried over.
+        """
         keep = np.asarray(keep, np.int64)
         return SceneBoxes(self.scene, self.xyxy[keep], self.class_ids[keep], self.features[keep])
 

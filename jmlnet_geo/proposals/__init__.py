@@ -17,9 +17,9 @@ _HOMES = {
     "ProposalCache": "stage",
     "ProposalsResult": "stage",
     "DetectorProposalOptions": "stage",
-    "CLASSIC_METHODS": "compose",
-    "DETECTOR_METHODS": "compose",
-    "ProposalOptions": "compose",
+    "CLASSIC_METHODS": "options",
+    "DETECTOR_METHODS": "options",
+    "ProposalOptions": "options",
     "SceneSummary": "compose",
     "MethodSummary": "compose",
     "write_proposals": "compose",
@@ -30,6 +30,8 @@ _HOMES = {
     "DetCAMOptions": "detcam",
     "scene_detcam": "detcam",
     "CAMCutOptions": "camcut",
+    "CRFOptions": "options",
+    "GrabCutOptions": "options",
 }
 
 __all__ = sorted(_HOMES)

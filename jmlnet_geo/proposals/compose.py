@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,38 +30,9 @@ from jmlnet_geo.io.class_raster import class_raster_writer, strips
 from jmlnet_geo.io.raster import Scene, band_statistics, open_dataset, read_valid
 from jmlnet_geo.io.vector import SceneBoxes
 from jmlnet_geo.io.write import check_writable, output_folder
-from jmlnet_geo.proposals.crf import CRFOptions
 from jmlnet_geo.proposals.crop import Stretch, box_pixels, full_size, picture_stretch, read_crop
-from jmlnet_geo.proposals.grabcut import GrabCutOptions
+from jmlnet_geo.proposals.options import CLASSIC_METHODS, ProposalOptions
 from jmlnet_geo.vocabulary import IGNORE, Progress, ShouldStop
-
-#: Methods that need nothing but the boxes and the image, in the paper's order.
-CLASSIC_METHODS = ("box", "crf", "grabcut")
-#: Methods that need a trained detector too (:mod:`jmlnet_geo.proposals.detector_proposals`).
-DETECTOR_METHODS = ("detcam", "camcut")
-
-
-@dataclass(frozen=True)
-class ProposalOptions:
-    """Settings shared by the per-box methods.
-
-    Attributes:
-        margin: Context around each box, as a fraction of its larger side.
-        min_margin: Context of at least this many pixels.
-        max_side: Crops with a longer side are processed shrunk to this many pixels.
-        min_fraction: A mask covering less of its box than this is degenerate (falls back).
-        picture_bands: 0-based bands shown to GrabCut/CRF as R, G, B (default: the first three).
-        grabcut: GrabCut options.
-        crf: Dense CRF options.
-    """
-
-    margin: float = 0.5
-    min_margin: int = 16
-    max_side: int = 512
-    min_fraction: float = 0.01
-    picture_bands: tuple[int, int, int] | None = None
-    grabcut: GrabCutOptions = field(default_factory=GrabCutOptions)
-    crf: CRFOptions = field(default_factory=CRFOptions)
 
 
 @dataclass

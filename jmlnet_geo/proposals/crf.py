@@ -12,37 +12,11 @@ Kernel widths are in pixels of the crop that the CRF sees; crops are at most ``m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pydensecrf.densecrf as dcrf
 
 from jmlnet_geo.proposals.crop import BoxCrop
-
-
-@dataclass(frozen=True)
-class CRFOptions:
-    """Options of the dense CRF proposal (names follow pydensecrf).
-
-    Attributes:
-        fg_prob: Probability of the box's class inside the box, before inference.
-        outside_fg_prob: Probability of the class outside the box and on nodata (near 0).
-        gaussian_sxy: Width (px) of the smoothness kernel.
-        gaussian_compat: Weight of the smoothness kernel.
-        bilateral_sxy: Spatial width (px) of the appearance kernel.
-        bilateral_srgb: Colour width (0-255 levels) of the appearance kernel.
-        bilateral_compat: Weight of the appearance kernel.
-        iterations: Mean-field iterations.
-    """
-
-    fg_prob: float = 0.6
-    outside_fg_prob: float = 0.001
-    gaussian_sxy: float = 3.0
-    gaussian_compat: float = 3.0
-    bilateral_sxy: float = 20.0
-    bilateral_srgb: float = 13.0
-    bilateral_compat: float = 10.0
-    iterations: int = 10
+from jmlnet_geo.proposals.options import CRFOptions
 
 
 def crf_mask(crop: BoxCrop, options: CRFOptions = CRFOptions()) -> np.ndarray | None:

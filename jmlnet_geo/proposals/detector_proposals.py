@@ -40,9 +40,7 @@ from jmlnet_geo.io.vector import SceneBoxes
 from jmlnet_geo.io.write import atomic_output
 from jmlnet_geo.proposals.camcut import CAMCutOptions, camcut_mask
 from jmlnet_geo.proposals.compose import (
-    DETECTOR_METHODS,
     MethodSummary,
-    ProposalOptions,
     SceneSummary,
     check_methods,
     output_paths,
@@ -59,6 +57,7 @@ from jmlnet_geo.proposals.detcam import (
     check_thresholds,
     scene_detcam,
 )
+from jmlnet_geo.proposals.options import DETECTOR_METHODS, ProposalOptions
 from jmlnet_geo.vocabulary import Progress, ShouldStop
 
 #: Method name of the continuous DetCAM raster (not a proposal).

@@ -8,29 +8,17 @@ before every box, so a box's mask never depends on which boxes the same process 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
 from jmlnet_geo.proposals.crop import BoxCrop
+from jmlnet_geo.proposals.options import GrabCutOptions
 
 #: Seed of OpenCV's random generator before each box.
 SEED = 0
 
 #: GrabCut needs some background samples to model; fewer context pixels and the box is kept.
 MIN_BACKGROUND_PIXELS = 16
-
-
-@dataclass(frozen=True)
-class GrabCutOptions:
-    """Options of the GrabCut proposal.
-
-    Attributes:
-        iterations: GrabCut iterations (EM rounds of the colour models and graph cut).
-    """
-
-    iterations: int = 5
 
 
 def grabcut_mask(crop: BoxCrop, options: GrabCutOptions = GrabCutOptions()) -> np.ndarray | None:

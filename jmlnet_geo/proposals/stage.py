@@ -23,13 +23,8 @@ from typing import Protocol
 
 from jmlnet_geo.config import TAU_HIGH, TAU_LOW
 from jmlnet_geo.io.vector import SceneBoxes
-from jmlnet_geo.proposals.compose import (
-    CLASSIC_METHODS,
-    DETECTOR_METHODS,
-    ProposalOptions,
-    SceneSummary,
-    check_methods,
-)
+from jmlnet_geo.proposals.compose import SceneSummary, check_methods
+from jmlnet_geo.proposals.options import CLASSIC_METHODS, DETECTOR_METHODS, ProposalOptions
 from jmlnet_geo.vocabulary import Progress, ShouldStop, StageProgress
 
 #: A detector file, or a function giving one when it is first needed.

@@ -10,7 +10,7 @@ import numpy as np
 from jmlnet_geo.config import AUTO, LOSS_NAMES, MODEL_PROPOSAL, TrainConfig, check_head
 from jmlnet_geo.errors import OptionError
 from jmlnet_geo.io.raster import Scene
-from jmlnet_geo.proposals.compose import CLASSIC_METHODS, DETECTOR_METHODS
+from jmlnet_geo.proposals.options import CLASSIC_METHODS, DETECTOR_METHODS
 from jmlnet_geo.train.optim import check_optimizer
 
 #: The name of true masks among the proposals (``--masks``).

@@ -44,7 +44,7 @@ from jmlnet_geo.errors import display_path
 from jmlnet_geo.io.raster import open_scenes
 from jmlnet_geo.io.vector import SceneBoxes, boxes_for_scenes, read_boxes
 from jmlnet_geo.normalization import Normalization, scene_normalization
-from jmlnet_geo.proposals.compose import CLASSIC_METHODS, DETECTOR_METHODS, ProposalOptions
+from jmlnet_geo.proposals.options import CLASSIC_METHODS, DETECTOR_METHODS, ProposalOptions
 from jmlnet_geo.proposals.stage import (
     DetectorProposalOptions,
     StageProgress,
