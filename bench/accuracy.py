@@ -64,11 +64,11 @@ from bench.report import (  # noqa: E402
     code_version,
     log,
     machine_description,
-    markdown_table,
     update_section,
 )
 from jmlnet_geo.config import preset_config  # noqa: E402
 from jmlnet_geo.evaluate import TruthCache, score_scenes, scores  # noqa: E402
+from jmlnet_geo.evaluate.report import markdown_table  # noqa: E402
 from jmlnet_geo.io.isaid import import_isaid, isaid_images  # noqa: E402
 from jmlnet_geo.io.raster import open_scene  # noqa: E402
 from jmlnet_geo.predict import PredictOptions, Predictor  # noqa: E402

@@ -62,7 +62,6 @@ from bench.report import (
     Run,
     bench_parser,
     log,
-    markdown_table,
     ms,
     package_versions,
     pct,
@@ -74,6 +73,7 @@ from bench.report import (
 from jmlnet_geo.detection import detect_scene
 from jmlnet_geo.detector_file import load_detector, read_detector_card
 from jmlnet_geo.evaluate import mean_average_precision, roc_auc
+from jmlnet_geo.evaluate.report import markdown_table
 from jmlnet_geo.io.vector import IGNORE, SceneBoxes
 from jmlnet_geo.normalization import scene_normalization
 from jmlnet_geo.proposals.compose import paint_proposal, pixel_boxes, proposal_path

@@ -95,11 +95,11 @@ from bench.report import (
     cpu_seconds,
     load_text,
     log,
-    markdown_table,
     package_versions,
     update_section,
     work_folder,
 )
+from jmlnet_geo.evaluate.report import markdown_table
 
 SECTION = "predict"
 PARTS = ("throughput", "memory", "seams")

@@ -43,7 +43,8 @@ if __package__ in (None, ""):  # run as a file
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
 
 from bench.predict import agreement, predict_classes, write_crop
-from bench.report import REPO, command_line, machine_description, markdown_table, update_section
+from bench.report import REPO, command_line, machine_description, update_section
+from jmlnet_geo.evaluate.report import markdown_table
 
 PARTS = ("receptive", "padding", "seams", "throughput")
 SCENE = REPO / "sample_data" / "scene.tif"

@@ -69,7 +69,6 @@ from bench.report import (
     elapsed,
     load_text,
     log,
-    markdown_table,
     ms,
     package_versions,
     pct,
@@ -78,6 +77,7 @@ from bench.report import (
     update_section,
     work_folder,
 )
+from jmlnet_geo.evaluate.report import markdown_table
 
 SECTION = "proposals"
 DEFAULT_DATA = REPO.parent / "shared" / "data"

@@ -83,26 +83,6 @@ def code_version() -> str:
     return f"{commit} + uncommitted changes" if dirty else commit
 
 
-def markdown_table(
-    header: Sequence[str] | str, rows: Sequence[Sequence[object]], align: str | None = None
-) -> str:
-    """A Markdown table; ``align`` has one letter per column, ``l`` or ``r`` (default: the first
-    column left, the others right). Cells are converted with ``str``; ``|`` is escaped. A
-    ``header`` given as one string is split at ``|`` (``"method | mIoU %"``).
-    """
-    if isinstance(header, str):
-        header = [h.strip() for h in header.split("|")]
-    align = align or "l" + "r" * (len(header) - 1)
-    if len(align) != len(header):
-        raise ValueError(f"align {align!r} has {len(align)} letters for {len(header)} columns")
-
-    def row(cells: Sequence[object]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    marks = ["---:" if a == "r" else "---" for a in align]
-    return "\n".join([row(header), "|" + "|".join(marks) + "|", *(row(r) for r in rows)]) + "\n"
-
-
 def update_section(
     name: str,
     markdown: str,

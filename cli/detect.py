@@ -100,6 +100,7 @@ def detect(
     from jmlnet_geo.devices import resolve_device
     from jmlnet_geo.errors import OptionError
     from jmlnet_geo.evaluate.metrics import mean_average_precision
+    from jmlnet_geo.evaluate.report import markdown_table
     from jmlnet_geo.io.raster import open_scenes
     from jmlnet_geo.io.vector import boxes_for_scenes, read_boxes
     from jmlnet_geo.io.write import check_vector_output, write_vector
@@ -155,13 +156,15 @@ def detect(
         result = mean_average_precision(
             found, [(sb.xyxy, sb.class_ids) for sb in truth_boxes], card.num_classes
         )
-        lines = ["| class | true boxes | AP@0.5 |", "|---|---:|---:|"]
-        for class_id, ap in result["ap"].items():
-            shown = "n/a" if math.isnan(ap) else f"{100 * ap:.1f}"
-            lines.append(
-                f"| {card.classes[class_id - 1]} | {result['truths'][class_id]} | {shown} |"
-            )
-        display.message("\n".join(lines))
+        rows = [
+            [
+                card.classes[i - 1],
+                result["truths"][i],
+                "n/a" if math.isnan(ap) else f"{100 * ap:.1f}",
+            ]
+            for i, ap in result["ap"].items()
+        ]
+        display.message(markdown_table("class | true boxes | AP@0.5", rows).rstrip("\n"))
         display.message(
             f"mAP@0.5 {100 * result['map']:.2f} over the classes with true boxes "
             "(every detection the model returns, score >= 0.05)"

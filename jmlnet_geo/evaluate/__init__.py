@@ -22,6 +22,7 @@ from jmlnet_geo.evaluate.metrics import (
 )
 from jmlnet_geo.evaluate.report import (
     Report,
+    markdown_table,
     report_markdown,
     reports_markdown,
     save_confusion_png,
@@ -55,6 +56,7 @@ __all__ = [
     "check_class_raster",
     "confusion_matrix",
     "evaluate",
+    "markdown_table",
     "mean_average_precision",
     "read_classes",
     "report_markdown",

@@ -18,7 +18,7 @@ from jmlnet_geo.errors import OutputError, display_path
 from jmlnet_geo.evaluate.metrics import scores
 from jmlnet_geo.io.write import atomic_output
 
-__all__ = ["Report", "report_markdown", "reports_markdown", "save_confusion_png"]
+__all__ = ["Report", "markdown_table", "report_markdown", "reports_markdown", "save_confusion_png"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,30 @@ def report_markdown(report: Report, label: str | None = None) -> str:
     return reports_markdown([report], None if label is None else [label])
 
 
+def markdown_table(
+    header: Sequence[str] | str, rows: Sequence[Sequence[object]], align: str | None = None
+) -> str:
+    """A Markdown table (GitHub style), ending with a newline.
+
+    Args:
+        header: The column names, or one string of them separated by ``|`` (``"a | b"``).
+        rows: The cells, converted with ``str``; ``|`` in a cell is escaped.
+        align: One letter per column, ``l`` or ``r`` (default: the first column left, the
+            others right).
+
+    Raises:
+        ValueError: ``align`` does not have one letter per column.
+    """
+    if isinstance(header, str):
+        header = [h.strip() for h in header.split("|")]
+    align = align or "l" + "r" * (len(header) - 1)
+    if len(align) != len(header):
+        raise ValueError(f"align {align!r} has {len(align)} letters for {len(header)} columns")
+    marks = ["---:" if a == "r" else "---" for a in align]
+    lines = [_md_row(header), "|" + "|".join(marks) + "|", *(_md_row(r) for r in rows)]
+    return "\n".join(lines) + "\n"
+
+
 def reports_markdown(reports: Sequence[Report], labels: Sequence[str] | None = None) -> str:
     """One Markdown table, a row per report (same classes): IoU per class and mIoU in percent.
 
@@ -111,11 +135,11 @@ def reports_markdown(reports: Sequence[Report], labels: Sequence[str] | None = N
         Header, alignment and one line per report, ending with a newline.
     """
     labels = labels if labels is not None else [os.path.basename(r.prediction) for r in reports]
-    header = ["", *reports[0].class_names, "mIoU"]
-    lines = [_md_row(header), "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    for report, label in zip(reports, labels, strict=True):
-        lines.append(_md_row([label, *(_percent(v) for v in report.iou), _percent(report.miou)]))
-    return "\n".join(lines) + "\n"
+    rows = [
+        [label, *(_percent(v) for v in report.iou), _percent(report.miou)]
+        for report, label in zip(reports, labels, strict=True)
+    ]
+    return markdown_table(["", *reports[0].class_names, "mIoU"], rows)
 
 
 def save_confusion_png(report: Report, path: str | os.PathLike[str]) -> None:
@@ -165,5 +189,5 @@ def _percent(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
 
 
-def _md_row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+def _md_row(cells: Sequence[object]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
