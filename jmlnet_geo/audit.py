@@ -30,11 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from jmlnet_geo.proposals.agreement import box_iou
+from jmlnet_geo.vocabulary import BACKGROUND, IGNORE
 
 #: The reasons, in the order they win ties.
 REASONS = ("class?", "empty?", "extent?")
-IGNORE = 255
-BACKGROUND = 0
 
 
 @dataclass(frozen=True)
