@@ -111,6 +111,33 @@ def proposals_args(
     return [*args, "--progress", "json"]
 
 
+def audit_args(
+    scenes: Sequence[str | os.PathLike[str]],
+    boxes: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    class_field: str = "class",
+    model: str | os.PathLike[str] | None = None,
+    run: str | os.PathLike[str] | None = None,
+    proposals: Sequence[str] | None = None,
+    min_pixels: int | None = None,
+    min_score: float | None = None,
+    device: str | None = None,
+    workers: int | None = None,
+) -> list[str]:
+    """``audit SCENE... --boxes BOXES --class-field F --out AUDIT.gpkg [...] --progress json``."""
+    args = ["audit", *(_path(s) for s in scenes), "--boxes", _path(boxes)]
+    args += ["--class-field", class_field, "--out", _path(out)]
+    _option(args, "--model", _path(model) if model else None)
+    _option(args, "--run", _path(run) if run else None)
+    _option(args, "--proposals", list(proposals) if proposals else None)
+    _option(args, "--min-pixels", min_pixels)
+    _option(args, "--min-score", min_score)
+    _option(args, "--device", device)
+    _option(args, "--workers", workers)
+    return [*args, "--progress", "json"]
+
+
 def evaluate_args(
     prediction: str | os.PathLike[str],
     truth: str | os.PathLike[str],
