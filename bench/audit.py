@@ -350,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n\n".join([
         "## Audit of a corrupted box layer (issue 20)",
         f"Machine: {machine_description()}; code {code_version()}; command: `{command_line()}`; "
-        f"budget {args.stage1_steps} + {args.stage2_steps} steps (fast preset), seed {args.seed}.",
+        ("proposals only (GrabCut, CRF)" if args.no_model else
+         f"model: fast preset, {args.stage1_steps} + {args.stage2_steps} steps")
+        + f"; corruption seed {args.seed}.",
         table(rows),
         payoff(rows) if not args.no_model else "Model part not run (--no-model).",
     ])  # fmt: skip
