@@ -347,12 +347,15 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--parts: unknown part {name!r}; give isaid and/or nwpu")
         log(f"{name} done in {(time.perf_counter() - start) / 60:.1f} min")
     (work / "results.json").write_text(json.dumps(rows, indent=1))
+    opinion = (
+        "proposals only (GrabCut, CRF)"
+        if args.no_model
+        else f"model: fast preset, {args.stage1_steps} + {args.stage2_steps} steps"
+    )
     text = "\n\n".join([
         "## Audit of a corrupted box layer (issue 20)",
         f"Machine: {machine_description()}; code {code_version()}; command: `{command_line()}`; "
-        ("proposals only (GrabCut, CRF)" if args.no_model else
-         f"model: fast preset, {args.stage1_steps} + {args.stage2_steps} steps")
-        + f"; corruption seed {args.seed}.",
+        f"{opinion}; corruption seed {args.seed}.",
         table(rows),
         payoff(rows) if not args.no_model else "Model part not run (--no-model).",
     ])  # fmt: skip
