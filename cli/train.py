@@ -73,6 +73,12 @@ def train(
     detector_box_tiles: float | None = typer.Option(
         None, "--detector-box-tiles", min=0.0, max=1.0, help="Detector tiles placed on boxes."
     ),
+    drop_doubtful: float | None = typer.Option(
+        None,
+        "--drop-doubtful",
+        help="Share of the boxes, the most doubtful by the proposals' audit, that training "
+        "ignores (0-1, default 0: none; listed in dropped_boxes.gpkg).",
+    ),
     class_field: str = typer.Option("class", "--class-field", help="Column with the class."),
     classes: str | None = typer.Option(None, "--classes", help="Fixed class order, a,b,c."),
     truth: Path | None = typer.Option(None, "--truth", help="Truth for validation mIoU."),
@@ -125,6 +131,7 @@ def train(
         loader_workers=loader_workers,
         val_every=val_every,
         checkpoint_every=checkpoint_every,
+        drop_doubtful=drop_doubtful,
     )
     config = override_detector(
         config,

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from jmlnet_geo.audit_run import SceneAudit
 
 #: Columns the audit adds to the box layer.
-COLUMNS = ("feature", "scene", "agreement", "fill", "proposal_extent", "class_share",
+COLUMNS = ("feature", "scene", "agreement", "fill", "proposal_extent", "fallback", "class_share",
            "other_class", "other_share", "extent_iou", "doubt", "reason")  # fmt: skip
 BOXES_LAYER, MISSING_LAYER = "boxes", "missing"
 

@@ -16,7 +16,9 @@ objects that no box touches (in the box layer's CRS; pixel coordinates and an ``
 column for plain images).
 
 Columns of ``boxes``: ``feature`` (0-based row in the input), ``scene`` (file name),
-``agreement`` and ``fill`` and ``proposal_extent`` (proposals, 0-1), ``class_share``,
+``agreement`` and ``fill`` and ``proposal_extent`` (proposals, 0-1; not computed, fill 0, when
+every proposal is the filled box), ``fallback`` (share of the proposals that are the filled
+box, their fallback when they find nothing), ``class_share``,
 ``other_class``, ``other_share``, ``extent_iou`` (model), ``doubt`` (0-1) and ``reason``
 (:mod:`jmlnet_geo.audit`). Features on no scene keep NaN scores and sort last.
 """
@@ -43,6 +45,7 @@ from jmlnet_geo.audit import (
     model_scores,
     proposal_agreement,
     proposal_extent,
+    proposal_fallback,
     proposal_fill,
 )
 from jmlnet_geo.audit_layers import audit_frame, missing_frame
@@ -183,10 +186,13 @@ def score_scene(
     result = SceneAudit()
     for i, (box, class_id) in enumerate(zip(boxes, sb.class_ids, strict=True)):
         own = [masks[m][i] for m in masks]
+        fallback = proposal_fallback(own)  # share of filled boxes (a proposal's fallback)
+        found = [] if fallback == 1.0 else own  # all fell back: they found nothing
         row = {
-            "agreement": proposal_agreement(own),
-            "fill": proposal_fill(own),
-            "proposal_extent": proposal_extent(own),
+            "agreement": proposal_agreement(found),
+            "fill": proposal_fill(found) if found else (0.0 if own else math.nan),
+            "proposal_extent": proposal_extent(found),
+            "fallback": fallback,
         }
         scores = None
         if classes is not None:
@@ -199,7 +205,7 @@ def score_scene(
                 "extent_iou": scores.extent_iou,
             }
         row["doubt"], row["reason"] = doubt(
-            scores, row["agreement"], row["fill"], row["proposal_extent"], options
+            scores, row["agreement"], row["fill"], row["proposal_extent"], options, fallback
         )
         result.rows.append(row)
         if progress:

@@ -83,6 +83,9 @@ class SegmenterConfig:
             (:func:`jmlnet_geo.box_losses.box_consistency_loss`; 0: off).
         rounds: Stage-2 rounds: each round after the first finetunes the previous round's
             model with the ``model`` proposal refreshed from it (1: one stage 2, as the paper).
+        drop_doubtful: Share of the boxes, the most doubtful by the proposals-only audit, that
+            both stages ignore (255 in their labels, not background; 0: keep every box;
+            :mod:`jmlnet_geo.train.doubtful`). Configs written before it load with 0.
     """
 
     preset: str = "fast"
@@ -109,6 +112,7 @@ class SegmenterConfig:
     box_tiles: float = 0.0
     box_loss_weight: float = 0.0
     rounds: int = 1
+    drop_doubtful: float = 0.0
 
 
 #: ``stage1_proposal`` value that lets the proposals' agreement choose the stage-1 label.

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import geopandas as gpd
@@ -69,6 +70,35 @@ def window_of(scene: Scene, query: GeoSlice) -> Window:
     return Window(col0, row0, round(col1) - col0, round(row1) - row0)
 
 
+@dataclass(frozen=True)
+class IgnoreBoxes:
+    """Boxes whose pixels become ignore (255) in every aligned raster of a scene's tiles.
+
+    Attributes:
+        dropped: int64 (M, 4) ``col0, row0, col1, row1`` (scene pixels, end exclusive): painted
+            255 (e.g. the boxes ``jmlgeo train --drop-doubtful`` drops).
+        kept: int64 (K, 4) boxes whose pixels keep their values even inside a dropped box.
+    """
+
+    dropped: np.ndarray
+    kept: np.ndarray
+
+    def paint(self, layer: np.ndarray, window: Window) -> np.ndarray:
+        """``layer`` (uint8 (H, W), the raster read at ``window``) with the dropped boxes 255."""
+        offset = np.array([window.col_off, window.row_off] * 2)
+        dropped = self.dropped - offset
+        inside = (dropped[:, 2] > 0) & (dropped[:, 3] > 0)
+        inside &= (dropped[:, 0] < layer.shape[1]) & (dropped[:, 1] < layer.shape[0])
+        if not inside.any():
+            return layer
+        out = layer.copy()
+        for c0, r0, c1, r1 in dropped[inside].clip(0):
+            out[r0:r1, c0:c1] = IGNORE
+        for c0, r0, c1, r1 in (self.kept - offset).clip(0):
+            out[r0:r1, c0:c1] = layer[r0:r1, c0:c1]
+        return out
+
+
 class SceneTiles(GeoDataset):
     """One scene, its boxes and any aligned rasters, indexed by torchgeo slices.
 
@@ -81,6 +111,7 @@ class SceneTiles(GeoDataset):
         boxes: SceneBoxes | None = None,
         extras: Mapping[str, str | os.PathLike[str]] | None = None,
         min_box_pixels: float = 1.0,
+        ignore: IgnoreBoxes | None = None,
     ) -> None:
         """Index a scene.
 
@@ -89,6 +120,7 @@ class SceneTiles(GeoDataset):
             boxes: Its boxes in scene pixels (from :func:`jmlnet_geo.io.vector.boxes_for_scene`).
             extras: Name -> single-band uint8 raster on the scene's exact grid.
             min_box_pixels: Boxes whose part inside a tile is thinner than this are left out.
+            ignore: Boxes painted 255 in every extra raster (None: none).
 
         Raises:
             InputFileError: An extra raster is not on the scene's grid.
@@ -97,6 +129,7 @@ class SceneTiles(GeoDataset):
         self.boxes = boxes
         self.extras = {name: os.fspath(p) for name, p in (extras or {}).items()}
         self.min_box_pixels = min_box_pixels
+        self.ignore = ignore
         for name, path in self.extras.items():
             _check_aligned(scene, name, path)
         transform = tiling_transform(scene)
@@ -132,6 +165,8 @@ class SceneTiles(GeoDataset):
         for name in self.extras:
             layer = read_padded(self._dataset(name), [1], window, IGNORE)[0]
             layer[~valid] = IGNORE
+            if self.ignore is not None:
+                layer = self.ignore.paint(layer, window)
             sample[name] = torch.from_numpy(layer.astype(np.uint8))
         return sample
 

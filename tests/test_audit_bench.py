@@ -27,3 +27,26 @@ def test_auc_and_precision_by_hand():
     assert roc_auc(np.array([0.9, 0.1, 0.2, 0.8]), positive) == 1.0
     assert roc_auc(np.array([0.5, 0.5, 0.5, 0.5]), positive) == 0.5
     assert precision_at(np.array([0.9, 0.1, 0.95, 0.8]), positive, 0.5) == 0.5
+
+
+def test_scores_missing_recall_and_the_table():
+    from bench.audit import audit_scores, table
+
+    boxes = gpd.GeoDataFrame(
+        {"doubt": [0.9, 0.8, 0.1, 0.2, np.nan], "corruption": ["class", "shift", "", "", ""]},
+        geometry=[shapely.box(i, 0, i + 1, 1) for i in range(5)],
+    )
+    deleted = gpd.GeoDataFrame({"image": ["a.png", "a.png"]},
+                               geometry=[shapely.box(10, 0, 12, 2), shapely.box(20, 0, 22, 2)])  # fmt: skip
+    missing = gpd.GeoDataFrame({"image": ["a.png", "b.png", "a.png"]},
+                               geometry=[shapely.box(10, 0, 12, 2.2), shapely.box(20, 0, 22, 2),
+                                         shapely.box(40, 0, 41, 1)])  # fmt: skip
+    scores = audit_scores(boxes, missing, deleted)
+    assert scores["auc_class"] == 1.0 and scores["auc_shift"] == 1.0
+    assert scores["p5"] == 1.0 and scores["recall"] == 0.5  # the second is on another image
+    assert scores["precision"] == pytest.approx(1 / 3) and scores["candidates"] == 3
+    text = table({"x": scores})
+    assert "100.0 (met)" in text and "50.0 / 33.3 (3 cand.; missed)" in text
+    assert (
+        audit_scores(boxes, None, deleted)["recall"] != audit_scores(boxes, None, deleted)["recall"]
+    )

@@ -49,7 +49,7 @@ LAYERS = {
     "audit": 5,
     "audit_layers": 5,
     "audit_run": 6,
-    "train": 6,
+    "train": 7,
 }
 
 #: The modules these rules cover (the plugin's tests and the benches' tests are not modules).

@@ -221,7 +221,22 @@ EVERY_OPTION = {
         workers=1, preview=True,
     ),
     "evaluate": lambda: runner.evaluate_args("/c.tif", "/t.gpkg", "/r.json", class_field="kind"),
+    "audit": lambda: runner.audit_args(
+        ["/a.tif"], "/b.gpkg", "/a.gpkg", class_field="kind", model="/m.safetensors", run="/run",
+        proposals=["grabcut", "crf"], min_pixels=4, min_score=0.6, device="cpu", workers=1,
+    ),
 }  # fmt: skip
+
+
+def test_audit_args():
+    assert runner.audit_args(["/s.tif"], "/b.gpkg", "/a.gpkg") == [
+        "audit", "/s.tif", "--boxes", "/b.gpkg", "--class-field", "class", "--out", "/a.gpkg",
+        "--progress", "json",
+    ]  # fmt: skip
+    every = runner.audit_args(["/s.tif"], "/b.gpkg", "/a.gpkg", model="/m.safetensors",
+                              run="/r", proposals=["crf"], min_score=0.6)  # fmt: skip
+    assert every[8:] == ["--model", "/m.safetensors", "--run", "/r", "--proposals", "crf",
+                         "--min-score", "0.6", "--progress", "json"]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", sorted(EVERY_OPTION))

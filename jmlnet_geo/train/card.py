@@ -31,6 +31,7 @@ class RunRecord:
         mask_scenes: Paths of the scenes trained on true masks.
         stages: The stages' records (:func:`jmlnet_geo.train.stage.stage_summary`), in order.
         stage1_choice: The agreement choice of stage 1 (``Stage1Choice.as_dict``), or None.
+        dropped: ``--drop-doubtful``'s summary (fraction, methods, boxes, dropped), or None.
     """
 
     inputs: Any
@@ -38,6 +39,7 @@ class RunRecord:
     mask_scenes: set[str]
     stages: list[dict[str, Any]] = field(default_factory=list)
     stage1_choice: dict[str, Any] | None = None
+    dropped: dict[str, Any] | None = None
 
 
 def fingerprints(inputs: Any) -> dict[str, Any]:
@@ -127,6 +129,8 @@ def write_bundle(
             ],
             "fingerprints": fingerprints(record.inputs),
         }
+        if record.dropped is not None:
+            card.training_data["drop_doubtful"] = dict(record.dropped)
         if validation and truth is not None:
             card.validation["truth"] = os.path.basename(truth)
     save_bundle(path, load_file(weights), card)

@@ -11,6 +11,7 @@ from jmlnet_geo.config import AUTO, LOSS_NAMES, MODEL_PROPOSAL, TrainConfig, che
 from jmlnet_geo.errors import OptionError
 from jmlnet_geo.io.raster import Scene
 from jmlnet_geo.proposals.options import CLASSIC_METHODS, DETECTOR_METHODS
+from jmlnet_geo.train.doubtful import check_fraction
 from jmlnet_geo.train.optim import check_optimizer
 
 #: The name of true masks among the proposals (``--masks``).
@@ -60,6 +61,7 @@ def check_config(config: TrainConfig) -> list[str]:
             raise OptionError(f"{flag} {value}: give a finite learning rate in (0, 10)")
     if not (math.isfinite(seg.weight_decay) and seg.weight_decay >= 0):
         raise OptionError(f"weight_decay {seg.weight_decay}: give a finite value >= 0")
+    check_fraction(seg.drop_doubtful)
     fraction = config.masks_fraction
     if fraction is not None and not 0.0 <= fraction <= 1.0:
         raise OptionError(f"--masks-fraction {fraction:g}: give a value in 0..1")

@@ -16,7 +16,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from jmlnet_geo.io.vector import SceneBoxes
-from jmlnet_geo.tiling import GridTiles, RandomTiles, ScenesTiles, SceneTiles, collate_tiles
+from jmlnet_geo.tiling import (
+    GridTiles,
+    IgnoreBoxes,
+    RandomTiles,
+    ScenesTiles,
+    SceneTiles,
+    collate_tiles,
+)
 
 
 def box_masks(boxes: Sequence[torch.Tensor], height: int, width: int) -> torch.Tensor:
@@ -76,11 +83,20 @@ def random_flips(
 
 
 def tiles_dataset(
-    scene_boxes: Sequence[SceneBoxes], extras: Sequence[Mapping[str, str]]
+    scene_boxes: Sequence[SceneBoxes],
+    extras: Sequence[Mapping[str, str]],
+    ignore: Sequence[IgnoreBoxes | None] | None = None,
 ) -> ScenesTiles:
-    """One tile dataset over the scenes, each with its boxes and aligned rasters (by name)."""
+    """One tile dataset over the scenes, each with its boxes and aligned rasters (by name).
+
+    ``ignore``: per scene, boxes painted 255 in its rasters (:class:`IgnoreBoxes`), or None.
+    """
+    ignore = ignore if ignore is not None else [None] * len(scene_boxes)
     return ScenesTiles(
-        [SceneTiles(sb.scene, sb, extra) for sb, extra in zip(scene_boxes, extras, strict=True)]
+        [
+            SceneTiles(sb.scene, sb, extra, ignore=drop)
+            for sb, extra, drop in zip(scene_boxes, extras, ignore, strict=True)
+        ]
     )
 
 

@@ -52,6 +52,7 @@ from jmlnet_geo.proposals.stage import (
     no_progress,
 )
 from jmlnet_geo.train.checks import MASK, check_config, mask_scenes, stage_labels, supervision
+from jmlnet_geo.train.doubtful import drop_doubtful
 from jmlnet_geo.train.fingerprint import file_stamps, fingerprint
 from jmlnet_geo.train.fit import CHECKPOINT
 from jmlnet_geo.train.run_folder import RunFolder, RunFolderError, is_primary_process
@@ -74,7 +75,7 @@ _STAGE1_KEYS = (
 )  # fmt: skip
 _STAGE2_KEYS = ("proposals", "loss", "stage2_steps", "stage2_lr_scale")
 # Later options enter a fingerprint only when set, so runs made before them stay reusable.
-_OPTIONAL_KEYS = ("box_tiles", "box_loss_weight")
+_OPTIONAL_KEYS = ("box_tiles", "box_loss_weight", "drop_doubtful")
 
 
 @dataclass(frozen=True)
@@ -201,9 +202,15 @@ def train(
     if masked:
         say(f"{len(masked)} of {len(scenes)} scene(s) train on true masks")
 
+    train_boxes, ignore, drop_fp, dropped = scene_boxes, None, None, None
+    if seg.drop_doubtful > 0:
+        train_boxes, ignore, drop_fp, dropped = drop_doubtful(
+            run, scene_boxes, methods, [fps[m] for m in methods], masked, inputs.boxes,
+            seg.drop_doubtful, say,
+        )  # fmt: skip
     stage_inputs = StageInputs(
-        run, scene_boxes, names, normalization, truth_files.get("truth"), truth_files.get(MASK),
-        masked, config, progress_of, say,
+        run, train_boxes, names, normalization, truth_files.get("truth"), truth_files.get(MASK),
+        masked, config, progress_of, say, ignore,
     )  # fmt: skip
     settings = config_dict(config)["segmenter"]
     stage1, choice = (MASK if full else seg.stage1_proposal), None
@@ -217,7 +224,8 @@ def train(
     masks_fp = fps.get(MASK) if masked else None
     stage1_settings = {k: settings[k] for k in _STAGE1_KEYS} | {"stage1_proposal": stage1}
     stage1_settings |= {k: settings[k] for k in _OPTIONAL_KEYS if settings[k]}
-    fp1 = fingerprint(fps.get(stage1), masks_fp, stage1_settings, sorted(masked), "stage1")
+    fp1 = fingerprint(fps.get(stage1), masks_fp, stage1_settings, sorted(masked), "stage1",
+                      *([drop_fp] if drop_fp else []))  # fmt: skip
     s1 = dict(proposals=[stage1], loss="ce", steps=seg.stage1_steps, lr=seg.lr)
     records = []
 
@@ -235,7 +243,7 @@ def train(
         lr=seg.lr * seg.stage2_lr_scale,
     )
     model_inputs = ModelProposalInputs(
-        run, scenes, scene_boxes, names, normalization, config, progress_of
+        run, scenes, train_boxes, names, normalization, config, progress_of
     )
     last, last_fp, validation = "stage1", fp1, scores1
     for round_ in range(1, seg.rounds + 1):  # round 1 is the paper's stage 2
@@ -260,7 +268,7 @@ def train(
         from jmlnet_geo.train.curve import training_curve
 
         weights = run.path / last / WEIGHTS
-        record = RunRecord(inputs, supervision(masked, scenes), masked, records, choice)
+        record = RunRecord(inputs, supervision(masked, scenes), masked, records, choice, dropped)
         write_bundle(
             bundle, weights, scenes, scene_boxes, names, normalization, config, validation, record
         )

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jmlnet_geo.config import TrainConfig
 from jmlnet_geo.errors import OptionError, display_path
@@ -27,6 +27,9 @@ from jmlnet_geo.normalization import Normalization
 from jmlnet_geo.train.fit import CHECKPOINT
 from jmlnet_geo.train.run_folder import RunFolder, RunFolderError
 from jmlnet_geo.vocabulary import StageProgress
+
+if TYPE_CHECKING:
+    from jmlnet_geo.tiling import IgnoreBoxes
 
 #: File name of a finished stage's weights in its folder.
 WEIGHTS = "weights.safetensors"
@@ -47,6 +50,8 @@ class StageInputs:
         config: The run's settings.
         progress_of: ``progress_of(name, unit)`` gives a ``progress(done, total)`` context.
         say: Receives one-line notes for the user.
+        ignore: Per scene (``scene_boxes`` order), the dropped boxes painted 255 in its
+            training labels (``--drop-doubtful``, :mod:`jmlnet_geo.train.doubtful`), or None.
     """
 
     run: RunFolder
@@ -59,6 +64,7 @@ class StageInputs:
     config: TrainConfig
     progress_of: StageProgress
     say: Callable[[str], None]
+    ignore: Sequence[IgnoreBoxes | None] | None = None
 
 
 def train_stage(
@@ -198,7 +204,7 @@ def _fit(name, init, proposals, loss, steps, lr, inputs: StageInputs):
         if sb.scene.path in inputs.mask_scenes and inputs.masks is not None:
             layers = {p: str(inputs.masks[sb.scene.path]) for p in proposals}
         extras.append(layers)
-    data = tiles_dataset(inputs.scene_boxes, extras)
+    data = tiles_dataset(inputs.scene_boxes, extras, inputs.ignore)
     loader = train_loader(
         data,
         seg.tile_size,

@@ -10,15 +10,23 @@ Each algorithm is its own module (``predict_algorithm``, ``train_algorithm``, ..
 
 from __future__ import annotations
 
+from .audit_algorithm import AuditAlgorithm
 from .evaluate_algorithm import EvaluateAlgorithm
 from .predict_algorithm import PredictAlgorithm
 from .proposals_algorithm import ProposalsAlgorithm
 from .train_algorithm import TrainAlgorithm
 
-ALGORITHMS = (PredictAlgorithm, TrainAlgorithm, ProposalsAlgorithm, EvaluateAlgorithm)
+ALGORITHMS = (
+    PredictAlgorithm,
+    TrainAlgorithm,
+    ProposalsAlgorithm,
+    EvaluateAlgorithm,
+    AuditAlgorithm,
+)
 
 __all__ = [
     "ALGORITHMS",
+    "AuditAlgorithm",
     "EvaluateAlgorithm",
     "PredictAlgorithm",
     "ProposalsAlgorithm",

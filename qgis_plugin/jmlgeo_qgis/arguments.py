@@ -106,6 +106,35 @@ def proposals_args(
     return _with_options(args, classes=_listed(classes), workers=workers, preview=preview)
 
 
+def audit_args(
+    scenes: Sequence[str | os.PathLike[str]],
+    boxes: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    class_field: str = "class",
+    model: str | os.PathLike[str] | None = None,
+    run: str | os.PathLike[str] | None = None,
+    proposals: Sequence[str] | None = None,
+    min_pixels: int | None = None,
+    min_score: float | None = None,
+    device: str | None = None,
+    workers: int | None = None,
+) -> list[str]:
+    """``audit SCENE... --boxes BOXES --class-field F --out AUDIT.gpkg [...] --progress json``."""
+    args = ["audit", *(_path(s) for s in scenes), "--boxes", _path(boxes)]
+    args += ["--class-field", class_field, "--out", _path(out)]
+    return _with_options(
+        args,
+        model=_path(model) if model else None,
+        run=_path(run) if run else None,
+        proposals=_listed(proposals),
+        min_pixels=min_pixels,
+        min_score=min_score,
+        device=device,
+        workers=workers,
+    )
+
+
 def evaluate_args(
     prediction: str | os.PathLike[str],
     truth: str | os.PathLike[str],

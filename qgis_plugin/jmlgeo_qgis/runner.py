@@ -22,6 +22,7 @@ protocol), :mod:`.process` (the child process) and :mod:`.errors`. None imports 
 from __future__ import annotations
 
 from .arguments import (
+    audit_args,
     evaluate_args,
     parse_scores,
     predict_args,
@@ -52,6 +53,7 @@ from .executable import (
 from .process import LEAKED_PREFIXES, LEAKED_VARIABLES, clean_environment, run, stop
 
 __all__ = [
+    "audit_args",
     "CancelledError",
     "EXECUTABLE_NAME",
     "EXECUTABLE_VARIABLE",

@@ -260,6 +260,36 @@ def evaluate(argv):
         Path(out).write_text(json.dumps({"miou": 0.7, "pixel_accuracy": 0.915}))
 
 
+def audit(argv):
+    """Write layers boxes (doubt, reason) and, with --model, missing, as jmlgeo audit does."""
+    from osgeo import ogr, osr
+
+    out = Path(option(argv, "--out"))
+    wkt, (x0, dx, _, y0, _, dy) = scene_grid(positionals(argv)[0])
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(out))
+    layers = [("boxes", [("doubt", 0.9, ogr.OFTReal), ("reason", "class?", ogr.OFTString)])]
+    if option(argv, "--model"):
+        layers.append(("missing", [("score", 0.8, ogr.OFTReal), ("class", "tree", ogr.OFTString)]))
+    emit(event="stage", stage="audit", total=1)
+    for name, fields in layers:
+        layer = ds.CreateLayer(name, srs, ogr.wkbPolygon)
+        for field, _, kind in fields:
+            layer.CreateField(ogr.FieldDefn(field, kind))
+        ring = [(x0 + c * dx, y0 + r * dy) for c, r in ((0, 0), (8, 0), (8, 8), (0, 8), (0, 0))]
+        feature = ogr.Feature(layer.GetLayerDefn())
+        for field, value, _ in fields:
+            feature.SetField(field, value)
+        coords = ", ".join(f"{x} {y}" for x, y in ring)
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({coords}))"))
+        layer.CreateFeature(feature)
+    ds = None
+    emit(event="progress", stage="audit", done=1, total=1)
+    emit(event="output", kind="audit", path=str(out.resolve()))
+    emit(event="done")
+
+
 def hang():
     if os.environ.get("FAKE_JMLGEO_IGNORE_TERM") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -320,7 +350,8 @@ def main():
     if mode == "garbled":
         garbled()
         return
-    commands = {"predict": predict, "train": train, "proposals": proposals, "evaluate": evaluate}
+    commands = {"predict": predict, "train": train, "proposals": proposals, "evaluate": evaluate,
+                "audit": audit}  # fmt: skip
     if not argv or argv[0] not in commands:
         sys.stderr.write(f"error: fake jmlgeo does not know {argv[:1]}\n")
         sys.exit(2)

@@ -30,7 +30,13 @@ FAKE = Path(__file__).with_name("fake_jmlgeo.py")
 EXECUTABLE_SETTING = "JMLGEO_EXECUTABLE"
 #: Each test module starts with ``pytest.importorskip("qgis.core", reason=NO_QGIS)``.
 NO_QGIS = "QGIS is not installed (apt-get install qgis python3-qgis python3-venv; make test-qgis)"
-ALGORITHMS = {"jmlgeo:predict", "jmlgeo:train", "jmlgeo:proposals", "jmlgeo:evaluate"}
+ALGORITHMS = {
+    "jmlgeo:predict",
+    "jmlgeo:train",
+    "jmlgeo:proposals",
+    "jmlgeo:evaluate",
+    "jmlgeo:audit",
+}
 
 
 def bundle_classes(bundle: Path) -> list[str]:

@@ -43,7 +43,7 @@ def test_provider_lists_its_algorithms(plugin):
     algorithms = {a.id(): a for a in provider.algorithms()}
     assert set(algorithms) == ALGORITHMS
     names = {a.displayName() for a in algorithms.values()}
-    assert names == {"Predict", "Train from boxes", "Proposals", "Evaluate"}
+    assert names == {"Predict", "Train from boxes", "Proposals", "Evaluate", "Audit boxes"}
     predict = algorithms["jmlgeo:predict"]
     params = {p.name() for p in predict.parameterDefinitions()}
     assert {"INPUT", "BUNDLE", "POLYGONS", "OUTPUT_FOLDER", "DEVICE"} <= params

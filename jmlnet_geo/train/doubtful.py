@@ -1,0 +1,213 @@
+"""``jmlgeo train --drop-doubtful FRACTION``: train without the most doubtful boxes.
+
+After the proposal stage, every box is scored by the proposals-only audit
+(:func:`jmlnet_geo.audit_run.score_scene` on the run's own proposal rasters, no model); the
+``FRACTION`` most doubtful features of the box layer are dropped. A dropped box is *ignore*,
+not background: in every label layer the segmenter stages read, the pixels of its box that no
+kept box covers are 255 (:class:`jmlnet_geo.tiling.SceneTiles`' ``ignore``); it is left out of
+the boxes the stages see (box tiles, box-consistency loss, the model proposal). Scenes that
+train on true masks are neither scored nor painted.
+
+The dropped features are listed in ``run.json`` (stage ``drop_doubtful``) and written to
+``dropped_boxes.gpkg`` in the run folder: the input features with all their attributes (the
+input's CRS), plus ``feature``, ``scene``, ``doubt`` and ``reason``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from jmlnet_geo.errors import OptionError
+from jmlnet_geo.io.vector import SceneBoxes
+
+if TYPE_CHECKING:
+    from jmlnet_geo.tiling import IgnoreBoxes
+    from jmlnet_geo.train.run_folder import RunFolder
+
+#: The run-folder stage and file of the dropped boxes.
+STAGE = "drop_doubtful"
+DROPPED_FILE = "dropped_boxes.gpkg"
+
+
+def check_fraction(fraction: float) -> float:
+    """``fraction`` when 0 <= fraction < 1.
+
+    Raises:
+        OptionError: Out of range (one line naming the option).
+    """
+    if not (isinstance(fraction, int | float) and 0 <= fraction < 1):
+        raise OptionError(
+            f"--drop-doubtful {fraction}: give a fraction of the boxes in [0, 1), e.g. 0.1 "
+            "(0 keeps every box)"
+        )
+    return float(fraction)
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """One dropped feature of the box layer.
+
+    Attributes:
+        feature: Its 0-based row in the box layer file.
+        scene: File name of the scene whose score dropped it (its largest doubt).
+        doubt: Its doubt (0-1).
+        reason: ``empty?`` or ``extent?`` (:mod:`jmlnet_geo.audit`).
+    """
+
+    feature: int
+    scene: str
+    doubt: float
+    reason: str
+
+    def as_dict(self) -> dict:
+        """JSON-ready (``run.json``)."""
+        return {"feature": self.feature, "scene": self.scene, "doubt": round(self.doubt, 6),
+                "reason": self.reason}  # fmt: skip
+
+
+def most_doubtful(
+    scene_boxes: Sequence[SceneBoxes],
+    folder: Path,
+    methods: Sequence[str],
+    fraction: float,
+    skip_scenes: set[str] = frozenset(),
+) -> list[Dropped]:
+    """The ``round(fraction x features)`` most doubtful features, most doubtful first.
+
+    Args:
+        scene_boxes: Each scene with its boxes (scene pixels).
+        folder: The run's proposal folder (``<stem>.<method>.tif``).
+        methods: The proposals that score the boxes (at least one).
+        fraction: Share of the scored features to drop, 0 <= fraction < 1.
+        skip_scenes: Paths of scenes not scored (they train on true masks).
+
+    A feature on several scenes counts once, with its largest doubt; features nothing had an
+    opinion on (NaN doubt) are never dropped.
+    """
+    from jmlnet_geo.audit_run import score_scene
+    from jmlnet_geo.proposals.compose import proposal_path
+
+    best: dict[int, Dropped] = {}
+    for sb in scene_boxes:
+        if sb.scene.path in skip_scenes or len(sb) == 0:
+            continue
+        paths = {m: proposal_path(folder, sb.scene, m) for m in methods}
+        rows = score_scene(sb, paths, None).rows
+        for feature, row in zip(sb.features, rows, strict=True):
+            value = float(row["doubt"])
+            if math.isnan(value):
+                continue
+            seen = best.get(int(feature))
+            if seen is None or value > seen.doubt:
+                best[int(feature)] = Dropped(int(feature), sb.scene.name, value, row["reason"])
+    features = {int(f) for sb in scene_boxes if sb.scene.path not in skip_scenes
+                for f in sb.features}  # fmt: skip
+    count = int(round(fraction * len(features)))
+    ranked = sorted(best.values(), key=lambda d: (-d.doubt, d.feature))
+    return ranked[:count]
+
+
+def split_boxes(
+    scene_boxes: Sequence[SceneBoxes], features: set[int], skip_scenes: set[str] = frozenset()
+) -> tuple[list[SceneBoxes], list[IgnoreBoxes | None]]:
+    """Each scene's kept boxes, and where its dropped ones become ignore (None: none dropped).
+
+    Scenes in ``skip_scenes`` (paths; they train on true masks) keep all their boxes.
+    """
+    from jmlnet_geo.proposals.compose import pixel_boxes
+    from jmlnet_geo.tiling import IgnoreBoxes
+
+    kept_boxes, ignore = [], []
+    for sb in scene_boxes:
+        drop = np.isin(sb.features, sorted(features))
+        if not drop.any() or sb.scene.path in skip_scenes:
+            kept_boxes.append(sb)
+            ignore.append(None)
+            continue
+        pixels = pixel_boxes(sb)
+        kept = replace(sb, xyxy=sb.xyxy[~drop], class_ids=sb.class_ids[~drop],
+                       features=sb.features[~drop])  # fmt: skip
+        kept_boxes.append(kept)
+        ignore.append(IgnoreBoxes(pixels[drop], pixels[~drop]))
+    return kept_boxes, ignore
+
+
+def write_dropped(path: Path, boxes: Path, dropped: Sequence[Dropped]) -> Path:
+    """Write the dropped features (all their attributes, the input's CRS) to a GeoPackage."""
+    import geopandas as gpd
+
+    from jmlnet_geo.io.write import atomic_output
+
+    frame = gpd.read_file(boxes)
+    rows = [d.feature for d in dropped]
+    out = frame.iloc[rows].copy()
+    out["feature"] = rows
+    out["scene"] = [d.scene for d in dropped]
+    out["doubt"] = [d.doubt for d in dropped]
+    out["reason"] = [d.reason for d in dropped]
+    with atomic_output(path) as tmp:
+        out.to_file(tmp, layer="dropped", driver="GPKG")
+    return path
+
+
+def drop_doubtful(
+    run: RunFolder,
+    scene_boxes: Sequence[SceneBoxes],
+    methods: Sequence[str],
+    method_fps: Sequence[str],
+    mask_scenes: set[str],
+    boxes: Path,
+    fraction: float,
+    say: Callable[[str], None],
+) -> tuple[list[SceneBoxes], list[IgnoreBoxes | None], str, dict]:
+    """Stage ``drop_doubtful`` of a run: score the boxes on its proposals, drop the worst.
+
+    Args:
+        run: The run folder (its ``proposals/`` are made; ``run.json`` records the stage).
+        scene_boxes: Each scene with its boxes.
+        methods: The run's proposal methods (the audit reads their rasters).
+        method_fps: Their stages' fingerprints (a new proposal redoes the choice).
+        mask_scenes: Paths of the scenes on true masks (not scored, not painted).
+        boxes: The box layer file (its dropped features are copied to ``dropped_boxes.gpkg``).
+        fraction: Share of the boxes to drop, 0 < fraction < 1.
+        say: Receives a one-line note.
+
+    Returns:
+        (kept boxes per scene, ignore boxes per scene, the stage's fingerprint, its summary
+        ``{"fraction", "methods", "boxes", "dropped"}`` for the model card).
+
+    Raises:
+        OptionError: No proposal to score with (every scene on true masks).
+    """
+    from jmlnet_geo.train.fingerprint import fingerprint
+
+    if not methods:
+        raise OptionError(
+            f"--drop-doubtful {fraction:g}: every scene trains on true masks, so no proposal "
+            "scores the boxes; drop the option"
+        )
+    fp = fingerprint(list(methods), list(method_fps), sorted(mask_scenes), fraction, STAGE)
+    path = run.path / DROPPED_FILE
+    if run.reusable(STAGE, fp) and path.exists():
+        dropped = [Dropped(**d) for d in run.entry(STAGE).get("dropped", [])]
+    else:
+        dropped = most_doubtful(scene_boxes, run.path / "proposals", methods, fraction,
+                                mask_scenes)  # fmt: skip
+        if run.primary:
+            write_dropped(path, boxes, dropped)
+            run.finish(STAGE, fp, fraction=fraction, methods=list(methods),
+                       dropped=[d.as_dict() for d in dropped])  # fmt: skip
+    features = {d.feature for d in dropped}
+    kept, ignore = split_boxes(scene_boxes, features, mask_scenes)
+    total = len({int(f) for sb in scene_boxes for f in sb.features})
+    say(f"--drop-doubtful {fraction:g}: {len(dropped)} of {total} boxes ignored "
+        f"(listed in {DROPPED_FILE})")  # fmt: skip
+    summary = {"fraction": fraction, "methods": list(methods), "boxes": total,
+               "dropped": len(dropped)}  # fmt: skip
+    return kept, ignore, fingerprint(fp, sorted(features)), summary

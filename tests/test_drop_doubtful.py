@@ -1,0 +1,115 @@
+"""``jmlgeo train --drop-doubtful``: the most doubtful boxes become ignore in the training labels."""
+
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from conftest import UTM, assert_one_line_error, pixel_box, write_boxes, write_scene
+from rasterio.windows import Window
+
+from jmlnet_geo.tiling import IgnoreBoxes
+
+FAST = ["--tile-size", "64", "--batch-size", "2", "--loader-workers", "0", "--workers", "1"]
+FAST += ["--progress", "none", "--stage1-steps", "1", "--stage2-steps", "1"]
+MOVED = (8, 66, 28, 86)  # col0, row0, col1, row1: dark background, its disc is at (60, 70)
+
+
+@pytest.fixture
+def scene_and_boxes(tmp_path):
+    """A 96 x 96 scene with three bright discs; the fourth box is moved off its disc."""
+    rng = np.random.default_rng(0)
+    data = rng.normal(60, 10, (3, 96, 96))
+    rows, cols = np.mgrid[:96, :96]
+    centres = [(24, 24), (24, 70), (70, 60)]
+    for r, c in centres:
+        data[:, (rows + 0.5 - r) ** 2 + (cols + 0.5 - c) ** 2 <= 9**2] = 230
+    scene = write_scene(tmp_path / "tiny.tif", np.clip(data, 0, 255).astype(np.uint8))
+    boxes = [pixel_box(c - 10, r - 10, c + 10, r + 10) for r, c in centres]
+    boxes.append(pixel_box(*MOVED))
+    names = ["tank"] * 4
+    path = write_boxes(tmp_path / "boxes.gpkg", boxes, names, note=["a", "b", "c", "moved"])
+    return scene, path
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The training tile datasets the stages build (in order)."""
+    import jmlnet_geo.train.data as data
+
+    made, original = [], data.tiles_dataset
+
+    def spy(*args, **kwargs):
+        made.append(original(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(data, "tiles_dataset", spy)
+    return made
+
+
+def _labels_at(dataset, box):
+    """The grabcut training labels of the first scene read at a box's pixels."""
+    c0, r0, c1, r1 = box
+    tile = dataset.datasets[0].read(Window(c0, r0, c1 - c0, r1 - r0))
+    return tile["grabcut"].numpy(), len(tile["boxes"])
+
+
+def test_the_moved_box_is_dropped_and_ignored(jmlgeo, tmp_path, scene_and_boxes, captured):
+    scene, boxes = scene_and_boxes
+    out = tmp_path / "run"
+    result = jmlgeo("train", scene, "--boxes", boxes, "--out", out, *FAST,
+                    "--drop-doubtful", "0.25")  # fmt: skip
+    assert result.code == 0, result.err
+    assert "1 of 4 boxes ignored" in result.err
+    state = json.loads((out / "run.json").read_text())["stages"]["drop_doubtful"]
+    assert [d["feature"] for d in state["dropped"]] == [3] and state["fraction"] == 0.25
+    dropped = gpd.read_file(out / "dropped_boxes.gpkg")
+    assert list(dropped["note"]) == ["moved"] and dropped.crs == UTM
+    assert len(captured) == 2  # stage 1 and stage 2 (no truth: no validation set)
+    for dataset in captured:
+        labels, n_boxes = _labels_at(dataset, MOVED)
+        assert (labels == 255).all() and n_boxes == 0
+        kept, _ = _labels_at(dataset, (50, 60, 70, 80))  # a kept box keeps its labels
+        assert (kept == 1).any() and not (kept == 255).any()
+    from jmlnet_geo.bundle import load_bundle
+
+    _, card = load_bundle(out / "model.safetensors")
+    assert card.config["segmenter"]["drop_doubtful"] == 0.25
+    assert card.training_data["drop_doubtful"]["dropped"] == 1
+
+    again = jmlgeo("train", scene, "--boxes", boxes, "--out", out, *FAST,
+                   "--drop-doubtful", "0.25")  # fmt: skip
+    assert "drop_doubtful" in again.err.split("reused finished stages:")[1]
+
+
+def test_zero_changes_nothing(jmlgeo, tmp_path, scene_and_boxes, captured):
+    scene, boxes = scene_and_boxes
+    out = tmp_path / "run"
+    result = jmlgeo("train", scene, "--boxes", boxes, "--out", out, *FAST, "--drop-doubtful", "0")
+    assert result.code == 0, result.err
+    assert not (out / "dropped_boxes.gpkg").exists()
+    assert "drop_doubtful" not in json.loads((out / "run.json").read_text())["stages"]
+    labels, n_boxes = _labels_at(captured[0], MOVED)
+    assert not (labels == 255).any() and n_boxes == 1
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1", "2"])
+def test_bad_fractions_are_one_line(jmlgeo, tmp_path, scene_and_boxes, value):
+    scene, boxes = scene_and_boxes
+    out = tmp_path / "run"
+    result = jmlgeo("train", scene, "--boxes", boxes, "--out", out, *FAST, "--drop-doubtful", value)
+    assert_one_line_error(result, "--drop-doubtful", "[0, 1)")
+    assert not out.exists() or not list(out.rglob("*.tif"))
+
+
+def test_ignore_boxes_paint_only_what_no_kept_box_covers():
+    layer = np.ones((10, 10), np.uint8)
+    ignore = IgnoreBoxes(np.array([[2, 2, 8, 8]]), np.array([[6, 6, 12, 12]]))
+    painted = ignore.paint(layer, Window(1, 1, 10, 10))  # the window starts at (1, 1)
+    assert (painted[1:7, 1:7][:4, :4] == 255).all()  # dropped: scene 2..5, tile 1..4
+    assert (painted[5:, 5:] == 1).all()  # the kept box (scene 6.., tile 5..)
+    assert painted.sum() != layer.sum() and (layer == 1).all()  # the input is untouched
+    untouched = ignore.paint(layer, Window(50, 50, 10, 10))
+    assert untouched is layer
