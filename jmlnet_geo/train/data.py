@@ -10,11 +10,14 @@ truth; 255 = ignore).
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch.utils.data import DataLoader
 
+from jmlnet_geo.children import loader_worker_init
 from jmlnet_geo.io.vector import SceneBoxes
 from jmlnet_geo.tiling import GridTiles, RandomTiles, ScenesTiles, SceneTiles, collate_tiles
 
@@ -113,6 +116,7 @@ def train_loader(
         collate_fn=collate_tiles,
         persistent_workers=workers > 0,
         drop_last=True,
+        worker_init_fn=functools.partial(loader_worker_init, os.getpid()),
     )
 
 
@@ -125,4 +129,5 @@ def grid_loader(data: ScenesTiles, tile_size: int, batch_size: int, workers: int
         num_workers=workers,
         collate_fn=collate_tiles,
         persistent_workers=workers > 0,
+        worker_init_fn=functools.partial(loader_worker_init, os.getpid()),
     )
