@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from jmlnet_geo.children import loader_worker_init
 from jmlnet_geo.io.vector import SceneBoxes
 from jmlnet_geo.tiling import GridTiles, RandomTiles, ScenesTiles, SceneTiles, collate_tiles
+from jmlnet_geo.train.resume import SkippingSampler
 
 
 def box_masks(boxes: Sequence[torch.Tensor], height: int, width: int) -> torch.Tensor:
@@ -99,7 +100,9 @@ def train_loader(
     """Training tiles for ``steps`` batches (one long epoch), reproducible from ``seed``.
 
     ``box_tiles``: share of tiles placed on boxes (:class:`jmlnet_geo.box_sampler.BoxTiles`);
-    0 gives :class:`~jmlnet_geo.tiling.RandomTiles`' tiles exactly.
+    0 gives :class:`~jmlnet_geo.tiling.RandomTiles`' tiles exactly. The sampler is wrapped in a
+    :class:`~jmlnet_geo.train.resume.SkippingSampler` (``loader.sampler.sampler`` is the tiles'
+    sampler), so a resumed fit can skip the tiles trained on before the checkpoint.
     """
     generator = torch.Generator().manual_seed(seed)
     if box_tiles > 0:
@@ -110,7 +113,7 @@ def train_loader(
         sampler = RandomTiles(data, tile_size, steps * batch_size, generator=generator)
     return DataLoader(
         data,
-        sampler=sampler,
+        sampler=SkippingSampler(sampler),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=collate_tiles,

@@ -247,6 +247,7 @@ def _fit(name, init, proposals, loss, steps, lr, inputs: StageInputs):
         precision=config.precision,
         tensorboard=True,
         val_every=val_every,
+        seed=seg.seed,
     )
     with inputs.progress_of(f"segmenter {name} ({loss})", "steps") as report:
         trainer = fit_task(task, settings, loader, val_loader, progress=report)
