@@ -21,8 +21,10 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
+from jmlnet_geo.io.write import write_bytes
 from jmlnet_geo.train.resume import ExactResume, SkippingSampler, set_log_aside
 from jmlnet_geo.vocabulary import Progress
 
@@ -130,8 +132,26 @@ def check_checkpoint(path: Path) -> None:
         )
 
 
-class _Report(Callback):
-    """Calls ``progress(global step, steps)`` after every training batch."""
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written beside their final name and renamed into place.
+
+    Lightning writes a checkpoint to the system's temporary folder and moves it; across file
+    systems that move is a copy, so ``kill -9`` or a full disk left a truncated ``last.ckpt``
+    under its final name. Here it is all or nothing, and a full disk is an OSError naming
+    the checkpoint.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict, path: str | Path, storage_options: object | None = None
+    ) -> None:
+        """``torch.save`` to memory, then one atomic write of the bytes."""
+        import io
+
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        write_bytes(path, buffer.getbuffer())
 
 
 class _Report(Callback):
@@ -212,6 +232,7 @@ def fit_task(
         use_distributed_sampler=False,
         gradient_clip_val=s.gradient_clip,
         deterministic=False,
+        plugins=[AtomicCheckpointIO()],
     )
     with warnings.catch_warnings():
         for message in _QUIET_WARNINGS:

@@ -22,7 +22,7 @@ from typing import Any
 from jmlnet_geo.config import TrainConfig
 from jmlnet_geo.errors import OptionError, display_path
 from jmlnet_geo.io.vector import SceneBoxes
-from jmlnet_geo.io.write import atomic_output
+from jmlnet_geo.io.write import save_safetensors
 from jmlnet_geo.normalization import Normalization
 from jmlnet_geo.train.fit import CHECKPOINT
 from jmlnet_geo.train.run_folder import RunFolder, RunFolderError
@@ -125,10 +125,9 @@ def train_stage(
     validation = {}
     if "val_miou" in trainer.callback_metrics:
         validation = {"miou": float(trainer.callback_metrics["val_miou"])}
-    from safetensors.torch import save_file
-
-    with atomic_output(weights) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+    save_safetensors(
+        weights, {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    )
     if accelerator == "cuda":
         import torch
 
