@@ -13,7 +13,8 @@ from conftest import write_scene
 from hostile import real_bundle
 
 
-def test_sigterm_during_predict_says_interrupted_and_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_sigterm_during_predict_says_interrupted_and_leaves_nothing(tmp_path, sig):
     bundle = real_bundle(tmp_path / "m.safetensors")
     rng = np.random.default_rng(0)
     scene = write_scene(tmp_path / "big.tif", rng.integers(0, 255, (3, 3000, 3000), np.uint8))
@@ -26,9 +27,9 @@ def test_sigterm_during_predict_says_interrupted_and_leaves_nothing(tmp_path):
     while time.time() < deadline and not (out.exists() and any(out.iterdir())):
         time.sleep(0.2)  # the hidden working folder appears: the prediction is running
     time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     err = proc.communicate(timeout=60)[1]
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert proc.returncode == 128 + sig, err
     assert "interrupted" in err and "Traceback" not in err
     assert not out.exists() or list(out.iterdir()) == []
 

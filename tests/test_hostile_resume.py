@@ -103,3 +103,23 @@ def test_log_of_a_resume_keeps_the_steps_before_the_checkpoint(tmp_path):
     metrics.write_text("epoch,lr,step,train_loss\n")  # a resume killed before the rows went back
     assert set_log_aside(metrics) == before and before.read_text().count("\n") == 5
     assert set_log_aside(tmp_path / "none" / "metrics.csv") is None
+
+
+@pytest.mark.parametrize("spoil", ["truncated", "garbage"])
+def test_resume_with_a_corrupt_checkpoint_names_it_and_the_way_out(data, tmp_path, spoil):
+    tiny, _ = data
+    run = tmp_path / "killed"
+    args = train_args(tiny, run, *STEPS)
+    _kill_at(args, tmp_path, "stage1", 3)
+    checkpoint = run / "stage1" / "last.ckpt"
+    raw = checkpoint.read_bytes()
+    checkpoint.write_bytes(raw[: len(raw) // 2] if spoil == "truncated" else b"PK\x03\x04junk")
+    resumed = _jmlgeo([*args, "--resume"], tmp_path)
+    errors = [line for line in resumed.stderr.splitlines() if line.startswith("error:")]
+    assert resumed.returncode == 1 and len(errors) == 1, resumed.stderr
+    assert "last.ckpt" in errors[0] and "--force" in errors[0] and "Traceback" not in resumed.stderr
+    assert not (run / "model.safetensors").exists()
+    checkpoint.unlink()  # the way out the message gives: the stage starts over, the run goes on
+    again = _jmlgeo([*args, "--resume"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (run / "model.safetensors").exists()

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import rasterio
+import torch
 from conftest import pixel_box, write_boxes, write_scene
 from hostile import assert_refused, real_bundle
 
@@ -229,3 +230,32 @@ def test_train_skips_an_empty_scene_beside_a_usable_one(jmlgeo, tmp_path):
     assert warned and "skipped" in warned[0] and "warning" in warned[0].lower()
     assert (out / "model.safetensors").exists()
     assert not (out / "proposals" / "empty.grabcut.tif").exists()
+
+
+def test_train_on_nan_pixels_without_nodata_stays_finite(jmlgeo, tmp_path):
+    from safetensors.torch import load_file
+
+    data = np.random.default_rng(0).normal(100, 20, (3, 64, 64)).astype(np.float32)
+    data[:, :30, :30] = np.nan  # no nodata value declared: NaN is nodata all the same
+    scene = write_scene(tmp_path / "f.tif", data)
+    boxes = write_boxes(tmp_path / "b.gpkg", [pixel_box(34, 34, 60, 60)], ["x"])
+    out = tmp_path / "run"
+    result = jmlgeo("train", scene, "--boxes", boxes, "--out", out, *ONE_STEP)
+    assert result.code == 0, result.err
+    weights = load_file(out / "model.safetensors")
+    assert all(bool(torch.isfinite(t.float()).all()) for t in weights.values())
+
+
+def test_a_diverging_loss_stops_with_no_bundle(jmlgeo, tmp_path, monkeypatch):
+    import jmlnet_geo.train.segmenter as segmenter
+
+    def nan_loss(name, logits, *args):
+        return logits.sum() * float("nan")
+
+    monkeypatch.setattr(segmenter, "multi_label_loss", nan_loss)
+    scene = _scene(tmp_path)
+    boxes = write_boxes(tmp_path / "b.gpkg", [pixel_box(2, 2, 20, 20)], ["x"])
+    out = tmp_path / "run"
+    result = jmlgeo("train", scene, "--boxes", boxes, "--out", out, *ONE_STEP)
+    assert_refused(result, "diverged", "no bundle", outputs=(out / "model.safetensors",))
+    assert not (out / "stage1" / "weights.safetensors").exists()
