@@ -28,7 +28,9 @@ def train(
     loss: str | None = typer.Option(None, "--loss", help="Stage-2 loss: ce, ma, mm or bmm."),
     stage1_steps: int | None = typer.Option(None, "--stage1-steps", min=0),
     stage2_steps: int | None = typer.Option(None, "--stage2-steps", min=0),
-    batch_size: int | None = typer.Option(None, "--batch-size", min=1),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=2, help="Tiles a step (2 or more: batch norm needs two)."
+    ),
     tile_size: int | None = typer.Option(None, "--tile-size", min=32),
     optimizer: str | None = typer.Option(
         None, "--optimizer", help="adamw (fast's default) or sgd (paper's)."

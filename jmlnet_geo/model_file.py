@@ -23,7 +23,7 @@ from torch import nn
 
 from jmlnet_geo import __version__
 from jmlnet_geo.errors import InputFileError, JmlGeoError, display_path
-from jmlnet_geo.io.write import atomic_output
+from jmlnet_geo.io.write import save_safetensors
 
 #: Format version of a kind that does not say otherwise (the detector file).
 FORMAT_VERSION = 1
@@ -76,16 +76,13 @@ def save_model_file(
         card: The card as a JSON-ready dict (``dataclasses.asdict`` of the kind's card).
         kind: Which product the file is.
     """
-    from safetensors.torch import save_file
-
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     metadata = {
         "format": kind.format,
         "format_version": str(kind.version),
         kind.card_key: json.dumps(dict(card), sort_keys=True),
     }
-    with atomic_output(path) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
+    save_safetensors(path, tensors, metadata)
 
 
 def read_model_file(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from jmlnet_geo.errors import InputFileError, display_path
-from jmlnet_geo.io.raster import Scene, band_statistics
+from jmlnet_geo.io.raster import BandStats, Scene, band_statistics
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,12 @@ class Normalization:
         return out
 
 
-def scene_normalization(scenes: Sequence[Scene]) -> Normalization:
+def scene_normalization(
+    scenes: Sequence[Scene], statistics: Sequence[Sequence[BandStats]] | None = None
+) -> Normalization:
     """Mean and std per band over the valid pixels of all scenes (pooled, weighted by size).
+
+    ``statistics``: each scene's :func:`~jmlnet_geo.io.raster.band_statistics`, when known.
 
     Raises:
         InputFileError: The scenes do not all have the same number of bands.
@@ -52,8 +56,10 @@ def scene_normalization(scenes: Sequence[Scene]) -> Normalization:
     total = [0.0] * scenes[0].count
     sums = [0.0] * scenes[0].count
     squares = [0.0] * scenes[0].count
-    for scene in scenes:
-        for i, stat in enumerate(band_statistics(scene)):
+    if statistics is None:
+        statistics = [band_statistics(scene) for scene in scenes]
+    for scene, stats in zip(scenes, statistics, strict=True):
+        for i, stat in enumerate(stats):
             if math.isnan(stat.mean):
                 continue
             weight = scene.width * scene.height * stat.valid_fraction

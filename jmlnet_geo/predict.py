@@ -309,7 +309,7 @@ class Predictor:
             collate_fn=collate_tiles,
             pin_memory=cuda,
             prefetch_factor=4 if workers else None,
-            worker_init_fn=functools.partial(limit_gdal_cache, cache),
+            worker_init_fn=functools.partial(limit_gdal_cache, cache, parent=os.getpid()),
         )
         total, done = len(sampler), 0
         self._windows, self._height, self._width = total, scene.height, scene.width

@@ -342,10 +342,16 @@ def gdal_cache_bytes(scene: Scene, tile: int) -> int:
     return int(min(max(need, 32 * 2**20), 512 * 2**20))
 
 
-def limit_gdal_cache(cache: int, worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: the reader worker's GDAL cache limit, in bytes."""
+def limit_gdal_cache(cache: int, worker_id: int, parent: int | None = None) -> None:
+    """DataLoader ``worker_init_fn``: the reader worker's GDAL cache limit, in bytes.
+
+    The worker also dies with ``parent`` (the predicting process), whatever kills it.
+    """
     from rasterio.env import set_gdal_config
 
+    from jmlnet_geo.children import die_with_parent
+
+    die_with_parent(parent)
     set_gdal_config("GDAL_CACHEMAX", cache)
 
 

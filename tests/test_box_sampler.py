@@ -122,9 +122,13 @@ def test_zero_share_gives_the_random_tiles(mixed):
     boxed = [(i, q[0], q[1]) for i, q in BoxTiles(mixed, SIZE, 60, 0.0, generator=g)]
     assert boxed == random(7)
     loader = train_loader(mixed, SIZE, 15, 4, 0, 7)
-    assert isinstance(loader.sampler, RandomTiles)
+    assert isinstance(loader.sampler.sampler, RandomTiles)
     assert [(i, q[0], q[1]) for i, q in loader.sampler] == random(7)
-    assert isinstance(train_loader(mixed, SIZE, 15, 4, 0, 7, box_tiles=0.5).sampler, BoxTiles)
+    resumed = train_loader(mixed, SIZE, 15, 4, 0, 7).sampler
+    resumed.start = 9  # a resume after two batches and one tile: the same tiles, later
+    assert [(i, q[0], q[1]) for i, q in resumed] == random(7)[9:]
+    boxed = train_loader(mixed, SIZE, 15, 4, 0, 7, box_tiles=0.5).sampler.sampler
+    assert isinstance(boxed, BoxTiles)
 
 
 def test_scenes_without_boxes_fall_back_to_random(tmp_path):

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import rasterio
+import torch
 from conftest import pixel_box, write_boxes, write_scene
 from hostile import assert_refused, real_bundle
 
@@ -82,7 +83,8 @@ def test_nan_pixels_do_not_spoil_statistics(tmp_path):
 
 TRAIN_OPTIONS = [
     ["--lr", "-1"], ["--lr", "0"], ["--lr", "nan"], ["--lr", "inf"], ["--lr", "1e30"],
-    ["--tile-size", "0"], ["--batch-size", "0"], ["--stage1-steps", "-1"], ["--box-tiles", "2"],
+    ["--tile-size", "0"], ["--batch-size", "0"], ["--batch-size", "1"], ["--stage1-steps", "-1"],
+    ["--box-tiles", "2"],
     ["--rounds", "0"], ["--warmup", "-5"], ["--box-loss-weight", "-1"],
     ["--masks-fraction", "2"], ["--val-every", "0"], ["--checkpoint-every", "0"],
     ["--devices", "0"], ["--workers", "-1"], ["--loader-workers", "-2"],
@@ -186,3 +188,74 @@ def test_stale_partials_of_dead_runs_are_removed(tmp_path):
     removed = remove_stale_partials(tmp_path, "s")
     assert sorted(removed) == sorted([str(stale_dir), str(stale_file)])
     assert live.exists() and foreign.exists()
+
+
+def _empty_scene(tmp_path, kind):
+    if kind == "nodata-0":
+        return write_scene(tmp_path / "empty.tif", np.zeros((3, 64, 64), np.uint8), nodata=0)
+    if kind == "nodata-float":
+        data = np.full((3, 64, 64), -9999.0, np.float32)
+        return write_scene(tmp_path / "empty.tif", data, nodata=-9999.0)
+    if kind == "all-nan":
+        return write_scene(tmp_path / "empty.tif", np.full((3, 64, 64), np.nan, np.float32))
+    data = np.zeros((3, 64, 64), np.float32)
+    data[0] = np.inf
+    data[1, ::2] = np.nan
+    data[2, 1::2] = np.nan
+    return write_scene(tmp_path / "empty.tif", data)  # every pixel has a non-finite band
+
+
+EMPTY = ["nodata-0", "nodata-float", "all-nan", "nan-or-inf-everywhere"]
+ONE_STEP = ["--stage1-steps", "1", "--stage2-steps", "1", "--tile-size", "32", "--batch-size", "2"]
+ONE_STEP += ["--workers", "1", "--loader-workers", "0", "--progress", "none"]
+
+
+@pytest.mark.parametrize("kind", EMPTY)
+def test_train_refuses_a_scene_without_valid_pixels(jmlgeo, tmp_path, kind):
+    scene = _empty_scene(tmp_path, kind)
+    boxes = write_boxes(tmp_path / "b.gpkg", [pixel_box(2, 2, 20, 20)], ["x"])
+    out = tmp_path / "run"
+    result = jmlgeo("train", scene, "--boxes", boxes, "--out", out, *ONE_STEP)
+    assert_refused(result, "empty.tif", "no valid pixel", outputs=(out / "model.safetensors",))
+
+
+def test_train_skips_an_empty_scene_beside_a_usable_one(jmlgeo, tmp_path):
+    empty = _empty_scene(tmp_path, "all-nan")
+    good = _scene(tmp_path, "good.tif")
+    boxes = write_boxes(tmp_path / "b.gpkg", [pixel_box(2, 2, 20, 20)], ["x"])
+    out = tmp_path / "run"
+    result = jmlgeo("train", empty, good, "--boxes", boxes, "--out", out, *ONE_STEP)
+    assert result.code == 0, result.err
+    warned = [line for line in result.err.splitlines() if "empty.tif" in line]
+    assert warned and "skipped" in warned[0] and "warning" in warned[0].lower()
+    assert (out / "model.safetensors").exists()
+    assert not (out / "proposals" / "empty.grabcut.tif").exists()
+
+
+def test_train_on_nan_pixels_without_nodata_stays_finite(jmlgeo, tmp_path):
+    from safetensors.torch import load_file
+
+    data = np.random.default_rng(0).normal(100, 20, (3, 64, 64)).astype(np.float32)
+    data[:, :30, :30] = np.nan  # no nodata value declared: NaN is nodata all the same
+    scene = write_scene(tmp_path / "f.tif", data)
+    boxes = write_boxes(tmp_path / "b.gpkg", [pixel_box(34, 34, 60, 60)], ["x"])
+    out = tmp_path / "run"
+    result = jmlgeo("train", scene, "--boxes", boxes, "--out", out, *ONE_STEP)
+    assert result.code == 0, result.err
+    weights = load_file(out / "model.safetensors")
+    assert all(bool(torch.isfinite(t.float()).all()) for t in weights.values())
+
+
+def test_a_diverging_loss_stops_with_no_bundle(jmlgeo, tmp_path, monkeypatch):
+    import jmlnet_geo.train.segmenter as segmenter
+
+    def nan_loss(name, logits, *args):
+        return logits.sum() * float("nan")
+
+    monkeypatch.setattr(segmenter, "multi_label_loss", nan_loss)
+    scene = _scene(tmp_path)
+    boxes = write_boxes(tmp_path / "b.gpkg", [pixel_box(2, 2, 20, 20)], ["x"])
+    out = tmp_path / "run"
+    result = jmlgeo("train", scene, "--boxes", boxes, "--out", out, *ONE_STEP)
+    assert_refused(result, "diverged", "no bundle", outputs=(out / "model.safetensors",))
+    assert not (out / "stage1" / "weights.safetensors").exists()

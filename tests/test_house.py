@@ -21,6 +21,7 @@ LAYERS = {
     "errors": 0,
     "vocabulary": 0,
     "lazy": 0,
+    "children": 0,
     "jmlnet_geo": 1,
     "card": 1,
     "config": 1,

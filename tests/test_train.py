@@ -28,6 +28,11 @@ FAST += ["--progress", "none"]
 @pytest.fixture
 def tiny(tmp_path):
     """A 96 x 96 scene with two bright discs and two dark squares, boxes and truth polygons."""
+    return make_tiny(tmp_path)
+
+
+def make_tiny(tmp_path):
+    """The ``tiny`` data in ``tmp_path``: (scene, boxes, truth) paths."""
     rng = np.random.default_rng(0)
     data = rng.normal(100, 15, (3, 96, 96))
     rows, cols = np.mgrid[:96, :96]

@@ -27,6 +27,7 @@ from jmlnet_geo.evaluate.truth import (
     STRIP_PIXELS,
     TruthSource,
     check_class_raster,
+    check_truth_overlap,
     read_classes,
     strip_windows,
     truth_source,
@@ -71,6 +72,7 @@ def evaluate(
     """
     scene = open_scene(prediction_path)
     all_names, source = _names_and_source(scene, truth_path, class_field, class_names)
+    check_truth_overlap([source], display_path(truth_path), display_path(scene.path))
     confusion = _strip_confusion(scene, source, all_names, truth_path)
     if confusion.sum() == 0:
         raise EvaluationError(
@@ -202,6 +204,7 @@ def score_scenes(
         class_names = cache.classes
     per_scene, ious, inter, union, unlabelled, total = [], [], 0, 0, 0, 0
     all_names: tuple[str, ...] | None = None
+    sources = []
     for k, (raster, grid, truth_path) in enumerate(zip(rasters, grids, truths, strict=True)):
         check_class_raster(raster)
         if all_names is None:
@@ -210,6 +213,8 @@ def score_scenes(
             class_names = all_names[1:]
         elif cache is None:
             source = truth_source(grid, truth_path, class_field, class_names)
+        if cache is None:
+            sources.append(source)
         if boxes is None and cache is None:
             confusion = _strip_confusion(raster, source, all_names, truth_path, grid)
             unlabelled += _count_unlabelled(raster)
@@ -232,6 +237,14 @@ def score_scenes(
                 ious.append(np.empty(0))
         total += raster.width * raster.height
         per_scene.append(Report.of(raster.path, os.fspath(truth_path), all_names, confusion))
+    if len(set(map(str, truths))) == 1:  # one layer for all: it must fall on one of them
+        shown = (
+            f"{len(rasters)} class rasters" if len(rasters) > 1 else display_path(rasters[0].path)
+        )
+        check_truth_overlap(sources, display_path(truths[0]), shown)
+    else:  # a truth file per raster: each must fall on its raster
+        for source, raster, truth_path in zip(sources, rasters, truths, strict=False):
+            check_truth_overlap([source], display_path(truth_path), display_path(raster.path))
     pooled = sum(r.confusion for r in per_scene)
     if pooled.sum() == 0:
         raise EvaluationError(

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import rasterio
+import shapely.geometry
 from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from jmlnet_geo.errors import InputFileError, display_path
+from jmlnet_geo.errors import InputFileError, NoOverlapError, display_path
 from jmlnet_geo.evaluate.metrics import EvaluationError
 from jmlnet_geo.io.class_raster import class_raster_writer, read_class_names, strips
 from jmlnet_geo.io.raster import Scene, open_dataset, open_scene, read_window
@@ -38,6 +39,7 @@ __all__ = [
     "strip_windows",
     "truth_raster",
     "truth_source",
+    "check_truth_overlap",
     "write_truth_raster",
 ]
 
@@ -64,6 +66,25 @@ class TruthSource:
 
     read: Callable[[Window], np.ndarray]
     classes: tuple[str, ...] | None
+    polygons: int | None = None
+    outside: int = 0
+    extents: str = ""
+
+
+def check_truth_overlap(sources: Sequence[TruthSource], truth: str, rasters: str) -> None:
+    """Refuse to score when the truth layer has polygons but none on any of the rasters.
+
+    Such a truth (another CRS, another area) would give every raster an all-background truth
+    and a plausible-looking mIoU.
+
+    Raises:
+        NoOverlapError: Names the truth file, the rasters and both extents.
+    """
+    if sources and all(s.polygons == 0 for s in sources) and any(s.outside for s in sources):
+        raise NoOverlapError(
+            f"{truth}: none of its truth polygons overlaps {rasters} ({sources[0].extents}); "
+            "is the layer in another CRS or of another area? nothing was scored"
+        )
 
 
 def strip_windows(scene: Scene, pixels: int = STRIP_PIXELS) -> list[Window]:
@@ -183,6 +204,17 @@ def _polygon_truth(
     layer = read_boxes(truth_path, class_field=class_field, classes=classes)
     frame = frame_in_scene_space(layer, scene)
     frame = frame[~(frame.geometry.isna() | frame.geometry.is_empty)]
+    left, bottom, right, top = scene.bounds
+    on = frame.geometry.intersects(
+        shapely.geometry.box(min(left, right), min(bottom, top), max(left, right), max(bottom, top))
+    ).to_numpy()
+    outside = len(layer.frame) - int(on.sum())
+    extents = ""
+    if len(frame):
+        bounds = ", ".join(f"{v:.10g}" for v in frame.total_bounds)
+        raster = ", ".join(f"{v:.10g}" for v in (left, bottom, right, top))
+        extents = f"truth extent {bounds}, raster extent {raster} in {scene.crs_name}"
+    frame = frame[on]
     # Large first, small last: later shapes overwrite earlier ones, so small ones stay visible.
     with warnings.catch_warnings():  # areas in degrees still order polygons by size
         warnings.simplefilter("ignore", UserWarning)
@@ -198,7 +230,7 @@ def _polygon_truth(
     if not shapes:
         warnings.warn(
             f"{display_path(truth_path)}: no truth polygon for {scene.name}; "
-            "its truth is all background",
+            f"its truth is all background{f' ({extents})' if outside and extents else ''}",
             EmptyTruthWarning,
             stacklevel=3,
         )
@@ -216,7 +248,7 @@ def _polygon_truth(
             dtype=np.uint8,
         )
 
-    return TruthSource(read=read, classes=layer.classes.names)
+    return TruthSource(read, layer.classes.names, len(shapes), outside, extents)
 
 
 def _raster_truth(scene: Scene, truth_path: str | os.PathLike[str]) -> TruthSource:

@@ -62,6 +62,37 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[str]:
         raise
 
 
+def write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` atomically; an OSError (disk full) names ``path``."""
+    with atomic_output(path) as tmp:
+        try:
+            with open(tmp, "wb") as file:
+                file.write(data)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, os.fspath(path)) from err
+
+
+def save_safetensors(
+    path: str | os.PathLike[str], tensors: dict, metadata: dict[str, str] | None = None
+) -> None:
+    """``safetensors.torch.save_file`` to ``path``, atomically.
+
+    safetensors reports a full disk as ``SafetensorError('... (os error 28)')``; it becomes an
+    OSError naming ``path``, which the CLI shows as one line.
+    """
+    from safetensors.torch import save_file
+
+    with atomic_output(path) as tmp:
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+        except Exception as err:
+            found = re.search(r"os error (\d+)", str(err))
+            if isinstance(err, OSError) or found is None:
+                raise
+            code = int(found.group(1))
+            raise OSError(code, os.strerror(code), os.fspath(path)) from err
+
+
 def current_umask() -> int:
     """The process's umask (read by setting it and putting it back)."""
     mask = os.umask(0o022)

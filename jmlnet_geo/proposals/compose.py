@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jmlnet_geo.children import die_with_parent
 from jmlnet_geo.errors import CancelledError, OptionError, OutputError, display_path
 from jmlnet_geo.io.class_raster import class_raster_writer, strips
 from jmlnet_geo.io.raster import Scene, band_statistics, open_dataset, read_valid
@@ -250,7 +251,8 @@ def _box_masks(
                 collect(s, _masks_of(jobs[s], indexes, methods, options))
         return results
     context = multiprocessing.get_context("spawn")  # no fork: the caller may run threads
-    with ProcessPoolExecutor(workers, context, initializer=_init_worker) as pool:
+    pool = ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=(os.getpid(),))
+    with pool:
         pending: dict[Future, int] = {
             pool.submit(_masks_of, jobs[s], indexes, methods, options): s for s, indexes in tasks
         }
@@ -282,9 +284,11 @@ class single_threaded_cv2:  # noqa: N801 - a context manager used like a functio
         cv2.setNumThreads(self._threads)
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
+    """A worker dies with its parent (``kill -9`` of ``jmlgeo`` included), OpenCV on one thread."""
     import cv2
 
+    die_with_parent(parent)
     cv2.setNumThreads(1)
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
 from jmlnet_geo.config import AUTO, LOSS_NAMES, MODEL_PROPOSAL, TrainConfig, check_head
-from jmlnet_geo.errors import OptionError
-from jmlnet_geo.io.raster import Scene
+from jmlnet_geo.errors import InputFileError, OptionError, display_path
+from jmlnet_geo.io.raster import BandStats, Scene, band_statistics
 from jmlnet_geo.proposals.options import CLASSIC_METHODS, DETECTOR_METHODS
 from jmlnet_geo.train.doubtful import check_fraction
 from jmlnet_geo.train.optim import check_optimizer
@@ -117,3 +118,34 @@ def stage_labels(proposals: Sequence[str], scenes: Sequence[Scene], masked: set[
     """
     used = [p for p in proposals if any(s.path not in masked for s in scenes)]
     return list(dict.fromkeys([*used, *([MASK] if masked else [])]))
+
+
+def scenes_with_pixels(scenes: Sequence[Scene]) -> tuple[list[Scene], list[list[BandStats]]]:
+    """The scenes that have valid pixels, with their band statistics; the others skipped.
+
+    A scene whose every pixel is nodata, masked or not finite (NaN is nodata) would train a
+    model on nothing (a loss of 0.0 at every step). With other scenes usable it is skipped with
+    a warning naming it; alone (or all such) it is refused. Large scenes are judged on a
+    decimated read (:func:`jmlnet_geo.io.raster.band_statistics`).
+
+    Raises:
+        InputFileError: No scene has a valid pixel; names them and what to check.
+    """
+    stats = [band_statistics(scene) for scene in scenes]
+    empty = [i for i, st in enumerate(stats) if max(b.valid_fraction for b in st) == 0.0]
+    if not empty:
+        return list(scenes), stats
+    names = ", ".join(display_path(scenes[i].path) for i in empty)
+    nodata = {scenes[i].nodata for i in empty}
+    declared = f" (nodata {', '.join(map(str, nodata))})" if nodata != {None} else ""
+    if len(empty) == len(scenes):
+        raise InputFileError(
+            f"{names}: no valid pixel{declared}, every one is nodata, masked or NaN; nothing to "
+            "train on: check the nodata value (gdal_edit.py -a_nodata / -unsetnodata) or the scene"
+        )
+    warnings.warn(
+        f"{names}: no valid pixel{declared}, every one is nodata, masked or NaN; skipped",
+        stacklevel=2,
+    )
+    keep = [i for i in range(len(scenes)) if i not in empty]
+    return [scenes[i] for i in keep], [stats[i] for i in keep]

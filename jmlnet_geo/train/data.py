@@ -10,11 +10,14 @@ truth; 255 = ignore).
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch.utils.data import DataLoader
 
+from jmlnet_geo.children import loader_worker_init
 from jmlnet_geo.io.vector import SceneBoxes
 from jmlnet_geo.tiling import (
     GridTiles,
@@ -24,6 +27,7 @@ from jmlnet_geo.tiling import (
     SceneTiles,
     collate_tiles,
 )
+from jmlnet_geo.train.resume import SkippingSampler
 
 
 def box_masks(boxes: Sequence[torch.Tensor], height: int, width: int) -> torch.Tensor:
@@ -112,7 +116,9 @@ def train_loader(
     """Training tiles for ``steps`` batches (one long epoch), reproducible from ``seed``.
 
     ``box_tiles``: share of tiles placed on boxes (:class:`jmlnet_geo.box_sampler.BoxTiles`);
-    0 gives :class:`~jmlnet_geo.tiling.RandomTiles`' tiles exactly.
+    0 gives :class:`~jmlnet_geo.tiling.RandomTiles`' tiles exactly. The sampler is wrapped in a
+    :class:`~jmlnet_geo.train.resume.SkippingSampler` (``loader.sampler.sampler`` is the tiles'
+    sampler), so a resumed fit can skip the tiles trained on before the checkpoint.
     """
     generator = torch.Generator().manual_seed(seed)
     if box_tiles > 0:
@@ -123,12 +129,13 @@ def train_loader(
         sampler = RandomTiles(data, tile_size, steps * batch_size, generator=generator)
     return DataLoader(
         data,
-        sampler=sampler,
+        sampler=SkippingSampler(sampler),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=collate_tiles,
         persistent_workers=workers > 0,
         drop_last=True,
+        worker_init_fn=functools.partial(loader_worker_init, os.getpid()),
     )
 
 
@@ -141,4 +148,5 @@ def grid_loader(data: ScenesTiles, tile_size: int, batch_size: int, workers: int
         num_workers=workers,
         collate_fn=collate_tiles,
         persistent_workers=workers > 0,
+        worker_init_fn=functools.partial(loader_worker_init, os.getpid()),
     )

@@ -276,6 +276,7 @@ def train_detector(
         accelerator=accelerator,
         top_k=0,
         gradient_clip=GRADIENT_CLIP,
+        seed=seed,
     )
     started = time.perf_counter()
     trainer = fit_task(task, fit, loader, progress=progress)

@@ -4,7 +4,9 @@ Both the segmenter stages (:mod:`jmlnet_geo.train.stage`) and the detector
 (:mod:`jmlnet_geo.train.detector`) train through :func:`fit_task`: one long epoch of ``steps``
 batches, a resumable ``last.ckpt`` every ``checkpoint_every`` steps, CSV logs (and TensorBoard
 when asked for and installed), AMP on CUDA, no progress bar of Lightning's own: the caller's
-``progress(done, total)`` is called after every step instead.
+``progress(done, total)`` is called after every step instead. A fit resumed from ``last.ckpt``
+repeats the uninterrupted one (same tiles, random numbers, one continued ``metrics.csv``; see
+:mod:`jmlnet_geo.train.resume`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
+from jmlnet_geo.io.write import write_bytes
+from jmlnet_geo.train.resume import ExactResume, SkippingSampler, set_log_aside
 from jmlnet_geo.vocabulary import Progress
 
 #: File name of the resumable checkpoint in a stage's folder.
@@ -29,10 +34,12 @@ CHECKPOINT = "last.ckpt"
 # Lightning warnings that say nothing to a user of this pipeline.
 _QUIET_WARNINGS = (
     ".*does not have many workers.*",
-    ".*not resumable.*",
+    ".*not resumable.*",  # it is: jmlnet_geo.train.resume
     ".*save_top_k=0.*",
     ".*LeafSpec.*",  # Lightning's own deprecation
     ".*dirpath has changed.*",  # a moved folder
+    ".*Experiment logs directory.*",  # a resumed fit continues metrics.csv (train.resume)
+    ".*Checkpoint directory.*exists and is not empty.*",  # a resumed fit's own folder
     ".*no `val_dataloader`.*",
 )
 
@@ -55,6 +62,8 @@ class FitSettings:
         tensorboard: Also log to TensorBoard when it is installed.
         gradient_clip: Clip gradients to this norm (None: no clipping).
         val_every: Validate every this many steps (None: never).
+        seed: The run's seed: every step's random numbers come from (seed, step), so a resumed
+            fit repeats the uninterrupted one (:mod:`jmlnet_geo.train.resume`).
     """
 
     steps: int
@@ -70,6 +79,7 @@ class FitSettings:
     tensorboard: bool = False
     gradient_clip: float | None = None
     val_every: int | None = None
+    seed: int = 0
 
 
 def quiet_lightning() -> None:
@@ -122,8 +132,26 @@ def check_checkpoint(path: Path) -> None:
         )
 
 
-class _Report(Callback):
-    """Calls ``progress(global step, steps)`` after every training batch."""
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written beside their final name and renamed into place.
+
+    Lightning writes a checkpoint to the system's temporary folder and moves it; across file
+    systems that move is a copy, so ``kill -9`` or a full disk left a truncated ``last.ckpt``
+    under its final name. Here it is all or nothing, and a full disk is an OSError naming
+    the checkpoint.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict, path: str | Path, storage_options: object | None = None
+    ) -> None:
+        """``torch.save`` to memory, then one atomic write of the bytes."""
+        import io
+
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        write_bytes(path, buffer.getbuffer())
 
 
 class _Report(Callback):
@@ -169,7 +197,8 @@ def fit_task(
     checkpoint = Path(s.folder) / CHECKPOINT
     if checkpoint.exists():
         check_checkpoint(checkpoint)
-    loggers = [L.pytorch.loggers.CSVLogger(s.log_dir, name=s.log_name, version="")]
+    csv_log = L.pytorch.loggers.CSVLogger(s.log_dir, name=s.log_name, version="")
+    loggers = [csv_log]
     if s.tensorboard:
         with contextlib.suppress(ModuleNotFoundError, ImportError):
             loggers.append(
@@ -179,6 +208,10 @@ def fit_task(
     callbacks: list[Callback] = [
         ModelCheckpoint(s.folder, save_last=True, every_n_train_steps=s.checkpoint_every, **saving)
     ]
+    before = set_log_aside(Path(csv_log.log_dir) / "metrics.csv") if checkpoint.exists() else None
+    sampler = train_loader.sampler if isinstance(train_loader.sampler, SkippingSampler) else None
+    batch_size = train_loader.batch_size or 1
+    callbacks.append(ExactResume(s.seed, sampler, batch_size, csv_log, before))
     if progress is not None:
         callbacks.append(_Report(progress, s.steps))
     trainer = L.Trainer(
@@ -199,6 +232,7 @@ def fit_task(
         use_distributed_sampler=False,
         gradient_clip_val=s.gradient_clip,
         deterministic=False,
+        plugins=[AtomicCheckpointIO()],
     )
     with warnings.catch_warnings():
         for message in _QUIET_WARNINGS:

@@ -51,7 +51,14 @@ from jmlnet_geo.proposals.stage import (
     make_proposals,
     no_progress,
 )
-from jmlnet_geo.train.checks import MASK, check_config, mask_scenes, stage_labels, supervision
+from jmlnet_geo.train.checks import (
+    MASK,
+    check_config,
+    mask_scenes,
+    scenes_with_pixels,
+    stage_labels,
+    supervision,
+)
 from jmlnet_geo.train.doubtful import drop_doubtful
 from jmlnet_geo.train.fingerprint import file_stamps, fingerprint
 from jmlnet_geo.train.fit import CHECKPOINT
@@ -144,7 +151,7 @@ def train(
         methods = list(dict.fromkeys([*methods, *agreement_voters(seg.proposals)]))
     run = RunFolder(Path(run_dir), resume=resume, force=force)
 
-    scenes = open_scenes(inputs.scenes)
+    scenes, statistics = scenes_with_pixels(open_scenes(inputs.scenes))
     layer = read_boxes(inputs.boxes, config.class_field, inputs.classes)
     names = layer.classes.names
     scene_boxes = boxes_for_scenes(layer, scenes)
@@ -157,7 +164,7 @@ def train(
     files = [*inputs.scenes, inputs.boxes]
     base = {"files": file_stamps(files), "classes": list(names)}
     options = ProposalOptions()
-    normalization = scene_normalization(scenes)
+    normalization = scene_normalization(scenes, statistics)
 
     # proposals, each method its own stage: the classic ones, then the detector's DetCAM/CAMCut
     det = config.detector

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from jmlnet_geo.config import TrainConfig
 from jmlnet_geo.errors import OptionError, display_path
 from jmlnet_geo.io.vector import SceneBoxes
-from jmlnet_geo.io.write import atomic_output
+from jmlnet_geo.io.write import save_safetensors
 from jmlnet_geo.normalization import Normalization
 from jmlnet_geo.train.fit import CHECKPOINT
 from jmlnet_geo.train.run_folder import RunFolder, RunFolderError
@@ -131,10 +131,9 @@ def train_stage(
     validation = {}
     if "val_miou" in trainer.callback_metrics:
         validation = {"miou": float(trainer.callback_metrics["val_miou"])}
-    from safetensors.torch import save_file
-
-    with atomic_output(weights) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+    save_safetensors(
+        weights, {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    )
     if accelerator == "cuda":
         import torch
 
@@ -253,6 +252,7 @@ def _fit(name, init, proposals, loss, steps, lr, inputs: StageInputs):
         precision=config.precision,
         tensorboard=True,
         val_every=val_every,
+        seed=seg.seed,
     )
     with inputs.progress_of(f"segmenter {name} ({loss})", "steps") as report:
         trainer = fit_task(task, settings, loader, val_loader, progress=report)

@@ -99,7 +99,7 @@ class TrainAlgorithm(JmlGeoAlgorithm):
                 QgsProcessingParameterNumber(
                     name,
                     self.tr(f"{label} (empty: the preset's, {defaults_label(key)})"),
-                    minValue=32 if name == "TILE_SIZE" else 0,
+                    minValue={"TILE_SIZE": 32, "BATCH_SIZE": 2}.get(name, 0),
                     optional=True,
                 )
             )
