@@ -20,8 +20,10 @@ raised together at the end as one :class:`ClusterError`.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -94,7 +96,7 @@ def cluster_client(text: str) -> Iterator[Any]:
                     threads_per_worker=1,
                     processes=True,
                     dashboard_address=None,
-                    silence_logs=40,  # logging.ERROR: a retried task is not the user's concern
+                    silence_logs=50,  # logging.CRITICAL: task errors come back with the futures
                 )
             )
             client = stack.enter_context(distributed.Client(cluster))
@@ -179,7 +181,8 @@ def run_tasks(
         for future in as_completed(futures):
             i = index[future.key]
             if future.status == "error":
-                errors.append(f"{tasks[i].name}: {_one_line(future.exception())}")
+                text = _one_line(future.exception())
+                errors.append(text if tasks[i].name in text else f"{tasks[i].name}: {text}")
             else:
                 results[i] = future.result()
                 if on_result:
@@ -201,15 +204,28 @@ def run_tasks(
 
 def _one_line(error: BaseException | None) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
+    wrapped = re.fullmatch(r"\w+\((.*)\)", text)  # Dask's stand-in for an unpicklable error
+    if type(error) is Exception and wrapped:
+        with contextlib.suppress(ValueError, SyntaxError):
+            text = str(ast.literal_eval(wrapped.group(1)))
     if type(error).__name__ == "KilledWorker":
         return "its workers died each time it ran (out of memory?); " + text
     return text
 
 
 def run_on_worker(hosts: dict[str, int], fn: Callable[..., Any], *args: Any) -> Any:
-    """On a worker: set the threads to this machine's share, run the kill hook, call ``fn``."""
+    """On a worker: set the threads to this machine's share and call ``fn``.
+
+    An error travels back without its chained causes: GDAL's exceptions among them do not
+    unpickle, and Dask would then send only the error's repr.
+    """
     share_threads(hosts)
-    return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as err:  # re-raised below, without its context
+        error = err
+    error.__cause__ = error.__context__ = None
+    raise error
 
 
 _THREADS: list[int] = []
