@@ -199,3 +199,33 @@ def _recording(seen):
         yield lambda done, total, **info: seen.append((done, total))
 
     return stage()
+
+
+def test_train_runs_its_proposal_stages_on_the_cluster(tmp_path, client):
+    import dataclasses
+
+    from jmlnet_geo.config import override, override_detector, preset_config
+    from jmlnet_geo.proposals.stage import DetectorProposalOptions
+    from jmlnet_geo.train.pipeline import TrainInputs, train
+
+    scenes, boxes = three_scenes(tmp_path)
+    config = override(
+        preset_config("fast"), proposals=("grabcut", "detcam"), stage1_proposal="grabcut",
+        stage1_steps=1, stage2_steps=1, tile_size=64, batch_size=2, loader_workers=0,
+    )  # fmt: skip
+    config = override_detector(config, steps=1, tile_size=64, batch_size=2)
+    config = dataclasses.replace(config, device="cpu")
+    inputs = TrainInputs(scenes=tuple(scenes), boxes=boxes)
+    result = train(inputs, config, "run", scene_map=scene_map(client))
+    assert result.bundle.exists()
+    layer = read_boxes(boxes)
+    scene_boxes = boxes_for_scenes(layer, open_scenes(scenes))
+    make_proposals(
+        scene_boxes, layer.classes.names, ["grabcut", "detcam"], "local", workers=1,
+        detector=Path("run/detector/detector.safetensors"),
+        detector_options=DetectorProposalOptions(device="cpu"),
+    )  # fmt: skip
+    for stem in ("s0", "s1", "s2"):
+        for method in ("grabcut", "detcam"):
+            name = f"{stem}.{method}.tif"
+            assert same_bytes(Path("local") / name, Path("run/proposals") / name), name
