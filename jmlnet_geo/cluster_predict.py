@@ -23,6 +23,7 @@ import functools
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,8 @@ def predict_scenes(
             tasks.append(Task(name, predict_scene, (bundle, scene.path, out, options, amp)))
             owners.append((i, -1))
             continue
-        plans[i] = client.submit(scene_plan, bundle, scene.path, options, amp, pure=False).result()
+        plan_task = Task(f"{name} (window plan)", scene_plan, (bundle, scene.path, options, amp))
+        plans[i] = run_tasks(client, [plan_task])[0]
         blocks[i] = row_blocks(scene, plans[i], split_pixels)
         for b, (top, bottom) in enumerate(blocks[i]):
             args = (bundle, scene.path, plans[i], options, amp, top, bottom)
@@ -101,7 +103,9 @@ def predict_scenes(
         results = run_tasks(client, tasks, progress, on_result)
         for (i, b), result in zip(owners, results, strict=True):
             if b < 0:
-                predictions[i] = result
+                predictions[i], caught = result
+                for category, message in caught:  # the worker's warnings, shown here
+                    warnings.warn(message, category, stacklevel=2)
         for i, writer in writers.items():
             predictions[i] = writer.finish(time.perf_counter() - start)
     finally:
@@ -111,10 +115,19 @@ def predict_scenes(
 
 
 def predict_scene(bundle: str, scene: str, out: str, options: PredictOptions, amp: str):
-    """On a worker: :meth:`Predictor.predict` of one whole scene."""
+    """On a worker: :meth:`Predictor.predict` of one whole scene, and its warnings.
+
+    Returns:
+        The :class:`Prediction` and ``[(category, message)]`` of the warnings it raised (a
+        scene's resolution far from the bundle's, a rounded window), for the client to show.
+    """
     stem = Path(scene).stem
     kill_hook(stem, out, Path(out) / f"{stem}.classes.tif")
-    return cached_predictor(bundle, options.device, amp).predict(scene, out, options)
+    predictor = cached_predictor(bundle, options.device, amp)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = predictor.predict(scene, out, options)
+    return result, [(w.category, str(w.message)) for w in caught]
 
 
 def scene_plan(bundle: str, scene: str, options: PredictOptions, amp: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from jmlnet_geo.bundle import untrained_bundle
 from jmlnet_geo.errors import OptionError
 from jmlnet_geo.io.raster import open_scenes
 from jmlnet_geo.io.vector import boxes_for_scenes, read_boxes
-from jmlnet_geo.predict import PredictOptions, Predictor
+from jmlnet_geo.predict import PredictOptions, Predictor, WindowWarning
 from jmlnet_geo.proposals.stage import make_proposals
 
 distributed = pytest.importorskip("distributed", reason="needs jmlnet-geo[distributed]")
@@ -123,7 +124,9 @@ def test_predictions_on_a_cluster_are_the_local_bytes(tmp_path, client, bundle):
     options = PredictOptions(window=64, overlap=16, probabilities=True)
     predictor = Predictor(bundle)
     local = [predictor.predict(s, tmp_path / "local", options) for s in scenes]
-    remote = predict_scenes(client, bundle, scenes, tmp_path / "remote", options)
+    rounded = dataclasses.replace(options, window=72)  # rounded to 64 on the workers, shown here
+    with pytest.warns(WindowWarning, match="--window 72"):
+        remote = predict_scenes(client, bundle, scenes, tmp_path / "remote", rounded)
     for a, b in zip(local, remote, strict=True):
         assert same_bytes(a.classes, b.classes) and same_bytes(a.probabilities, b.probabilities)
         assert same_bytes(a.style, b.style)
@@ -173,7 +176,8 @@ def test_a_worker_killed_mid_write_leaves_no_final_file_and_the_task_reruns(tmp_
     assert sorted(n for n in names if n.startswith(".")) == [".s1.killed-once"]
 
 
-def test_cli_a_corrupt_scene_is_named_and_the_others_are_written(jmlgeo, tmp_path, bundle):
+def test_cli_a_corrupt_scene_is_named_and_the_others_are_written(jmlgeo, tmp_path, client, bundle):
+    # through a running scheduler's tcp:// address (the module's LocalCluster)
     scenes = [scene(tmp_path / f"c{i}.tif", i, shape=(96, 96)) for i in range(3)]
     with rasterio.open(scenes[1]) as ds:  # rewrite as a tiled, compressed GeoTIFF, then break it
         profile = ds.profile | {"tiled": True, "blockxsize": 32, "blockysize": 32}
@@ -182,7 +186,7 @@ def test_cli_a_corrupt_scene_is_named_and_the_others_are_written(jmlgeo, tmp_pat
         ds.write(data)
     corrupt_tiles(scenes[1])
     result = jmlgeo(
-        "predict", bundle, *scenes, "--out", tmp_path / "out", "--cluster", "local:2",
+        "predict", bundle, *scenes, "--out", tmp_path / "out", "--cluster", client.scheduler.address,
         "--window", "64", "--progress", "json",
     )  # fmt: skip
     print(assert_one_line_error(result, "1 of 3", "c1.tif"))
@@ -202,8 +206,6 @@ def _recording(seen):
 
 
 def test_train_runs_its_proposal_stages_on_the_cluster(tmp_path, client):
-    import dataclasses
-
     from jmlnet_geo.config import override, override_detector, preset_config
     from jmlnet_geo.proposals.stage import DetectorProposalOptions
     from jmlnet_geo.train.pipeline import TrainInputs, train
@@ -229,3 +231,27 @@ def test_train_runs_its_proposal_stages_on_the_cluster(tmp_path, client):
         for method in ("grabcut", "detcam"):
             name = f"{stem}.{method}.tif"
             assert same_bytes(Path("local") / name, Path("run/proposals") / name), name
+
+
+def test_cli_proposals_on_a_local_cluster_match_the_local_run(jmlgeo, tmp_path):
+    import json
+
+    scenes, boxes = three_scenes(tmp_path)
+    args = ["proposals", *scenes, "--boxes", boxes, "--methods", "box", "--progress", "json"]
+    local = jmlgeo(*args, "--out", "local")
+    remote = jmlgeo(*args, "--out", "remote", "--cluster", "local:2")
+    assert local.code == 0 and remote.code == 0, remote.err
+    assert '"stage": "proposals (box)", "done": 6, "total": 6' in remote.out
+    for name in ("s0.box.tif", "s1.box.tif", "s2.box.tif"):
+        assert same_bytes(Path("local") / name, Path("remote") / name)
+        assert f'"path": "{tmp_path / "remote" / name}"' in remote.out  # an output event
+
+    def record(folder):
+        found = json.loads((Path(folder) / "proposals.json").read_text())
+        for s in found["scenes"]:
+            for m in s["methods"].values():
+                m.pop("seconds")
+                m["path"] = Path(m["path"]).name
+        return found
+
+    assert record("local") == record("remote")
