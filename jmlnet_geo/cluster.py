@@ -10,8 +10,8 @@ errors, the scheduler's ``allowed-failures`` for dead workers).
 
 Workers see the scenes and the output folder under the same absolute paths as the client (one
 machine, or a shared file system). Each worker sets its torch / OpenCV threads to its share of
-its machine's cores (cores / tasks running at once on that machine) and keeps the bundles it
-loaded (:func:`cached_predictor`), so a worker loads a bundle once.
+its machine's cores (cores / tasks running at once on that machine) and keeps the bundle or
+detector it loaded (:func:`cached_predictor`, :func:`cached_detector`), so it loads each once.
 
 :func:`run_tasks` feeds a ``progress(done, total)`` callback from completed tasks and collects
 the errors: a failing scene does not stop the others; the errors, each naming its scene, are
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import os
 import re
 import uuid
@@ -295,6 +296,11 @@ def write_scene(write: Callable, sb: SceneBoxes) -> list:
     remove_stale_partials(out, stem)
     methods = write.keywords["methods"]
     kill_hook(stem, out, Path(out) / f"{stem}.{methods[0]}.tif")
+    if "detector_path" in write.keywords:  # the detector's writer: its model loaded once
+        detector = write.keywords["detector_path"]
+        write = functools.partial(
+            write, loaded=cached_detector(detector, write.keywords.get("device", "auto"))
+        )
     return write([sb])
 
 
@@ -302,6 +308,28 @@ def write_scene(write: Callable, sb: SceneBoxes) -> list:
 
 
 _PREDICTORS: dict[tuple, Any] = {}
+_DETECTORS: dict[tuple, Any] = {}
+
+
+def file_key(path: str | os.PathLike[str], *more: Any) -> tuple:
+    """A cache key of a file: absolute path, size, modification time, and ``more``."""
+    stat = os.stat(path)
+    return (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, *more)
+
+
+def cached_detector(path: str | os.PathLike[str], device: str = "auto") -> tuple:
+    """``load_detector(path, device)`` (model, card) of this process, loaded once.
+
+    Keyed by :func:`file_key` and the device; the last one is kept.
+    """
+    from jmlnet_geo.detector_file import load_detector
+    from jmlnet_geo.devices import resolve_device
+
+    key = file_key(path, device)
+    if key not in _DETECTORS:
+        _DETECTORS.clear()
+        _DETECTORS[key] = load_detector(path, resolve_device(device))
+    return _DETECTORS[key]
 
 
 def cached_predictor(bundle: str, device: str = "auto", amp: str = "auto") -> Any:
@@ -312,8 +340,7 @@ def cached_predictor(bundle: str, device: str = "auto", amp: str = "auto") -> An
     """
     from jmlnet_geo.predict import Predictor
 
-    stat = os.stat(bundle)
-    key = (os.path.abspath(bundle), stat.st_size, stat.st_mtime_ns, device, amp)
+    key = file_key(bundle, device, amp)
     if key not in _PREDICTORS:
         _PREDICTORS.clear()
         _PREDICTORS[key] = Predictor(bundle, device, amp)
