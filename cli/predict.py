@@ -75,6 +75,10 @@ def predict(
     from jmlnet_geo.vectorize import write_polygons
 
     display = ProgressDisplay(progress)
+    if cluster is not None:  # a bad address fails before any work
+        from jmlnet_geo.cluster import parse_cluster
+
+        parse_cluster(cluster)
     if cluster is None:
         predictor = Predictor(bundle, device, amp)
         card = predictor.card

@@ -86,6 +86,10 @@ def proposals(
     from jmlnet_geo.proposals.grabcut import GrabCutOptions
     from jmlnet_geo.proposals.stage import DetectorProposalOptions, check_request, make_proposals
 
+    if cluster is not None:  # a bad address fails before any work
+        from jmlnet_geo.cluster import parse_cluster
+
+        parse_cluster(cluster)
     det = DetectorProposalOptions(tau_low, tau_high, heatmap, device, camcut_low)
     chosen = check_request(  # a bad method, threshold or detector file fails before any work
         [m.strip().lower() for m in methods.split(",") if m.strip()], det, detector

@@ -110,6 +110,10 @@ def train(
     from jmlnet_geo.train.pipeline import train as run
     from jmlnet_geo.train.run_folder import is_primary_process
 
+    if cluster is not None:  # a bad address fails before any work
+        from jmlnet_geo.cluster import parse_cluster
+
+        parse_cluster(cluster)
     config = override(
         preset_config(preset),
         proposals=_names(proposals),

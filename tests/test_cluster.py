@@ -86,7 +86,10 @@ def same_bytes(a: Path, b: Path) -> bool:
     return a.read_bytes() == b.read_bytes()
 
 
-def test_cluster_addresses_are_parsed_or_refused():
+def test_cluster_addresses_are_parsed_or_refused(jmlgeo):
+    for command in (["proposals", "x.tif", "--boxes", "b.gpkg"], ["predict", "m.st", "x.tif"]):
+        refused = jmlgeo(*command, "--out", "o", "--cluster", "10.0.0.1:8786")
+        assert_one_line_error(refused, "--cluster 10.0.0.1:8786", "tcp://host:8786")
     assert parse_cluster("tcp://10.0.0.1:8786").address == "tcp://10.0.0.1:8786"
     assert parse_cluster("local:3").local_workers == 3
     for bad in ("local:0", "local:x", "10.0.0.1:8786", "tcp://"):
