@@ -110,7 +110,7 @@ def predict_part(data, work: Path, scenes: int) -> tuple[list[list[str]], dict]:
     import torch
 
     from jmlnet_geo.bundle import untrained_bundle
-    from jmlnet_geo.cluster import cluster_client
+    from jmlnet_geo.cluster import THREADS_ENV, cluster_client
     from jmlnet_geo.cluster_predict import predict_scenes
     from jmlnet_geo.predict import PredictOptions, Predictor
 
@@ -127,6 +127,7 @@ def predict_part(data, work: Path, scenes: int) -> tuple[list[list[str]], dict]:
     local = [predictor.predict(p, work / "pred-local", options) for p in paths]
     local_wall = time.perf_counter() - start
     begin = time.perf_counter()
+    os.environ[THREADS_ENV] = "1"  # 1 torch thread per worker, whatever the cores
     with cluster_client("local:2") as client:
         startup = time.perf_counter() - begin + warm(client)
         start = time.perf_counter()

@@ -40,6 +40,8 @@ RETRIES = 1
 #: Test hook: ``<stem>`` makes the first attempt of that scene's task write part of an output
 #: under a temporary name and kill its worker (``os._exit``); the retry then completes.
 KILL_ENV = "JMLGEO_TEST_KILL_SCENE"
+#: Torch threads of every worker, instead of its share of the cores (set where workers start).
+THREADS_ENV = "JMLGEO_WORKER_THREADS"
 
 
 class ClusterError(JmlGeoError, RuntimeError):
@@ -233,7 +235,10 @@ _THREADS: list[int] = []
 
 
 def share_threads(hosts: dict[str, int]) -> int:
-    """Set torch and OpenCV threads to cores / tasks at once on this worker's host (once)."""
+    """Set torch and OpenCV threads to cores / tasks at once on this worker's host (once).
+
+    :data:`THREADS_ENV` in the worker's environment, when set, gives the torch threads instead.
+    """
     if _THREADS:
         return _THREADS[0]
     from urllib.parse import urlparse
@@ -244,6 +249,8 @@ def share_threads(hosts: dict[str, int]) -> int:
 
     host = urlparse(get_worker().address).hostname or ""
     share = max(1, (os.cpu_count() or 1) // max(1, hosts.get(host, 1)))
+    if os.environ.get(THREADS_ENV, "").isdigit():
+        share = max(1, int(os.environ[THREADS_ENV]))
     torch.set_num_threads(share)
     cv2.setNumThreads(1)  # as in local runs' proposal workers
     _THREADS.append(share)
