@@ -55,6 +55,15 @@ def predict(
         None, "--model-item", help="STAC item of the bundle (default: <bundle>.json if there)."
     ),
     asset: str | None = typer.Option(None, "--asset", help="STAC Item scenes: asset to read."),
+    cluster: str | None = typer.Option(
+        None,
+        "--cluster",
+        help="Dask: tcp://host:8786 (a running scheduler) or local:N (N worker processes for "
+        "this run); one task per scene, a larger scene in row blocks (see --split-pixels).",
+    ),
+    split_pixels: float = typer.Option(
+        256.0, "--split-pixels", min=1e-6, help="With --cluster: split scenes above this (Mpx)."
+    ),
     progress: ProgressMode = PROGRESS_OPTION,
 ) -> None:
     """Predict scenes of any size to class COGs (and polygons), streaming strip by strip."""
@@ -66,7 +75,17 @@ def predict(
     from jmlnet_geo.vectorize import write_polygons
 
     display = ProgressDisplay(progress)
-    predictor = Predictor(bundle, device, amp)
+    if cluster is not None:  # a bad address fails before any work
+        from jmlnet_geo.cluster import parse_cluster
+
+        parse_cluster(cluster)
+    if cluster is None:
+        predictor = Predictor(bundle, device, amp)
+        card = predictor.card
+    else:
+        from jmlnet_geo.bundle import load_bundle
+
+        card = load_bundle(bundle)[1]
     options = PredictOptions(
         window=window or tile,
         overlap=overlap,
@@ -80,12 +99,27 @@ def predict(
     for given in scenes:
         scene = given
         if stac_io.is_stac_item(given):
-            scene = Path(stac_io.resolve_scene(given, asdict(predictor.card), asset))
+            scene = Path(stac_io.resolve_scene(given, asdict(card), asset))
         resolved.append(scene)
     check_distinct_stems(resolved, out)  # before any work: none overwrites another's outputs
-    for scene in resolved:
-        with display.stage(f"predict {scene.name}", "windows") as report:
-            result = predictor.predict(scene, out, options, progress=report)
+
+    def local_predictions():
+        for scene in resolved:
+            with display.stage(f"predict {scene.name}", "windows") as report:
+                result = predictor.predict(scene, out, options, progress=report)
+            yield result
+
+    def cluster_predictions():
+        from jmlnet_geo.cluster import cluster_client
+        from jmlnet_geo.cluster_predict import predict_scenes
+
+        with cluster_client(cluster) as client, display.stage("predict", "tasks") as report:
+            found = predict_scenes(
+                client, bundle, resolved, out, options, amp, int(split_pixels * 1e6), report
+            )
+        yield from found
+
+    for result in local_predictions() if cluster is None else cluster_predictions():
         mpx = result.pixels / 1e6
         display.message(
             f"{result.classes}: {mpx:.1f} Mpx in {result.seconds:.1f} s "

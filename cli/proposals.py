@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -15,6 +16,14 @@ from jmlnet_geo.proposals.options import CLASSIC_METHODS, ProposalOptions
 #: The library's defaults (one source: the options' dataclasses), shown in ``--help``.
 _OPTIONS = ProposalOptions()
 _DETECTOR = DetectorConfig()
+
+#: ``--cluster`` of proposals and train (predict has its own help).
+CLUSTER_OPTION = typer.Option(
+    None,
+    "--cluster",
+    help="Proposals on Dask: tcp://host:8786 (a running scheduler) or local:N (N worker "
+    "processes for this run), one task per scene; the rasters are those of a local run.",
+)
 
 
 def proposals(
@@ -84,6 +93,7 @@ def proposals(
         False, "--heatmap", help="Also write <scene>.detcam_heat.tif (DetCAM, 0-255)."
     ),
     device: str = typer.Option("auto", "--device", help="Detector device: auto, cpu or cuda."),
+    cluster: str | None = CLUSTER_OPTION,
     progress: ProgressMode = PROGRESS_OPTION,
 ) -> None:
     """BOX, dense CRF, GrabCut, DetCAM and CAMCut proposals, as class rasters on each scene."""
@@ -95,6 +105,10 @@ def proposals(
     from jmlnet_geo.proposals.compose import summary_dict
     from jmlnet_geo.proposals.stage import DetectorProposalOptions, check_request, make_proposals
 
+    if cluster is not None:  # a bad address fails before any work
+        from jmlnet_geo.cluster import parse_cluster
+
+        parse_cluster(cluster)
     det = DetectorProposalOptions(tau_low, tau_high, heatmap, device, camcut_low)
     chosen = check_request(  # a bad method, threshold or detector file fails before any work
         [m.strip().lower() for m in methods.split(",") if m.strip()], det, detector
@@ -137,11 +151,13 @@ def proposals(
         display.output("detector", path)
         return path
 
-    result = make_proposals(
-        scene_boxes, layer.classes.names, chosen, out, options,
-        detector=detector or trained_detector, detector_options=det,
-        workers=workers or os.cpu_count() or 1, stage_progress=display.stage,
-    )  # fmt: skip
+    with cluster_scene_map(cluster) as scene_map:
+        result = make_proposals(
+            scene_boxes, layer.classes.names, chosen, out, options,
+            detector=detector or trained_detector, detector_options=det,
+            workers=workers or os.cpu_count() or 1, stage_progress=display.stage,
+            scene_map=scene_map,
+        )  # fmt: skip
     summaries = result.summaries
     record: dict = {}
     if result.detector is not None:
@@ -167,6 +183,18 @@ def proposals(
             display.message(f"{heat_path(out, sb.scene)}: DetCAM heat map")
             display.output("heatmap", heat_path(out, sb.scene))
     display.done()
+
+
+@contextlib.contextmanager
+def cluster_scene_map(cluster: str | None):
+    """Yield None without ``--cluster``, else a scene map on the cluster (closed afterwards)."""
+    if cluster is None:
+        yield None
+        return
+    from jmlnet_geo.cluster import cluster_client, scene_map
+
+    with cluster_client(cluster) as client:
+        yield scene_map(client)
 
 
 def _names(classes: str | None) -> list[str] | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from jmlnet_geo.cli.progress import PROGRESS_OPTION, ProgressDisplay, ProgressMode
+from jmlnet_geo.cli.proposals import CLUSTER_OPTION, cluster_scene_map
 
 
 def train(
@@ -94,12 +95,16 @@ def train(
         "proposals). For validation masks use --truth.",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    devices: int = typer.Option(1, "--devices", min=1, help="Processes / GPUs."),
+    devices: int = typer.Option(1, "--devices", min=1, help="Processes / GPUs (per node)."),
+    num_nodes: int = typer.Option(
+        1, "--num-nodes", min=1, help="Machines (Lightning num_nodes; README: Scaling out)."
+    ),
     strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy, e.g. ddp."),
     workers: int = typer.Option(0, "--workers", min=0, help="Proposal processes (0: all)."),
     loader_workers: int | None = typer.Option(None, "--loader-workers", min=0),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     force: bool = typer.Option(False, "--force", help="Delete a previous run in --out."),
+    cluster: str | None = CLUSTER_OPTION,
     progress: ProgressMode = PROGRESS_OPTION,
 ) -> None:
     """Proposals, segmenter stage 1 (CE) and stage 2 (multi-label loss), then the bundle.
@@ -113,6 +118,10 @@ def train(
     from jmlnet_geo.train.pipeline import train as run
     from jmlnet_geo.train.run_folder import is_primary_process
 
+    if cluster is not None:  # a bad address fails before any work
+        from jmlnet_geo.cluster import parse_cluster
+
+        parse_cluster(cluster)
     config = override(
         preset_config(preset),
         proposals=_names(proposals),
@@ -156,6 +165,7 @@ def train(
         masks_fraction=masks_fraction,
         device=device,
         devices=devices,
+        num_nodes=num_nodes,
         strategy=strategy,
     )
     display = ProgressDisplay(progress if is_primary_process() else ProgressMode.none)
@@ -166,16 +176,18 @@ def train(
         truth=truth,
         masks=masks,
     )
-    result = run(
-        inputs,
-        config,
-        out,
-        resume=resume,
-        force=force,
-        workers=workers or os.cpu_count() or 1,
-        stage_progress=display.stage,
-        message=display.message,
-    )
+    with cluster_scene_map(cluster if is_primary_process() else None) as scene_map:
+        result = run(
+            inputs,
+            config,
+            out,
+            resume=resume,
+            force=force,
+            workers=workers or os.cpu_count() or 1,
+            stage_progress=display.stage,
+            message=display.message,
+            scene_map=scene_map,
+        )
     if not is_primary_process():
         return
     if result.reused:

@@ -210,7 +210,9 @@ class TrainConfig:
             (None: all, full supervision; 0 < f < 1: semi supervision, the other scenes on
             proposals). Without masks it must be None or 0 (weak supervision from boxes).
         device: ``auto``, ``cpu`` or ``cuda``.
-        devices: Devices (processes) for distributed training.
+        devices: Devices (processes) for distributed training, per node.
+        num_nodes: Machines in a multi-node run (Lightning's ``num_nodes``; the launcher,
+            torchrun or SLURM, gives each its rank: see the README's "Scaling out").
         strategy: Lightning strategy (``auto``, ``ddp``, ...).
         precision: Lightning precision; ``auto``: 16-mixed on CUDA, 32 on CPU.
     """
@@ -222,6 +224,7 @@ class TrainConfig:
     masks_fraction: float | None = None
     device: str = "auto"
     devices: int = 1
+    num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "auto"
 

@@ -17,7 +17,8 @@ SAMPLE = REPO / "sample_data"
 def test_help_is_light_and_fast():
     code = (
         "import sys, jmlnet_geo, jmlnet_geo.cli.main as m\n"
-        "heavy = [k for k in ('torch', 'cv2', 'rasterio', 'geopandas') if k in sys.modules]\n"
+        "heavy = [k for k in ('torch', 'cv2', 'rasterio', 'geopandas', 'dask', 'distributed')\n"
+        "         if k in sys.modules]\n"
         "print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

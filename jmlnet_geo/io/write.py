@@ -148,7 +148,11 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's process
         return True
-    return True
+    try:  # a process that died and was not reaped yet (a zombie) answers kill(pid, 0) too
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def check_vector_output(path: str | os.PathLike[str]) -> str:

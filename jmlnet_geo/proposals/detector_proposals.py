@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -111,6 +112,7 @@ def write_detector_proposals(
     detcam_options: DetCAMOptions | None = None,
     camcut_options: CAMCutOptions | None = None,
     should_stop: ShouldStop | None = None,
+    loaded: tuple[Any, DetectorCard] | None = None,
 ) -> list[SceneSummary]:
     """Write the DetCAM and/or CAMCut proposal raster of every scene.
 
@@ -131,6 +133,8 @@ def write_detector_proposals(
         camcut_options: GrabCut iterations of CAMCut (default ``CAMCutOptions()``).
         should_stop: Polled between windows and boxes; True stops with :class:`CancelledError`
             before any raster is written.
+        loaded: ``load_detector(detector_path, device)`` done already (a cluster worker's
+            cache, :func:`jmlnet_geo.cluster.cached_detector`); default: loaded here.
 
     Returns:
         One summary per scene (methods ``detcam`` / ``camcut``).
@@ -152,7 +156,7 @@ def write_detector_proposals(
     check_bands(card, [sb.scene for sb in scene_boxes], os.fspath(detector_path))
     labels = detector_labels(card, class_names, scene_boxes, detector_path)
     paths = output_paths(scene_boxes, methods, out_dir)
-    model, card = load_detector(detector_path, resolve_device(device))
+    model, card = loaded or load_detector(detector_path, resolve_device(device))
     normalization = card.band_normalization()
     total = sum(len(sb) for sb in scene_boxes) * (1 + ("camcut" in methods))
     done = 0

@@ -15,6 +15,8 @@ skipped) and learns which ones were written.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +31,12 @@ from jmlnet_geo.vocabulary import Progress, ShouldStop, StageProgress
 
 #: A detector file, or a function giving one when it is first needed.
 DetectorSource = str | os.PathLike[str] | Callable[[], os.PathLike[str]]
+#: ``write(scenes) -> summaries``: one of the two writers with everything but the scenes bound.
+SceneWriter = Callable[[Sequence[SceneBoxes]], list[SceneSummary]]
+#: ``scene_map(write, scenes, progress) -> summaries``: runs ``write`` on each scene alone
+#: (e.g. one Dask task per scene, :func:`jmlnet_geo.cluster.scene_map`), summaries in scene
+#: order, ``progress(boxes done, boxes in all)`` as scenes finish.
+SceneMap = Callable[[SceneWriter, Sequence[SceneBoxes], Progress], list[SceneSummary]]
 
 
 class ProposalCache(Protocol):
@@ -116,6 +124,7 @@ def make_proposals(
     cache: ProposalCache | None = None,
     stage_progress: StageProgress | None = None,
     should_stop: ShouldStop | None = None,
+    scene_map: SceneMap | None = None,
 ) -> ProposalsResult:
     """Write the proposal rasters ``out_dir/<stem>.<method>.tif`` of every scene and method.
 
@@ -136,7 +145,9 @@ def make_proposals(
         cache: Which methods are up to date (None: make every method).
         stage_progress: Progress per step: ``proposals (<methods>)`` and ``<methods>``, in boxes.
         should_stop: Polled during the work; True stops with ``CancelledError`` (no raster of
-            the step in progress is written).
+            the step in progress is written). Not polled by a ``scene_map``.
+        scene_map: Runs each scene's writer elsewhere (a cluster): the writers see absolute
+            paths, one scene at a time, ``workers=1``; the rasters are the same bytes.
 
     Returns:
         The summaries of the methods written, and the detector used.
@@ -161,9 +172,16 @@ def make_proposals(
         from jmlnet_geo.proposals.compose import write_proposals
 
         with progress_of(f"proposals ({', '.join(classic)})", "boxes") as report:
-            result.summaries = write_proposals(
-                scene_boxes, class_names, classic, out_dir, options, workers, report, should_stop
-            )
+            if scene_map is None:
+                result.summaries = write_proposals(
+                    scene_boxes, class_names, classic, out_dir, options, workers, report,
+                    should_stop,
+                )  # fmt: skip
+            else:
+                write = functools.partial(
+                    write_proposals, class_names=class_names, methods=classic, options=options
+                )
+                result.summaries = _mapped(scene_map, write, scene_boxes, out_dir, report)
         for m in classic:
             if cache:
                 cache.record(m)
@@ -178,19 +196,57 @@ def make_proposals(
         from jmlnet_geo.proposals.camcut import CAMCutOptions
         from jmlnet_geo.proposals.detector_proposals import write_detector_proposals
 
+        settings = dict(
+            tau_low=det.tau_low, tau_high=det.tau_high, heatmap=det.heatmap, device=det.device,
+            options=options, camcut_options=CAMCutOptions(low=det.camcut_low),
+        )  # fmt: skip
         with progress_of(", ".join(missing), "boxes") as report:
-            found = write_detector_proposals(
-                scene_boxes, class_names, missing, out_dir, path, tau_low=det.tau_low,
-                tau_high=det.tau_high, heatmap=det.heatmap, device=det.device, progress=report,
-                options=options, camcut_options=CAMCutOptions(low=det.camcut_low),
-                should_stop=should_stop,
-            )  # fmt: skip
+            if scene_map is None:
+                found = write_detector_proposals(
+                    scene_boxes, class_names, missing, out_dir, path, progress=report,
+                    should_stop=should_stop, **settings,
+                )  # fmt: skip
+            else:
+                write = functools.partial(
+                    write_detector_proposals, class_names=class_names, methods=missing,
+                    detector_path=os.path.abspath(path), **settings,
+                )  # fmt: skip
+                found = _mapped(scene_map, write, scene_boxes, out_dir, report)
         result.summaries = _merge(result.summaries, found)
         result.detector = path
         for m in missing:
             if cache:
                 cache.record(m)
     return result
+
+
+def _mapped(
+    scene_map: SceneMap,
+    write: Callable[..., list[SceneSummary]],
+    scene_boxes: Sequence[SceneBoxes],
+    out_dir: str | os.PathLike[str],
+    report: Progress,
+) -> list[SceneSummary]:
+    """Run ``write`` through ``scene_map`` on absolute paths; summaries as a local run's."""
+    from jmlnet_geo.proposals.compose import output_paths, proposal_path
+
+    methods = write.keywords["methods"]
+    output_paths(scene_boxes, methods, out_dir)  # folder made, names checked, before any task
+    absolute = [
+        dataclasses.replace(sb, scene=dataclasses.replace(sb.scene, path=_absolute(sb.scene.path)))
+        for sb in scene_boxes
+    ]
+    bound = functools.partial(write, out_dir=os.path.abspath(out_dir))
+    summaries = scene_map(bound, absolute, report)
+    for sb, summary in zip(scene_boxes, summaries, strict=True):
+        summary.scene = sb.scene.path
+        for method, m in summary.methods.items():
+            m.path = os.fspath(proposal_path(out_dir, sb.scene, method))
+    return summaries
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path or path.startswith("/vsi") else os.path.abspath(path)
 
 
 def _merge(first: list[SceneSummary], second: list[SceneSummary]) -> list[SceneSummary]:

@@ -55,7 +55,8 @@ class FitSettings:
         log_name: Logs go to ``log_dir/log_name/metrics.csv`` (TensorBoard: ``.../tb``).
         checkpoint_every: Save ``last.ckpt`` every this many steps.
         accelerator: ``cpu`` or ``cuda`` (:func:`jmlnet_geo.devices.resolve_device`).
-        devices: Devices (processes) for distributed training.
+        devices: Devices (processes) for distributed training, per node.
+        num_nodes: Machines (Lightning's ``num_nodes``).
         strategy: Lightning strategy (``auto``, ``ddp``, ...).
         precision: Lightning precision; ``auto``: 16-mixed on CUDA, 32-true on the CPU.
         top_k: Lightning's ``save_top_k`` (None: Lightning's default).
@@ -73,6 +74,7 @@ class FitSettings:
     checkpoint_every: int
     accelerator: str = "cpu"
     devices: int = 1
+    num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "auto"
     top_k: int | None = None
@@ -219,6 +221,7 @@ def fit_task(
         max_epochs=1,
         accelerator=s.accelerator,
         devices=s.devices,
+        num_nodes=s.num_nodes,
         strategy=s.strategy,
         precision=resolve_precision(s.precision, s.accelerator),
         logger=loggers,

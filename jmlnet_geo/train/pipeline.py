@@ -47,6 +47,7 @@ from jmlnet_geo.normalization import Normalization, scene_normalization
 from jmlnet_geo.proposals.options import CLASSIC_METHODS, DETECTOR_METHODS, ProposalOptions
 from jmlnet_geo.proposals.stage import (
     DetectorProposalOptions,
+    SceneMap,
     StageProgress,
     make_proposals,
     no_progress,
@@ -122,6 +123,7 @@ def train(
     workers: int = 1,
     stage_progress: StageProgress | None = None,
     message: Callable[[str], None] | None = None,
+    scene_map: SceneMap | None = None,
 ) -> TrainResult:
     """Run the whole pipeline and write the bundle ``run_dir/model.safetensors``.
 
@@ -135,6 +137,8 @@ def train(
         stage_progress: ``stage_progress(name, unit)`` gives a ``progress(done, total)``
             context manager per stage.
         message: Receives one-line notes for the user.
+        scene_map: Runs the proposals one scene per task elsewhere (``--cluster``, see
+            :func:`jmlnet_geo.proposals.stage.make_proposals`); the rasters are the same.
 
     Raises:
         RunFolderError: ``run_dir`` holds another or an interrupted run (see module docs).
@@ -185,6 +189,7 @@ def train(
                 det.tau_low, det.tau_high, device=config.device, camcut_low=det.camcut_low
             ),
             workers=workers, cache=_StageCache(run, fps), stage_progress=progress_of,
+            scene_map=scene_map,
         )  # fmt: skip
 
     # truth rasters (validation and/or masks)

@@ -248,6 +248,7 @@ def _fit(name, init, proposals, loss, steps, lr, inputs: StageInputs):
         checkpoint_every=seg.checkpoint_every,
         accelerator=accelerator,
         devices=config.devices,
+        num_nodes=config.num_nodes,
         strategy=config.strategy,
         precision=config.precision,
         tensorboard=True,
