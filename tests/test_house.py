@@ -48,6 +48,8 @@ LAYERS = {
     "predict": 4,
     "proposals": 4,
     "audit": 5,
+    "cluster": 5,
+    "cluster_predict": 6,
     "audit_layers": 5,
     "audit_run": 6,
     "train": 7,
