@@ -17,14 +17,12 @@ import math
 import os
 import re
 import resource
-import shlex
 import shutil
 import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +37,6 @@ if __package__ in (None, ""):  # run as a file (python bench/predict.py)
 
 from bench.report import (
     REPO,
-    SHARED_CORES,
     Results,
     Run,
     bench_parser,
@@ -56,11 +53,10 @@ SECTION = "predict"
 PARTS = ("throughput", "memory", "seams")
 CLASSES = ["building", "storage_tank", "vehicle"]
 COLOURS = [[230, 159, 0], [86, 180, 233], [0, 158, 115]]
-TRAINED = Path("/tmp/demo1/model.safetensors")
+TRAINED = REPO / "demo" / "run" / "model.safetensors"
 ISAID_IMAGE = REPO.parent / "shared" / "data" / "isaid_devkit_samples" / "val" / "images"
 ISAID_IMAGE = ISAID_IMAGE / "P0003.png"
 PIXEL = 0.5  # metres; the synthetic scenes and the random bundle agree on it
-TRAIN_ARGS = ["--stage1-steps", "60", "--stage2-steps", "30", "--progress", "none"]
 
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -114,35 +110,15 @@ def random_bundle(path: Path, tile: int) -> Path:
     return path
 
 
-def trained_bundle(args: argparse.Namespace, work: Path) -> tuple[Path, str]:
-    """The lead's demo bundle when present, else one trained here; and how it was obtained."""
-    if args.trained.exists():
-        note = " (the demo bundle, trained on sample_data/scene.tif)" * (args.trained == TRAINED)
-        return args.trained, f"`{args.trained}`{note}"
-    run = work / "trained"
-    bundle = run / "model.safetensors"
-    shown = ["jmlgeo", "train", "sample_data/scene.tif", "--boxes", "sample_data/boxes.gpkg"]
-    command = [os.fspath(Path(sys.executable).with_name("jmlgeo")), *shown[1:]]
-    command += ["--out", os.fspath(run), *TRAIN_ARGS]
-    if not bundle.exists():
-        log(f"no {args.trained}: training one ({shlex.join(command[1:])})")
-        start = time.perf_counter()
-        subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-        log(f"trained in {time.perf_counter() - start:.0f} s")
-    return bundle, f"trained here: `{shlex.join(shown + TRAIN_ARGS)}`"
+def trained_bundle(args: argparse.Namespace) -> tuple[Path, str]:
+    """The trained bundle of the seams part (``make demo`` writes the default one)."""
+    if not args.trained.exists():
+        sys.exit(f"{args.trained}: no such bundle; run `make demo` or give --trained BUNDLE")
+    note = " (the demo bundle, trained on sample_data/scene.tif)" * (args.trained == TRAINED)
+    return args.trained, f"`{args.trained}`{note}"
 
 
 # --- part 1: throughput -----------------------------------------------------------------------
-
-
-@dataclass
-class Stats:
-    """Seconds spent in the phases of one of our predictions (``Prediction.phases``)."""
-
-    forward: float = 0.0
-    blend: float = 0.0
-    write: float = 0.0
-    cog: float = 0.0
 
 
 def grid_windows(side: int, tile: int, stride: int) -> list[tuple[int, int]]:
@@ -236,7 +212,7 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
     }
     windows["b"] = math.ceil(side / tile) ** 2  # torchgeo: last tiles past the edges
     times: dict[str, list[float]] = {k: [] for k in variants}
-    breakdown: dict[str, Stats] = {}
+    breakdown: dict[str, dict[str, float]] = {}
     recipe_forward: list[float] = []
     cpus: dict[str, list[float]] = {k: [] for k in variants}
     predictor = Predictor(bundle, device="cpu")
@@ -267,7 +243,8 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
                 prediction = predictor.predict(scene, out, options)
                 seconds = time.perf_counter() - start
                 if not times[key] or seconds < min(times[key]):
-                    breakdown[key] = Stats(**prediction.phases)
+                    breakdown[key] = dict.fromkeys(("forward", "blend", "write", "cog"), 0.0)
+                    breakdown[key] |= prediction.phases
             cpu = cpu_seconds() - cpu_start
             cpus[key].append(cpu)
             times[key].append(seconds)
@@ -311,10 +288,10 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
     rows = []
     for key in ("c0", "c"):
         s, total = breakdown[key], best[key]
-        other = total - s.forward - s.blend - s.cog
+        other = total - s["forward"] - s["blend"] - s["cog"]
         rows.append([
-            variants[key], f"{total:.1f}", f"{s.forward:.1f} ({s.forward / total:.0%})",
-            f"{s.blend:.2f}", f"{s.write:.2f}", f"{s.cog:.2f}", f"{other:.1f}",
+            variants[key], f"{total:.1f}", f"{s['forward']:.1f} ({s['forward'] / total:.0%})",
+            f"{s['blend']:.2f}", f"{s['write']:.2f}", f"{s['cog']:.2f}", f"{other:.1f}",
         ])  # fmt: skip
     recipe = recipe_forward[times["b"].index(best["b"])]
     rows.append([variants["b"], f"{best['b']:.1f}", f"{recipe:.1f} ({recipe / best['b']:.0%})",
@@ -516,7 +493,7 @@ def seam_groups(args: argparse.Namespace) -> list[tuple[str, list[Path]]]:
 def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
     from jmlnet_geo.predict import Predictor
 
-    bundle, origin = trained_bundle(args, work)
+    bundle, origin = trained_bundle(args)
     predictor = Predictor(bundle, device="cpu")
     tile = predictor.card.tile_size
     overlaps = (0, tile // 4, tile // 2)
@@ -612,6 +589,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 TITLES = {"throughput": "part 1: throughput", "memory": "part 2: peak memory",
           "seams": "part 3: seams"}  # fmt: skip
+LOAD = " (other jobs share the cores; times are wall clock, compare the ratios)"
 INTRO = "## Prediction: throughput, peak memory, seams (`bench/predict.py`)"
 
 
@@ -637,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if part == "seams" and args.seams_label:
                 name = f"{name}-{re.sub(r'[^a-z0-9]+', '-', args.seams_label.lower()).strip('-')}"
                 title = f"{title}, {args.seams_label}"
-            head = run.head(versions, f"this part took {run.minutes:.1f} min", load=SHARED_CORES)
+            head = run.head(versions, f"this part took {run.minutes:.1f} min", load=LOAD)
             blocks = [block.replace("### ", "#### ", 1) for block in results.blocks]
             section = "\n\n".join([f"### {title} (`bench/predict.py`)", head, *blocks])
             update_section(SECTION, INTRO, args.output)
