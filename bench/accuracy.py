@@ -74,13 +74,8 @@ ROWS = [
     Row("ma-main", "MA, {GrabCut, DetCAM, CAMCut}", "camcut", "ma", MAIN),
     Row("mm-main", "MM, {GrabCut, DetCAM, CAMCut}", "camcut", "mm", MAIN),
     Row("bmm-main", "BMM, {GrabCut, DetCAM, CAMCut}", "camcut", "bmm", MAIN),
-    Row(
-        "bmm-all",
-        "BMM, {BOX, CRF, GrabCut, DetCAM, CAMCut}",
-        "camcut",
-        "bmm",
-        ("box", "crf", "grabcut", "detcam", "camcut"),
-    ),
+    Row("bmm-all", "BMM, {BOX, CRF, GrabCut, DetCAM, CAMCut}", "camcut", "bmm",
+        ("box", "crf", "grabcut", "detcam", "camcut")),
     Row("semi", "BMM + 10 % true masks", "camcut", "bmm", MAIN, 0.1),
     Row("full", "CE, true masks (upper bound)", "mask", "ce", ("mask",), 1.0),
     # Ablation: the paper starts stage 2 from a model trained on CAMCut, its best proposal; these
@@ -335,16 +330,8 @@ def run_row(row: Row, part: Part, work: Path, args, seed: int, truths: TruthCach
 
 def budget_of(args) -> dict:
     """What makes two runs' rows comparable: preset, schedule, detector steps, data part."""
-    return {
-        "preset": args.preset,
-        "stage1_steps": args.stage1_steps,
-        "stage2_steps": args.stage2_steps,
-        "detector_steps": args.detector_steps,
-        "optimizer": args.optimizer,
-        "lr": args.lr,
-        "warmup": args.warmup,
-        "quick": bool(args.quick),
-    }
+    names = ("preset", "stage1_steps", "stage2_steps", "detector_steps", "optimizer", "lr")
+    return {n: getattr(args, n) for n in names} | {"warmup": args.warmup, "quick": bool(args.quick)}
 
 
 def scored_before(path: Path, budget: dict) -> list[dict]:
