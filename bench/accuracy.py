@@ -1,43 +1,14 @@
 """Accuracy on real data: the paper's Table 1 / Table 4 rows on NWPU VHR-10, at our scale.
 
-Commands (from the repository root)::
+Parts: ``nwpu`` (a stratified 80/20 split by image, seed 0, written to ``WORK/split.json``;
+train on the train boxes, score the validation images against their polygons), ``isaid`` (train
+on P0005, score P0003 and P0004) and ``spacenet`` (train on the west half, score the east).
+Every row of a seed shares one run folder, so stages are reused; rows already in
+``WORK/results.json`` with the same budget are kept (``--fresh`` redoes them). The protocol and
+the readings are written in BENCHMARKS.md beside the tables.
 
-    .venv/bin/python bench/accuracy.py --quick            # smoke check on 60 + 20 images
-    .venv/bin/python bench/accuracy.py                    # CPU budget (fast preset), ~2 h
-    .venv/bin/python bench/accuracy.py --rows ce-grabcut,bmm-main,full --seeds 0,1
-    .venv/bin/python bench/accuracy.py --parts isaid,spacenet   # the small extra checks
-    .venv/bin/python bench/accuracy.py --rows ce-grabcut,ma-main-gc,mm-main-gc,bmm-main-gc
-
-Data: ``../shared/data/nwpu_vhr10_train`` (520 images, 10 classes, COCO polygons), imported
-with ``jmlgeo import coco``. Split: a fixed, stratified 80/20 split by image (seed 0): images are
-shuffled, then a greedy pass puts an image into validation while every class it holds still
-needs validation instances (target 20 % of each class's images), else into train; the lists are
-written to ``WORK/split.json``. Training sees only the boxes of the train part; scores are against
-the true polygons of the validation part (mIoU with background, as the paper), predicted with
-``jmlgeo predict``'s ``Predictor`` (default tiling) image by image.
-
-Every row uses the same model (preset), schedule (steps, batch, tile), detector and seed; rows
-differ only in proposals and loss. All rows of a seed share one run folder, run in an order that
-groups them by stage-1 label: ``jmlgeo train``'s stage cache then computes each proposal method
-and the detector once, and trains stage 1 once per stage-1 label (the paper's stage 2 finetunes
-one stage-1 model with each loss), exactly as a user re-running ``jmlgeo train --resume`` with
-another ``--loss`` would. Each row's bundle is kept in ``WORK/bundles``.
-
-Ablation rows (``ma-main-gc``, ``mm-main-gc``, ``bmm-main-gc``; run only when named in
-``--rows``): the paper's multi-label rows with stage 1 trained on GrabCut instead of CAMCut, to
-tell the loss's effect from the stage-1 label's when CAMCut is not the best proposal.
-
-Small extra checks (``--parts isaid,spacenet``; rows ``EXTRA_ROWS``: BOX, GrabCut, our default and
-the full-supervision bound, same budget; detector rows need more than one training image):
-
-- ``isaid``: the three iSAID devkit images, split as the devkit does: train on P0005's boxes
-  (131 instances), score on P0003 and P0004 (175 instances) against their semantic masks.
-- ``spacenet``: the SpaceNet Atlanta GeoTIFF (900² px, 1 panchromatic uint16 band, EPSG:32616),
-  cut into a west half for training (its buildings' boxes) and an east half to score; a building
-  crossing the cut is clipped to each half.
-
-Rows already in ``WORK/results.json`` with the same part and budget are kept (``--fresh`` redoes
-them), so the bench can be continued in another sitting.
+    .venv/bin/python bench/accuracy.py [--quick] [--rows ce-grabcut,bmm-main,full] [--seeds 0,1]
+    .venv/bin/python bench/accuracy.py --parts isaid,spacenet
 """
 
 from __future__ import annotations
@@ -103,13 +74,8 @@ ROWS = [
     Row("ma-main", "MA, {GrabCut, DetCAM, CAMCut}", "camcut", "ma", MAIN),
     Row("mm-main", "MM, {GrabCut, DetCAM, CAMCut}", "camcut", "mm", MAIN),
     Row("bmm-main", "BMM, {GrabCut, DetCAM, CAMCut}", "camcut", "bmm", MAIN),
-    Row(
-        "bmm-all",
-        "BMM, {BOX, CRF, GrabCut, DetCAM, CAMCut}",
-        "camcut",
-        "bmm",
-        ("box", "crf", "grabcut", "detcam", "camcut"),
-    ),
+    Row("bmm-all", "BMM, {BOX, CRF, GrabCut, DetCAM, CAMCut}", "camcut", "bmm",
+        ("box", "crf", "grabcut", "detcam", "camcut")),
     Row("semi", "BMM + 10 % true masks", "camcut", "bmm", MAIN, 0.1),
     Row("full", "CE, true masks (upper bound)", "mask", "ce", ("mask",), 1.0),
     # Ablation: the paper starts stage 2 from a model trained on CAMCut, its best proposal; these
@@ -144,7 +110,6 @@ ROWS = [
     Row("ce-grabcut-btbl", "CE, GrabCut, box tiles 0.5 + box loss", "grabcut", "ce",
         ("grabcut",), ablation=True, box_tiles=0.5, box_loss_weight=1.0),
 ]  # fmt: skip
-SINGLE = ("ce-box", "ce-crf", "ce-grabcut", "ce-detcam", "ce-camcut")
 
 
 EXTRA_ROWS = ("ce-box", "ce-grabcut", "bmm-classic", "full")
@@ -365,16 +330,8 @@ def run_row(row: Row, part: Part, work: Path, args, seed: int, truths: TruthCach
 
 def budget_of(args) -> dict:
     """What makes two runs' rows comparable: preset, schedule, detector steps, data part."""
-    return {
-        "preset": args.preset,
-        "stage1_steps": args.stage1_steps,
-        "stage2_steps": args.stage2_steps,
-        "detector_steps": args.detector_steps,
-        "optimizer": args.optimizer,
-        "lr": args.lr,
-        "warmup": args.warmup,
-        "quick": bool(args.quick),
-    }
+    names = ("preset", "stage1_steps", "stage2_steps", "detector_steps", "optimizer", "lr")
+    return {n: getattr(args, n) for n in names} | {"warmup": args.warmup, "quick": bool(args.quick)}
 
 
 def scored_before(path: Path, budget: dict) -> list[dict]:
@@ -397,53 +354,6 @@ def has_budget(result: dict, budget: dict) -> bool:
 def _key(result: dict) -> tuple[str, str, int]:
     """(part, row, seed); rows scored before parts existed are NWPU's."""
     return result.get("part", "nwpu"), result["row"], result["seed"]
-
-
-def findings(by_row: dict[str, list[dict]]) -> list[str]:
-    """The issue's targets, checked on the mean over seeds of the rows that ran."""
-    mean = {name: 100 * np.mean([r["miou"] for r in rs]) for name, rs in by_row.items()}
-    notes = []
-    if "full" in mean and "bmm-main" in mean:
-        ratio = mean["bmm-main"] / mean["full"]
-        verdict = "meets" if ratio >= 0.95 else "misses"
-        notes.append(
-            f"Weak (BMM over GrabCut, DetCAM, CAMCut) / full = {mean['bmm-main']:.2f} / "
-            f"{mean['full']:.2f} = {ratio:.3f}: {verdict} the 0.95 target (paper: 0.937)."
-        )
-    if "full" in mean:
-        best = max((n for n in mean if n != "full"), key=mean.get, default=None)
-        if best:
-            notes.append(
-                f"Best weak row: {best} ({mean[best]:.2f}; "
-                f"{mean[best] / mean['full']:.3f} of full)."
-            )
-    singles = {n: mean[n] for n in SINGLE if n in mean}
-    if singles and "bmm-main" in mean:
-        best = max(singles, key=singles.get)
-        sign = "above" if mean["bmm-main"] > singles[best] else "NOT above"
-        notes.append(
-            f"BMM-main ({mean['bmm-main']:.2f}) is {sign} the best single-proposal CE row "
-            f"{best} ({singles[best]:.2f})."
-        )
-    ablated = [loss for loss in ("ma", "mm", "bmm") if f"{loss}-main-gc" in mean]
-    if ablated and "ce-grabcut" in mean:
-        parts = []
-        for loss in ablated:
-            camcut = mean.get(f"{loss}-main")
-            parts.append(
-                f"{loss.upper()} {mean[f'{loss}-main-gc']:.2f}"
-                + (f" (from CAMCut: {camcut:.2f})" if camcut is not None else "")
-            )
-        notes.append(
-            "Stage-1 ablation, the multi-label rows over GrabCut, DetCAM, CAMCut from a GrabCut "
-            f"stage 1: {', '.join(parts)}; CE on GrabCut alone: {mean['ce-grabcut']:.2f}."
-        )
-    if "ce-box" in mean:
-        below = [n for n in mean if n != "ce-box" and mean[n] <= mean["ce-box"]]
-        notes.append(
-            f"Rows not above the BOX baseline ({mean['ce-box']:.2f}): {', '.join(below) or 'none'}."
-        )
-    return notes
 
 
 PART_TITLES = {
@@ -537,7 +447,6 @@ def markdown(
         per_seed = ", ".join(f"{m:.2f}" for m in mious)
         rows.append([row.label, f"{np.mean(mious):.2f}{spread}", per_seed, ratio, f"{minutes:.1f}"])
         class_rows.append([row.label, *(f"{100 * v:.1f}" for v in rs[0]["iou"])])
-    notes = "\n".join(f"- {n}" for n in findings(by_row))
     codes = sorted({r.get("code", "unknown") for r in results})
     seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in results}))
     return "\n".join(
@@ -551,12 +460,6 @@ def markdown(
             f"{args.lr} (warm-up {args.warmup} steps), detector {args.detector_steps} steps; "
             f"seeds {seeds} (the per-seed column says which a row ran)",
             f"- Split: {describe_split(part)}",
-            "- Train min: wall time of `train()` for the row; a row reusing its stage 1 (same "
-            "stage-1 label as the row before) or the shared proposals and detector is shorter",
-            "",
-            "Findings:",
-            "",
-            notes,
             "",
             markdown_table(
                 ["row", "mIoU % (mean ± std)", "per seed", "weak/full", "train min"], rows
@@ -566,13 +469,10 @@ def markdown(
             markdown_table(["row", *names], class_rows),
             *(
                 [
-                    "Proposal quality: IoU % of the labels the rows learn from, on the training "
-                    "images against their true masks (seed 0's run folder):",
+                    "Proposal quality: IoU % on the training images (seed 0's run folder):",
                     "",
                     markdown_table(["proposal", "mIoU", *names, "unlabelled"], proposals[0]),
-                    "Proposal fill on the same images: recall % (share of a class's true pixels "
-                    "the proposal gives that class) and, in brackets, the area the proposal gives "
-                    "the class over its true area (under 1: it under-fills the objects):",
+                    "Proposal fill: recall % (labelled / true area in brackets):",
                     "",
                     markdown_table(["proposal", *names], proposals[1]),
                 ]

@@ -1,38 +1,11 @@
 """Benchmark of DetCAM and CAMCut (paper section 2.3) against BOX, dense CRF and GrabCut.
 
-On NWPU VHR-10 train (``../shared/data``, COCO bbox -> boxes, polygons -> true masks):
+Parts: ``nwpu`` (a CPU ``fast`` detector on every 5th NWPU VHR-10 train image: its mAP@0.5,
+proposal quality on its training and on held-out images, the tau_l and tau_h sweeps; section
+``detcam``) and ``isaid`` (the same on the three iSAID samples; section ``detcam-isaid``). The
+method and the readings are written in BENCHMARKS.md beside the tables.
 
-1. A ``fast``-preset detector is trained on the boxes of a fixed subset of images (every 5th
-   image in sorted order: 104 images, all 10 classes), on the CPU, with the budget given by
-   ``--steps`` (its training time is reported). ``--work`` keeps it: a later run with the same
-   data and settings reuses it (the report says so, with the time the training took).
-2. Detection quality: mAP@0.5 (VOC all-point) of ``detect_scene`` on held-out images (every
-   10th image from the 3rd on: disjoint from the training images), and on the first training
-   images (fit).
-3. Proposal quality on the *training* images (the paper's setting: proposals are made for the
-   images whose boxes trained the detector): mIoU against the true masks of DetCAM (D_l,
-   tau_l = 0.15) and CAMCut (tau_l = 0.15, tau_h = 0.8) next to BOX, CRF and GrabCut, time per
-   box; the same on the held-out images (a detector that never saw them).
-4. The tau_l sweep {0.05, 0.1, 0.15, 0.2, 0.3} of DetCAM and the tau_h sweep {0.6, 0.7, 0.8,
-   0.9} of CAMCut: the analogues of the paper's Tables 2 and 3 (which score a DeepLab trained on
-   the proposals, on iSAID; we score the proposals themselves).
-5. iSAID samples (the three images of ``../shared/data/isaid_devkit_samples``, boxes and truth
-   from ``jmlgeo import isaid``): a detector with the same budget trained on their boxes,
-   then DetCAM (tau_l 0.15) and CAMCut (tau_h 0.8) next to BOX, CRF and GrabCut for all their
-   boxes, scored like 3 (table 6). Written to its own marked section, ``detcam-isaid``, placed
-   right after the ``detcam`` section, so that ``--parts isaid`` can redo it alone.
-
-Commands, from the repository root::
-
-    .venv/bin/python bench/detcam.py                      # full run: ~25 min on 2 shared cores
-    .venv/bin/python bench/detcam.py --quick              # 20 images, 30 steps: a few minutes
-    .venv/bin/python bench/detcam.py --work /tmp/detcam   # keep (and reuse) the detector
-    .venv/bin/python bench/detcam.py --parts isaid --work /tmp/detcam_isaid   # iSAID only
-
-``--parts`` picks ``nwpu`` (parts 1-4) and/or ``isaid`` (part 5); default both. Unless
-``--quick`` or ``--no-update``, each part run rewrites its own section of BENCHMARKS.md
-(``detcam`` for NWPU, ``detcam-isaid`` for iSAID) and leaves the other alone. A part whose data
-are absent from ``../shared/data`` is skipped with a message; nothing is written for it.
+    .venv/bin/python bench/detcam.py [--quick] [--parts nwpu,isaid] [--work DIR] [--no-update]
 """
 
 from __future__ import annotations
@@ -209,10 +182,6 @@ def part_map(detector: Path, heldout, fit, results: Results) -> None:
         "`detect_scene` (1024-px windows, every detection the model returns, score >= 0.05) "
         f"against the true boxes; {timing}.\n\n" + markdown_table(header, rows)
     )
-    results.findings.append(
-        f"Detector mAP@0.5: {pct(summary['held-out'][0]['map'])} on held-out images, "
-        f"{pct(summary['training (fit)'][0]['map'])} on training images."
-    )
 
 
 def detcam_heats(detector: Path, images: Sequence[SceneBoxes]) -> tuple[dict, dict, float]:
@@ -326,55 +295,6 @@ def sweep_row(label: str, s: Score, *more: str) -> list[str]:
     return [label, pct(s.miou), pct(s.object_miou), pct(s.mean_box_iou), *more]
 
 
-def verdict(found: dict[str, Score]) -> str:
-    g = found["grabcut"].miou
-    parts = []
-    for m in ("detcam", "camcut"):
-        d = found[m].miou - g
-        parts.append(f"{LABEL[m]} {'beats' if d > 0 else 'does not beat'} GrabCut ({d * 100:+.1f})")
-    return "; ".join(parts)
-
-
-def reading(found, held, low, high, auc, training) -> str:
-    """One honest paragraph on the paper's claim, from the measured numbers."""
-    beats = [
-        f"{LABEL[m]} {'beats' if s[m].miou > s['grabcut'].miou else 'loses to'} GrabCut on "
-        f"{where} images ({pct(s[m].miou)} vs {pct(s['grabcut'].miou)} mIoU)"
-        for where, s in (("training", found), ("held-out", held))
-        for m in ("detcam", "camcut")
-    ]
-    holds = all(s[m].miou > s["grabcut"].miou for s in (found, held) for m in ("detcam", "camcut"))
-    taus = sorted(low)
-    monotone = all(low[a].miou >= low[b].miou for a, b in zip(taus, taus[1:], strict=False))
-    text = (
-        f"Reading: the paper's claim that DetCAM and CAMCut beat GrabCut "
-        f"**{'holds' if holds else 'does not hold'} here**: {'; '.join(beats)}. "
-    )
-    if not holds:
-        text += (
-            f"With this CPU budget ({training['steps']} steps) the detector is weak (see the "
-            "mAP table), and DetCAM's 7x7 map, upsampled to the box, separates object from "
-            f"background inside a box only weakly (AUC {auc:.2f}); D_l is then less accurate "
-            f"than the filled box (BOX {pct(found['box'].miou)} mIoU). "
-        )
-    if monotone:
-        text += (
-            "Lower tau_l is better all the way (D_l tends to the box as tau_l -> 0): the "
-            "paper's interior optimum (0.15) does not appear. "
-        )
-    text += (
-        "CAMCut can only keep pixels inside D_l (the rest is sure background), so it cannot "
-        "recover what DetCAM misses; a higher tau_h gives GrabCut more pixels to drop and more "
-        f"boxes end empty (fallbacks {low[TAU_LOW].fallbacks if TAU_LOW in low else 0} for "
-        f"DetCAM, {', '.join(f'{high[t].fallbacks} at tau_h {t:g}' for t in sorted(high))} "
-        "for CAMCut). These are proposal scores, not a segmenter trained on them (the paper's "
-        "Tables 1-3), and a CPU-trained fast preset, not the paper's ResNet-50 Faster R-CNN "
-        "trained on iSAID on GPUs: a GPU run of the paper preset is the test this bench does "
-        "not make."
-    )
-    return text
-
-
 # --- main -------------------------------------------------------------------------------------
 
 
@@ -451,27 +371,13 @@ def run_nwpu(args: argparse.Namespace, work: Path) -> str:
 
     results.add(
         f"### 2. Proposal quality on the training images ({len(images)} images, {n_train} "
-        "boxes)\n\n"
-        "The detector's own training images, as in the paper. DetCAM = D_l (tau_l 0.15), "
-        "CAMCut = tau_l 0.15, tau_h 0.8; BOX/CRF/GrabCut with their defaults. mIoU over the "
-        "classes present, background included; object mIoU without background; mean box IoU: "
-        "IoU of the box's class inside each box, averaged over boxes. Fell back: empty or "
-        "degenerate masks replaced by the filled box (for DetCAM: boxes whose map has no pixel "
-        f"above tau_l; {cams.zero} of {n_train} DetCAM maps were all 0, i.e. ReLU(sum alpha_k "
-        f"M_k) had no positive evidence; {cams.shrunk} boxes were processed on a shrunk "
-        f"window). ms/box: BOX/CRF/GrabCut the method alone per process ({2} workers); DetCAM "
-        "each window's reading + forward + backward shared by its boxes (one process, "
-        f"{args.threads} torch thread); CAMCut = DetCAM + its GrabCut.\n\n" + quality_table(found)
+        f"boxes; {cams.zero} DetCAM maps all 0, {cams.shrunk} boxes on a shrunk window)\n\n"
+        + quality_table(found)
     )
-    results.findings.append(f"Training images: {verdict(found)} (mIoU points).")
     results.add(
         f"### 3. Held-out images ({len(heldout)} images, {n_held} boxes, never seen by the "
-        "detector)\n\n"
-        "`write_detector_proposals` end to end (DetCAM tau_l 0.15, CAMCut tau_h 0.8) and "
-        f"`write_proposals` for BOX and GrabCut ({args.workers} workers).\n\n" + quality_table(held)
+        "detector)\n\n" + quality_table(held)
     )
-    results.findings.append(f"Held-out images: {verdict(held)} (mIoU points).")
-    best_low = max(low, key=lambda t: low[t].miou)
     rows = [
         sweep_row(f"{t:g}" + (" (default)" if t == TAU_LOW else ""), s,
                   share(s.fallbacks, s.boxes), f"{PAPER_TABLE2[t]:.2f}" if t in PAPER_TABLE2
@@ -481,14 +387,10 @@ def run_nwpu(args: argparse.Namespace, work: Path) -> str:
     rows.append(sweep_row("(BOX, tau_l = 0)", base["box"], "", "44.20"))
     results.add(
         "### 4. tau_l sweep: DetCAM D_l (analogue of the paper's Table 2)\n\n"
-        "Same DetCAM maps, thresholded at each tau_l. The paper's column is the iSAID val mIoU "
-        "of a DeepLab v3 trained on D_l (not the proposals' own mIoU): only the trend "
-        "compares.\n\n"
         + markdown_table(
             "tau_l | mIoU % | object mIoU % | mean box IoU % | fell back | paper mIoU %", rows
         )
     )
-    best_high = max(high, key=lambda t: high[t].miou)
     rows = [
         sweep_row(f"{t:g}" + (" (default)" if t == TAU_HIGH else ""), s,
                   share(s.fallbacks, s.boxes), ms(s.per_box, 0), f"{PAPER_TABLE3[t]:.2f}")
@@ -498,24 +400,13 @@ def run_nwpu(args: argparse.Namespace, work: Path) -> str:
     rows.append(sweep_row("(GrabCut)", g, share(g.fallbacks, n_train), ms(g.per_box, 0), "53.12"))
     results.add(
         "### 5. tau_h sweep: CAMCut (tau_l 0.15; analogue of the paper's Table 3)\n\n"
-        "GrabCut rerun for each tau_h from the same DetCAM maps. Paper column as in 4 (its "
-        "GrabCut row is Table 1's CE-on-GrabCut).\n\n"
         + markdown_table(
             "tau_h | mIoU % | object mIoU % | mean box IoU % | fell back | ms/box | paper mIoU %",
             rows,
         )
     )
-    results.findings.append(
-        f"Sweeps (training images): DetCAM is best at tau_l {best_low:g} "
-        f"({pct(low[best_low].miou)} mIoU; paper: 0.15), CAMCut at tau_h {best_high:g} "
-        f"({pct(high[best_high].miou)}; paper: 0.8)."
-    )
-    results.findings.append(
-        f"DetCAM's ranking of pixels inside the training boxes (object above background): AUC "
-        f"{cams.auc:.3f} (0.5 = chance; by class: {cams.auc_text})."
-    )
-    results.findings.append(reading(found, held, low, high, cams.auc, info["card"].training))
-    print(f"\nFindings (NWPU):\n{results.listed()}\n\nRuntime {run.minutes:.1f} min", flush=True)
+    results.add(f"DetCAM ranking AUC inside the training boxes: {cams.auc:.3f} ({cams.auc_text})")
+    print(f"\nRuntime {run.minutes:.1f} min", flush=True)
     head = run.head(
         package_versions(VERSIONS),
         f"runtime {run.minutes:.1f} min ({', '.join(timings)} min)",
@@ -526,7 +417,7 @@ def run_nwpu(args: argparse.Namespace, work: Path) -> str:
         load=SHARED_CORES,
     )
     title = "## DetCAM and CAMCut vs BOX, CRF, GrabCut (`bench/detcam.py`)"
-    return "\n\n".join([title, head, "Findings:\n\n" + results.listed(), *results.blocks])
+    return "\n\n".join([title, head, *results.blocks])
 
 
 def run_isaid(args: argparse.Namespace, work: Path) -> str:
@@ -574,20 +465,6 @@ def run_isaid(args: argparse.Namespace, work: Path) -> str:
         base = classic_scores(isaid, images, out / "classic", methods, args.workers)
     found = {**base, "detcam": cams.low[TAU_LOW], "camcut": cams.high[TAU_HIGH]}
 
-    box = found["box"].miou
-    box_vs, detcam_vs, camcut_vs = (
-        100 * (box - found["grabcut"].miou),
-        100 * (found["detcam"].miou - box),
-        100 * (found["camcut"].miou - box),
-    )
-    finding = (
-        f"iSAID samples (detector trained on them): {verdict(found)} (mIoU points; DetCAM "
-        f"{pct(found['detcam'].miou)}, CAMCut {pct(found['camcut'].miou)}, GrabCut "
-        f"{pct(found['grabcut'].miou)}). The filled box alone scores {pct(box)} ({box_vs:+.1f} "
-        f"vs GrabCut), DetCAM {detcam_vs:+.1f} and CAMCut {camcut_vs:+.1f} vs BOX; "
-        f"{share(found['detcam'].fallbacks, n_boxes)} DetCAM boxes fell back to the box; "
-        f"detector fit mAP@0.5 {pct(fit['map'])}, DetCAM ranking AUC {cams.auc:.2f}."
-    )
     head = run.head(
         package_versions(VERSIONS),
         f"runtime {run.minutes:.1f} min ({', '.join(timings)} min)",
@@ -603,14 +480,7 @@ def run_isaid(args: argparse.Namespace, work: Path) -> str:
     )
     block = (
         f"### 6. iSAID samples ({len(images)} images, {n_boxes} boxes; detector trained on these "
-        f"images)\n\n{head}\n\n"
-        "Scored as in 2 (DetCAM = D_l at tau_l 0.15, CAMCut = tau_l 0.15, tau_h 0.8; BOX, CRF "
-        "and GrabCut with their defaults; mIoU over the classes present, background included). "
-        f"ms/box: BOX/CRF/GrabCut per process ({args.workers} workers), DetCAM one process "
-        f"({args.threads} torch thread), CAMCut = DetCAM + its GrabCut.\n\n"
-        + quality_table(found)
-        + "\nFinding:\n\n- "
-        + finding
+        f"images)\n\n{head}\n\n" + quality_table(found)
     )
     print(block, flush=True)
     print(f"\nRuntime (iSAID) {run.minutes:.1f} min", flush=True)

@@ -1,61 +1,11 @@
-"""Benchmark of streaming sliding-window prediction (``jmlgeo predict``, issue 6).
+"""Benchmark of streaming sliding-window prediction (``jmlgeo predict``, issues 6 and 18).
 
-Three measurements, printed as Markdown tables and written to the ``predict`` section of
-BENCHMARKS.md (with the command, the machine, the load average and the date):
+Parts: ``throughput`` (bare forward, torchgeo recipe, ours at overlap 0 and the default, on a
+synthetic scene), ``memory`` (peak RSS/PSS of a fresh process per scene size), ``seams``
+(agreement under a half-stride shift, tiled and untiled). Each part rewrites its own section of
+BENCHMARKS.md; what is measured and how is described there, beside the figures.
 
-1. Throughput on one synthetic uint8 3-band scene (4096 x 4096; 2048 with ``--quick``), tile 256,
-   batch 8, a randomly initialised ``fast`` preset bundle, CPU, side by side in one process:
-
-   (a) the bare model forward on every tile of the scene's grid, normalised tensors made in memory
-       beforehand (no I/O, no blending): the limit;
-   (b) the usual torchgeo recipe: ``RasterDataset`` + ``GridGeoSampler`` + ``DataLoader`` (one
-       worker, ``stack_samples``) + forward + argmax tiles stitched into an in-memory uint8 array
-       (no blending; the last tiles reach past the far edges as torchgeo makes them) + one
-       rasterio write (tiled, DEFLATE) at the end;
-   (c) our ``Predictor.predict`` (default options: overlap tile/4, on CPU no reader process,
-       COG with overviews), and the same with overlap 0, whose windows are exactly those of (a)
-       and (b).
-
-   Each variant runs ``--repeats`` times (3; 1 with ``--quick``), interleaved, the order reversed
-   every other run; the shortest run counts. "Scene Mpx/s" is the scene's pixels over the wall
-   time; "forwarded Mpx/s" counts the pixels of every window, so it grows with the overlap. The
-   CPU time (user + system, the process and any reader worker) of each run is reported too, with
-   ratios per CPU second: on a machine shared with other jobs the wall-clock ratios favour the
-   variants with more runnable threads. Ours also gets a time breakdown (forward, blending, strip
-   writes in the writer thread, the COG copy).
-2. Peak memory: a fresh subprocess runs only the prediction (default options) on synthetic scenes
-   of 2048², 8192² and 20000² pixels (2048² and 4096² with ``--quick``), written tiled and DEFLATE
-   compressed, strip by strip, to the work folder. Reported: the process's max RSS
-   (``getrusage``), its reader workers' max RSS (none by default on CPU), and the whole process
-   tree's peak RSS and PSS sampled every 0.2 s from /proc (PSS counts pages shared by a forked
-   worker once). The torchgeo
-   recipe (b) is measured the same way at the smaller sizes for contrast.
-3. Seams: a trained bundle predicts a scene, then a copy of the scene cropped by half the stride
-   (tile - overlap) at the top and left, so every window border moves as far as it can relative to
-   the content; the fraction of pixels whose class agrees on the common area, with overlap 0, the
-   default overlap tile/4 and overlap tile/2, the median margin between the two most probable
-   classes at differing and agreeing pixels, and the agreement with one window covering the whole
-   scene (no tiling at all). Scenes:
-   ``sample_data/scene.tif`` (the domain the bundle was trained on) and the real iSAID image
-   ``../shared/data/isaid_devkit_samples/val/images/P0003.png`` when present. The bundle is
-   ``/tmp/demo1/model.safetensors`` when it exists (``--trained``), else one trained here with
-   ``jmlgeo train sample_data/scene.tif --boxes sample_data/boxes.gpkg --stage1-steps 60
-   --stage2-steps 30`` (5 to 25 minutes on 2 busy cores). ``--seams-scenes`` and
-   ``--seams-label`` measure another bundle on other scenes (pooled into one row per overlap) in
-   a section of their own, e.g. a model trained by ``bench/accuracy.py`` on NWPU validation images.
-
-Commands, from the repository root::
-
-    .venv/bin/python bench/predict.py            # full run: 2-3 h on 2 busy CPU cores (the
-                                                 # 20000² prediction alone 1-1.5 h)
-    .venv/bin/python bench/predict.py --quick    # 2048² throughput, 2048²/4096² memory: ~10 min
-                                                 # (plus the training when there is no bundle)
-    .venv/bin/python bench/predict.py --parts throughput --no-update   # one part, print only
-    .venv/bin/python bench/predict.py --work /tmp/predict-bench   # keep (and reuse) the scenes
-
-Only a run of all three parts updates BENCHMARKS.md. Scenes and outputs go to ``--work`` (default:
-a temporary folder under /tmp, deleted at the end); nothing is written inside the repository but
-BENCHMARKS.md.
+    .venv/bin/python bench/predict.py [--quick] [--parts throughput,memory,seams] [--work DIR]
 """
 
 from __future__ import annotations
@@ -67,14 +17,12 @@ import math
 import os
 import re
 import resource
-import shlex
 import shutil
 import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -105,17 +53,11 @@ SECTION = "predict"
 PARTS = ("throughput", "memory", "seams")
 CLASSES = ["building", "storage_tank", "vehicle"]
 COLOURS = [[230, 159, 0], [86, 180, 233], [0, 158, 115]]
-TRAINED = Path("/tmp/demo1/model.safetensors")
+TRAINED = REPO / "demo" / "run" / "model.safetensors"
 ISAID_IMAGE = REPO.parent / "shared" / "data" / "isaid_devkit_samples" / "val" / "images"
 ISAID_IMAGE = ISAID_IMAGE / "P0003.png"
 PIXEL = 0.5  # metres; the synthetic scenes and the random bundle agree on it
-TRAIN_ARGS = ["--stage1-steps", "60", "--stage2-steps", "30", "--progress", "none"]
 
-#: Targets of issue 6.
-TARGET_OF_BARE = 0.9
-TARGET_FLAT = 1.2
-TARGET_MEMORY_GB = 1.5
-TARGET_AGREEMENT = 0.995
 
 # --- inputs -----------------------------------------------------------------------------------
 
@@ -168,35 +110,15 @@ def random_bundle(path: Path, tile: int) -> Path:
     return path
 
 
-def trained_bundle(args: argparse.Namespace, work: Path) -> tuple[Path, str]:
-    """The lead's demo bundle when present, else one trained here; and how it was obtained."""
-    if args.trained.exists():
-        note = " (the demo bundle, trained on sample_data/scene.tif)" * (args.trained == TRAINED)
-        return args.trained, f"`{args.trained}`{note}"
-    run = work / "trained"
-    bundle = run / "model.safetensors"
-    shown = ["jmlgeo", "train", "sample_data/scene.tif", "--boxes", "sample_data/boxes.gpkg"]
-    command = [os.fspath(Path(sys.executable).with_name("jmlgeo")), *shown[1:]]
-    command += ["--out", os.fspath(run), *TRAIN_ARGS]
-    if not bundle.exists():
-        log(f"no {args.trained}: training one ({shlex.join(command[1:])})")
-        start = time.perf_counter()
-        subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-        log(f"trained in {time.perf_counter() - start:.0f} s")
-    return bundle, f"trained here: `{shlex.join(shown + TRAIN_ARGS)}`"
+def trained_bundle(args: argparse.Namespace) -> tuple[Path, str]:
+    """The trained bundle of the seams part (``make demo`` writes the default one)."""
+    if not args.trained.exists():
+        sys.exit(f"{args.trained}: no such bundle; run `make demo` or give --trained BUNDLE")
+    note = " (the demo bundle, trained on sample_data/scene.tif)" * (args.trained == TRAINED)
+    return args.trained, f"`{args.trained}`{note}"
 
 
 # --- part 1: throughput -----------------------------------------------------------------------
-
-
-@dataclass
-class Stats:
-    """Seconds spent in the phases of one of our predictions (``Prediction.phases``)."""
-
-    forward: float = 0.0
-    blend: float = 0.0
-    write: float = 0.0
-    cog: float = 0.0
 
 
 def grid_windows(side: int, tile: int, stride: int) -> list[tuple[int, int]]:
@@ -290,7 +212,7 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
     }
     windows["b"] = math.ceil(side / tile) ** 2  # torchgeo: last tiles past the edges
     times: dict[str, list[float]] = {k: [] for k in variants}
-    breakdown: dict[str, Stats] = {}
+    breakdown: dict[str, dict[str, float]] = {}
     recipe_forward: list[float] = []
     cpus: dict[str, list[float]] = {k: [] for k in variants}
     predictor = Predictor(bundle, device="cpu")
@@ -321,7 +243,8 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
                 prediction = predictor.predict(scene, out, options)
                 seconds = time.perf_counter() - start
                 if not times[key] or seconds < min(times[key]):
-                    breakdown[key] = Stats(**prediction.phases)
+                    breakdown[key] = dict.fromkeys(("forward", "blend", "write", "cog"), 0.0)
+                    breakdown[key] |= prediction.phases
             cpu = cpu_seconds() - cpu_start
             cpus[key].append(cpu)
             times[key].append(seconds)
@@ -358,62 +281,28 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
     )
     parts = [
         f"### 1. Throughput: {side} x {side} px uint8 RGB scene, tile {tile}, batch {batch_size}, "
-        f"fast preset (random weights), CPU, {torch.get_num_threads()} torch threads\n\n"
-        f"Best of {args.repeats} interleaved runs (all runs listed, in order; the order of the "
-        "variants alternates between runs); rates and ratios from the best (shortest) runs. "
-        "CPU s: user + system time of this process, its threads and any reader worker during the "
-        "run; the CPU ratios use the smallest CPU time of each variant. On a machine shared with "
-        "other jobs, wall-clock ratios favour the variants with more runnable threads ((b) has a "
-        "reader process besides the 2 torch threads, so it gets a larger share of the busy "
-        "cores than (a) and ours, which reads between forward passes on CPU); the CPU ratios do "
-        "not, but spinning OpenMP threads inflate "
-        "CPU time under contention too. Read both.\n",
+        f"fast preset (random weights), CPU, {torch.get_num_threads()} torch threads; best of "
+        f"{args.repeats} interleaved runs\n",
         markdown_table(header, rows, align="lrrrrrrrrr"),
     ]
     rows = []
     for key in ("c0", "c"):
         s, total = breakdown[key], best[key]
-        other = total - s.forward - s.blend - s.cog
+        other = total - s["forward"] - s["blend"] - s["cog"]
         rows.append([
-            variants[key], f"{total:.1f}", f"{s.forward:.1f} ({s.forward / total:.0%})",
-            f"{s.blend:.2f}", f"{s.write:.2f}", f"{s.cog:.2f}", f"{other:.1f}",
+            variants[key], f"{total:.1f}", f"{s['forward']:.1f} ({s['forward'] / total:.0%})",
+            f"{s['blend']:.2f}", f"{s['write']:.2f}", f"{s['cog']:.2f}", f"{other:.1f}",
         ])  # fmt: skip
     recipe = recipe_forward[times["b"].index(best["b"])]
     rows.append([variants["b"], f"{best['b']:.1f}", f"{recipe:.1f} ({recipe / best['b']:.0%})",
                  "", "", "", f"{best['b'] - recipe:.1f}"])  # fmt: skip
     parts.append(
-        "Where the time of the best runs goes (seconds; the forward includes normalisation and "
-        "the copy of the logits to numpy; strip writes run in the writer thread, overlapped; "
-        "'other' is the rest of the main thread: reading windows (on CPU), waiting for the "
-        "writer, start-up):\n\n"
+        "Where the time of the best runs goes (seconds):\n\n"
         + markdown_table(
             "variant | total | forward | blend | strip writes | COG copy | other", rows, "lrrrrrr"
         )
     )
     results.add("\n".join(parts))
-    of_bare0 = scene_rate["c0"] / scene_rate["a"]
-    of_bare = forwarded_rate["c"] / forwarded_rate["a"]
-    of_recipe0 = scene_rate["c0"] / scene_rate["b"]
-    of_recipe = scene_rate["c"] / scene_rate["b"]
-
-    def meets(value: float) -> str:
-        return "meets" if value >= TARGET_OF_BARE else "misses"
-
-    results.findings.append(
-        f"Throughput, overlap 0 (the same windows as (a) and (b)): ours runs at {of_bare0:.2f} of "
-        f"the bare forward's wall-clock speed ({meets(of_bare0)} the >= {TARGET_OF_BARE} target) "
-        f"and {cpu_of_bare['c0']:.2f} of its pixels per CPU second ({meets(cpu_of_bare['c0'])} "
-        f"it); against the torchgeo recipe {of_recipe0:.2f}x wall clock, "
-        f"{cpu_of_recipe['c0']:.2f}x per CPU second."
-    )
-    results.findings.append(
-        f"Throughput, default overlap {default_overlap}: ours forwards "
-        f"{windows['c'] / windows['a']:.2f}x the pixels of (a); per forwarded pixel it runs at "
-        f"{of_bare:.2f} of the bare forward (wall) and {cpu_of_bare['c']:.2f} (CPU); per scene "
-        f"pixel at {of_recipe:.2f}x the recipe's speed (wall; "
-        f"{'faster' if of_recipe > 1 else 'slower'}) and {cpu_of_recipe['c']:.2f}x per CPU "
-        "second; the recipe blends nothing and forwards each pixel once."
-    )
 
 
 # --- part 2: memory ---------------------------------------------------------------------------
@@ -534,32 +423,10 @@ def part_memory(args: argparse.Namespace, work: Path, results: Results) -> None:
         "peak tree RSS (sampled) | peak tree PSS (sampled)"
     )
     results.add(
-        f"### 2. Peak memory (GB = 10^9 bytes): tile {tile}, batch 8, fast preset, CPU, "
-        "default options (on CPU: no reader process), a fresh process per prediction\n\n"
-        "Synthetic uint8 RGB scenes, tiled 256 and DEFLATE-compressed. The main process's and "
-        "its workers' max RSS come from getrusage; the tree figures are sums over the process "
-        "and its children sampled every 0.2 s from /proc/PID/smaps_rollup (PSS counts the pages "
-        "a forked worker shares with the main process once). The recipe keeps the whole class "
-        "raster in memory (uint8, 1 byte per pixel: the cheapest possible stitching).\n\n"
+        f"### 2. Peak memory (GB = 10^9 bytes): tile {tile}, batch 8, fast preset, CPU, default "
+        "options, a fresh process per prediction\n\n"
         + markdown_table(header, rows, align="llrrrrrrr")
     )
-    ours = [(side, r) for kind, side, r in measured if kind == "ours"]
-    if len(ours) >= 2:
-        (small, first), (large, last) = ours[0], ours[-1]
-        growth = last["tree_pss_kb"] / first["tree_pss_kb"]
-        peak = max(r["tree_pss_kb"] for _, r in ours) * 1024 / 1e9
-        flat = "meets" if growth <= TARGET_FLAT else "misses"
-        below = "meets" if peak < TARGET_MEMORY_GB else "misses"
-        main_growth = last["main_max_rss_kb"] / first["main_max_rss_kb"]
-        worker = ""
-        if first["workers_max_rss_kb"]:
-            growth_of_worker = last["workers_max_rss_kb"] / first["workers_max_rss_kb"]
-            worker = f", child processes {growth_of_worker:.2f}x"
-        results.findings.append(
-            f"Memory: the {large}² prediction peaks at {growth:.2f}x the {small}² one (tree PSS; "
-            f"{flat} the <= {TARGET_FLAT}x target; main process {main_growth:.2f}x{worker}), at "
-            f"most {peak:.2f} GB ({below} the < {TARGET_MEMORY_GB} GB target)."
-        )
 
 
 # --- part 3: seams ----------------------------------------------------------------------------
@@ -626,7 +493,7 @@ def seam_groups(args: argparse.Namespace) -> list[tuple[str, list[Path]]]:
 def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
     from jmlnet_geo.predict import Predictor
 
-    bundle, origin = trained_bundle(args, work)
+    bundle, origin = trained_bundle(args)
     predictor = Predictor(bundle, device="cpu")
     tile = predictor.card.tile_size
     overlaps = (0, tile // 4, tile // 2)
@@ -684,31 +551,10 @@ def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
         "seam excess (points) | median top-2 margin, differing / agreeing pixels (tiled)"
     )
     results.add(
-        f"### 3. Seams: bundle {origin}, tile {tile}, CPU\n\n"
-        "Each scene is predicted as is and as a copy without its first *shift* rows and "
-        "columns, shift = half the stride (tile - overlap), so every window border moves as far "
-        "as it can from where it was relative to the content (a shift by a whole stride would "
-        "give the same windows again); agreement = fraction of the common valid pixels with the "
-        "same class, pooled over the scenes of a row. The *untiled* column makes the same "
-        "comparison with no tiling at all (one window covering the whole scene, and one covering "
-        "the shifted copy): it measures how much the model itself changes its mind when the "
-        "content moves against the image edges and its stride-16 grid, which no blending can "
-        "remove. Seam excess = untiled minus tiled agreement: what the tiling adds. Margin: "
-        "difference of the two largest class probabilities of the unshifted prediction (0 = a "
-        "tie, 1 = certain).\n\n" + markdown_table(header, rows, align="llrrrrrrr")
+        f"### 3. Seams: bundle {origin}, tile {tile}, CPU (agreement under a half-stride shift; "
+        "margin: top-2 class probabilities, 0 = tie)\n\n"
+        + markdown_table(header, rows, align="llrrrrrrr")
     )
-    for label, _ in seam_groups(args):
-        agree, untiled = found[label, tile // 4]
-        half, half_untiled = found[label, tile // 2]
-        verdict = "meets" if agree >= TARGET_AGREEMENT else "misses"
-        results.findings.append(
-            f"Seams, {label}: with the default overlap ({tile // 4} px) the prediction agrees with "
-            f"the shifted grid on {100 * agree:.2f} % of pixels ({verdict} the >= "
-            f"{100 * TARGET_AGREEMENT:.1f} % target); the untiled model agrees with itself on "
-            f"{100 * untiled:.2f} % at the same shift, so tiling costs "
-            f"{100 * (untiled - agree):.2f} points. With overlap {tile // 2} px: "
-            f"{100 * half:.2f} % (untiled {100 * half_untiled:.2f} %)."
-        )
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -716,45 +562,19 @@ def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = bench_parser(
-        "Benchmark streaming prediction: throughput, peak memory, seams. --quick: 2048² "
-        "throughput, no 8k/20k memory. Each part updates its own section of BENCHMARKS.md.",
-        PARTS,
-        "Folder for scenes and outputs, kept and reused (default: a temporary folder under "
-        "/tmp, deleted).",
-    )
+        "Benchmark streaming prediction: throughput, peak memory, seams; each part updates its "
+        "own section.", PARTS, "Folder for scenes and outputs, kept (default: temporary).",
+    )  # fmt: skip
     add = parser.add_argument
     add("--size", type=int, help="Throughput scene side (default 4096; quick 2048).")
     add("--tile", type=int, default=256, help="Tile side of parts 1 and 2.")
     add("--batch-size", type=int, default=8, help="Tiles per forward pass.")
     add("--repeats", type=int, help="Runs per throughput variant (default 3; quick 1).")
-    add(
-        "--memory-sizes",
-        type=int,
-        nargs="+",
-        help="Scene sides of our memory runs (default 2048 8192 20000; quick 2048 4096).",
-    )
-    add(
-        "--recipe-sizes",
-        type=int,
-        nargs="*",
-        help="Scene sides of the recipe's memory runs (default 2048 8192; quick 2048).",
-    )
-    add(
-        "--trained",
-        type=Path,
-        default=TRAINED,
-        help="Trained bundle of the seams part; trained here when absent.",
-    )
-    add(
-        "--seams-scenes",
-        type=Path,
-        nargs="+",
-        help="Scenes of the seams part, pooled into one row per overlap (default: "
-        "sample_data/scene.tif and the iSAID image, a row each).",
-    )
-    add("--seams-label",
-        help="Names a seams run with other scenes or another bundle; it gets its own section "
-        "(predict-seams-LABEL), so the demo bundle's table stays.")  # fmt: skip
+    add("--memory-sizes", type=int, nargs="+", help="Our memory runs' scene sides.")
+    add("--recipe-sizes", type=int, nargs="*", help="The recipe's memory runs' scene sides.")
+    add("--trained", type=Path, default=TRAINED, help="Bundle of the seams part.")
+    add("--seams-scenes", type=Path, nargs="+", help="Scenes of the seams part, pooled.")
+    add("--seams-label", help="Names a seams run; its own section predict-seams-LABEL.")
     add("--child", choices=["ours", "recipe"], help=argparse.SUPPRESS)
     for name in ("--child-bundle", "--child-scene", "--child-out"):
         add(name, help=argparse.SUPPRESS)
@@ -767,17 +587,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-PART_TITLES = {
-    "throughput": "Prediction, part 1: throughput",
-    "memory": "Prediction, part 2: peak memory",
-    "seams": "Prediction, part 3: seams",
-}
-INTRO = (
-    "## Prediction: throughput, peak memory, seams (`bench/predict.py`)\n\n"
-    "Three sections follow, one per part; each is rewritten when its part runs "
-    "(`--parts throughput`, `--parts memory`, `--parts seams`), so the long memory part (about "
-    "20 minutes for the 20000² scene on 2 cores) can run on its own."
-)
+TITLES = {"throughput": "part 1: throughput", "memory": "part 2: peak memory",
+          "seams": "part 3: seams"}  # fmt: skip
+LOAD = " (other jobs share the cores; times are wall clock, compare the ratios)"
+INTRO = "## Prediction: throughput, peak memory, seams (`bench/predict.py`)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -795,29 +608,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             {"throughput": part_throughput, "memory": part_memory, "seams": part_seams}[part](
                 args, work, results
             )
-            print(f"\nFindings:\n{results.listed()}\n\n{part}: {run.minutes:.1f} min", flush=True)
+            print(f"\n{part}: {run.minutes:.1f} min", flush=True)
             if args.no_update:
                 continue
-            name, title = f"{SECTION}-{part}", PART_TITLES[part]
+            name, title = f"{SECTION}-{part}", f"Prediction, {TITLES[part]}"
             if part == "seams" and args.seams_label:
                 name = f"{name}-{re.sub(r'[^a-z0-9]+', '-', args.seams_label.lower()).strip('-')}"
                 title = f"{title}, {args.seams_label}"
-            head = run.head(
-                versions,
-                f"this part took {run.minutes:.1f} min",
-                load=" (other jobs share the cores; times are wall clock, compare the ratios)",
-            )
-            blocks = (block.replace("### ", "#### ", 1) for block in results.blocks)
-            section = "\n\n".join(
-                [f"### {title} (`bench/predict.py`)", head, "Findings:\n\n" + results.listed()]
-                + list(blocks)
-            )
+            head = run.head(versions, f"this part took {run.minutes:.1f} min", load=LOAD)
+            blocks = [block.replace("### ", "#### ", 1) for block in results.blocks]
+            section = "\n\n".join([f"### {title} (`bench/predict.py`)", head, *blocks])
             update_section(SECTION, INTRO, args.output)
             # the parts' sections follow the intro in PARTS order, whichever ran first
             before = [SECTION, *(f"{SECTION}-{p}" for p in PARTS[: PARTS.index(part) + 1])]
             after = [b for b in reversed(before) if b != name]
-            path = update_section(name, section, args.output, after=after)
-            log(f"updated {path} (section {name})")
+            log(f"updated {update_section(name, section, args.output, after=after)} ({name})")
     return 0
 
 

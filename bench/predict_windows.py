@@ -1,30 +1,13 @@
 """Inference windows decoupled from the training tile (issue 18): what the defaults rest on.
 
-Four parts, printed as Markdown; written to the ``predict-windows`` section of BENCHMARKS.md only
-with ``--update``:
+Parts: ``receptive`` (radii holding 50/90/95 % of the excess input gradient of one output
+pixel), ``padding`` (mean vs reflect padding of a crop smaller than the window), ``seams`` (seam
+excess on a 2048² mosaic of the sample scene for the old and new window options) and
+``throughput`` (old vs new defaults side by side). Written to the ``predict-windows`` section of
+BENCHMARKS.md only with ``--update``; the figures the defaults rest on are quoted in
+:mod:`jmlnet_geo.predict_windows`.
 
-1. ``receptive``: the effective receptive field of the bundle's model: the gradient of one
-   output pixel's logits (centre of a 512² crop of the scene) with respect to the input, less its
-   far-field level (the ASPP image-pooling branch, which sees every pixel), summed over rings of
-   Chebyshev radius r; reported: the radii holding 50 / 90 / 95 % of that excess mass. The
-   default overlap (``RECEPTIVE_OVERLAP``, 288 px) is about the 90 % diameter, which is also the
-   reach of the outermost ASPP taps (rate 18 at stride 16), capped at a quarter of the window.
-2. ``padding``: a crop smaller than the window, predicted padded as ``Predictor`` pads (outside
-   the scene = invalid = 0 after normalisation, the mean) and with the crop reflected into the
-   padding instead; the fraction of the crop's pixels whose class differs.
-3. ``seams``: the seam excess of issue 18 = (untiled model's agreement with itself under a shift)
-   - (tiled prediction's agreement with the shifted tiled prediction), shift = half the stride
-   (window - overlap), on a 2048² mosaic of ``sample_data/scene.tif`` and its mirror images (the
-   bundle's domain, continuous across the joins), for the old default (tile 256, overlap 64,
-   ramp), the new defaults, and the other weight windows / overlaps compared.
-4. ``throughput``: Mpx/s of the old defaults (tile 256, overlap 64, batch 8) and the new ones
-   side by side in one run, with ``--tta flips`` at the new defaults, on the scene and on a 4096²
-   mosaic; forwarded / scene pixels of each.
-
-Commands, from the repository root (CPU; a few minutes on 2 busy cores)::
-
-    .venv/bin/python bench/predict_windows.py --bundle /work/main/demo/run/model.safetensors
-    .venv/bin/python bench/predict_windows.py --parts seams --update
+    .venv/bin/python bench/predict_windows.py --bundle demo/run/model.safetensors [--parts seams]
 """
 
 from __future__ import annotations
@@ -43,7 +26,7 @@ if __package__ in (None, ""):  # run as a file
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
 
 from bench.predict import agreement, predict_classes, write_crop
-from bench.report import REPO, command_line, machine_description, update_section
+from bench.report import REPO, Run, package_versions, update_section
 from jmlnet_geo.evaluate.report import markdown_table
 
 PARTS = ("receptive", "padding", "seams", "throughput")
@@ -191,7 +174,7 @@ def main() -> None:
     from jmlnet_geo.predict import Predictor
 
     predictor = Predictor(args.bundle, device="cpu")
-    load = os.getloadavg()
+    run = Run()
     sections = []
     configs = [
         {"label": "old default", "window": 256, "overlap": 64},
@@ -214,8 +197,7 @@ def main() -> None:
             sections.append(text)
     head = (
         "### Prediction windows (`bench/predict_windows.py`, issue 18)\n\n"
-        f"- Command: `{command_line()}`\n- Machine: {machine_description()}\n"
-        f"- Load average at the start: {load[0]:.2f} (1 min); bundle {args.bundle.name}\n\n"
+        f"{run.head(package_versions(['torch']), f'bundle {args.bundle.name}')}\n\n"
     )
     if args.update:
         update_section("predict-windows", head + "\n\n".join(sections))

@@ -1,38 +1,11 @@
 """Benchmark of the box proposals (BOX, dense CRF, GrabCut) on the real dev data.
 
-Four measurements, printed as Markdown tables and written to the ``proposals`` section of
-BENCHMARKS.md (with the command, the machine and the date):
+Parts: ``quality`` (NWPU VHR-10 train, the iSAID samples and the SpaceNet tile against their true
+masks), ``speed`` (1 vs 2 workers on an NWPU subset), ``caps`` (``max_side`` on the largest
+boxes), ``crf`` (``fg_prob`` x ``bilateral_sxy`` sweep). A run of all four updates the
+``proposals`` section of BENCHMARKS.md, where the method and the readings are written.
 
-1. Quality: proposals from the true boxes of every image of NWPU VHR-10 train (COCO bbox ->
-   ``jmlnet_geo.io.importers.import_coco``), the three iSAID images (tight box of each instance)
-   and the SpaceNet GeoTIFF (envelope of each building polygon), scored against the true masks:
-   confusion matrices summed over the images of a data set, mIoU (background included), IoU per
-   class, mean IoU of the object inside each box, and the boxes that fell back to the BOX mask.
-2. Speed: seconds per box per method and boxes per second (wall clock, all three methods) with
-   1 and 2 worker processes on the same NWPU subset, and whether the rasters are byte-identical.
-3. Capped resolution: on the largest boxes (crop longer than 512 px), object IoU and time per box
-   of CRF and GrabCut with ``max_side`` 128, 256, 512 (the default) and 4096 (uncapped).
-4. CRF settings: ``fg_prob`` x ``bilateral_sxy`` sweep on an NWPU subset plus the iSAID and
-   SpaceNet images (mIoU and fallbacks), with BOX and GrabCut on the same images for reference.
-
-The NWPU subset of parts 2 and 4 (``--subset``, default 100 images) is spread evenly over the
-sorted file list, because NWPU files are grouped by class (the first 100 are mostly airplanes).
-
-The data come from ``../shared/data`` (see its README.md); the script exits without writing
-anything when that folder is absent. Intermediate files (box layers, truth rasters, proposals)
-go to ``--work`` (default: a temporary folder under /tmp, deleted at the end).
-
-Commands, from the repository root::
-
-    .venv/bin/python bench/proposals.py            # full run (see below)
-    .venv/bin/python bench/proposals.py --quick    # NWPU --limit 40, smaller sweeps: ~4-8 min
-    .venv/bin/python bench/proposals.py --limit 100 --no-update   # print only, no BENCHMARKS.md
-    .venv/bin/python bench/proposals.py --parts crf --sxys 10,20 --fg-probs 0.6,0.7   # a probe
-
-Only a run of all four parts updates BENCHMARKS.md (``--parts`` picks some for a quick look).
-The full run needs about 23 CPU-minutes (2 workers): 37 min wall clock were measured on 2 cores
-shared with other jobs (load average 4-7), roughly 15 min are expected on 2 idle cores; the CRF
-sweep (16 settings) is more than half of it.
+    .venv/bin/python bench/proposals.py [--quick] [--limit N] [--parts quality,crf] [--no-update]
 """
 
 from __future__ import annotations
@@ -187,20 +160,13 @@ def part_quality(
         header = ["method", "background", *ds.class_names, "mIoU"]
         rows = [[METHOD_LABEL[m], *map(pct, s.iou), pct(s.miou)] for m, s in found.items()]
         per_class.append(f"{ds.name}, IoU per class (%):\n\n" + markdown_table(header, rows))
-        miou = {m: found[m].miou for m in methods}
-        ranking = " < ".join(
-            f"{METHOD_LABEL[m]} {pct(miou[m])}" for m in sorted(miou, key=miou.get)
-        )
-        verdict = "holds" if miou["box"] < miou["crf"] <= miou["grabcut"] else "does not hold"
-        results.findings.append(
-            f"Quality, {ds.name}: mIoU {ranking}; the expected BOX < CRF <= GrabCut {verdict}."
-        )
     header = (
         "data set | images | boxes | method | mIoU % | object mIoU % | mean box IoU % | "
         "fell back to box | ms/box"
     )
     results.add(
-        "### 1. Proposal quality against the true masks\n\n"
+        f"### 1. Proposal quality against the true masks ({options_text(ProposalOptions())}; "
+        f"{args.workers} workers)\n\n"
         f"Proposals with the library defaults ({options_text(ProposalOptions())}) from the "
         "true boxes, scored against the true masks; "
         "confusion matrices summed over the images of each data set. mIoU: mean IoU over the "
@@ -239,25 +205,11 @@ def part_speed(nwpu: Dataset, args, work: Path, results: Results) -> dict[str, S
     ]  # fmt: skip
     ratio = wall1 / runs[2][1]
     results.add(
-        "### 2. Speed, 1 vs 2 workers\n\n"
-        f"{len(nwpu.scene_boxes)} NWPU images ({args.subset_text}, {nwpu.boxes} boxes), all "
-        "three methods in one `write_proposals` call, run one after the other. Wall clock "
-        "includes reading, the worker pool's start-up, painting and writing the rasters; "
-        "boxes/s counts each box once "
-        "(all three methods done). CPU s: user + system time of this process and its workers; "
-        "cores busy: CPU s / wall s. ms/box: the method alone, wall clock per process (it grows "
-        "when processes compete for cores).\n\n"
+        f"### 2. Speed, 1 vs 2 workers: {len(nwpu.scene_boxes)} NWPU images ({args.subset_text}, "
+        f"{nwpu.boxes} boxes)\n\n"
         + markdown_table(header, rows, align="rrrrrrrrrl")
         + f"\nboxes/s with 2 workers / with 1 worker: **{ratio:.2f}**. Rasters byte-identical "
         f"between 1 and 2 workers: **{'yes' if same else 'NO'}** ({files} files compared).\n"
-    )
-    cpu1, cpu2, wall2 = runs[1][2], runs[2][2], runs[2][1]
-    results.findings.append(
-        f"Speed: {nwpu.boxes / wall1:.1f} boxes/s with 1 worker, "
-        f"{nwpu.boxes / wall2:.1f} with 2 (x{ratio:.2f}; "
-        f"{cpu2 / wall2:.2f} cores busy); CPU per box "
-        f"{ms(cpu1 / nwpu.boxes)} vs {ms(cpu2 / nwpu.boxes)} ms; rasters "
-        f"byte-identical: {'yes' if same else 'no'}."
     )
     summaries, out = runs[1][0], runs[1][3]
     return {m: score_folder(nwpu, nwpu.scene_boxes, out, m, summaries) for m in methods}
@@ -323,15 +275,6 @@ def part_caps(datasets: Sequence[Dataset], args, work: Path, results: Results) -
                 pct(t.pooled_box_iou), share(t.fallbacks, t.boxes), ms(t.per_box),
                 f"{t.per_box / ref.per_box:.2f}",
             ])  # fmt: skip
-        up, low = tallies[(m, UNCAPPED)], tallies[(m, CAPS[0])]
-        results.findings.append(
-            f"Capping, {METHOD_LABEL[m]} ({len(chosen)} boxes with crops > {base.max_side} px): "
-            f"max_side {base.max_side} vs uncapped: "
-            f"{points(ref.mean_box_iou - up.mean_box_iou)} points "
-            f"of mean box IoU in {ref.per_box / up.per_box:.2f}x the time; {CAPS[0]} vs "
-            f"{base.max_side}: {points(low.mean_box_iou - ref.mean_box_iou)} points in "
-            f"{low.per_box / ref.per_box:.2f}x the time."
-        )
     b = tallies[("box", base.max_side)]
     rows.append(
         ["BOX", "any", pct(b.mean_box_iou), "", pct(b.pooled_box_iou), "", ms(b.per_box), ""]
@@ -344,13 +287,9 @@ def part_caps(datasets: Sequence[Dataset], args, work: Path, results: Results) -
     )
     results.add(
         "### 3. Capped resolution (`ProposalOptions.max_side`)\n\n"
-        f"{len(chosen)} boxes spread evenly by crop size over the {sum(per_source.values())} "
-        f"boxes whose crop is longer than {base.max_side} px (all NWPU images; candidates: "
-        f"{sources}); crop sides {min(sides)}-{max(sides)} px, median {int(np.median(sides))}. "
-        "Mean box IoU: IoU of the box's class inside each box, averaged over boxes; pooled "
-        "IoU: the same over all their pixels. ms/box: the method alone; time relative to the "
-        f"default cap ({base.max_side}); {args.workers} workers. CRF kernel widths are in crop "
-        "pixels, so a cap also changes how wide they are relative to the object.\n\n"
+        f"{len(chosen)} boxes spread by crop size over the {sum(per_source.values())} whose crop "
+        f"exceeds {base.max_side} px ({sources}); crop sides {min(sides)}-{max(sides)} px, median "
+        f"{int(np.median(sides))}; {args.workers} workers.\n\n"
         + markdown_table(header, rows, align="lrrrrrrr")
     )
 
@@ -415,37 +354,10 @@ def part_crf(
     for ds in others:
         header += [f"{ds.name} mIoU %", f"{ds.name} fell back"]
     header += ["mean mIoU %", ""]
-    best, dflt = found[by_nwpu], found[default]
-    gain = points(best[0].miou - dflt[0].miou)
-    edges = [
-        f"{name} {value:g} is at the edge of the grid"
-        for name, value, tried in (
-            ("fg_prob", by_nwpu[0], args.fg_probs),
-            ("bilateral_sxy", by_nwpu[1], args.sxys),
-        )
-        if len(tried) > 1 and value in (min(tried), max(tried))
-    ]
-    edge = f" The best {' and '.join(edges)}; the optimum may lie beyond." if edges else ""
-    others_text = "; ".join(
-        f"{ds.name} {pct(b.miou)} vs {pct(d.miou)}"
-        for ds, b, d in zip(others, best[1:], dflt[1:], strict=True)
-    )
-    results.findings.append(
-        f"CRF sweep: best on NWPU ({len(nwpu.scene_boxes)} images, {nwpu.boxes} boxes) fg_prob "
-        f"{by_nwpu[0]:g}, bilateral_sxy {by_nwpu[1]:g}: mIoU {pct(best[0].miou)} vs "
-        f"{pct(dflt[0].miou)} with the defaults ({gain} points), "
-        f"{best[0].fallbacks} vs {dflt[0].fallbacks} of {best[0].boxes} boxes fell back; same "
-        f"setting elsewhere: {others_text}. Best mean over the three data sets: fg_prob "
-        f"{by_mean[0]:g}, bilateral_sxy {by_mean[1]:g}.{edge}"
-    )
     results.add(
         "### 4. CRF settings (`CRFOptions.fg_prob` x `bilateral_sxy`)\n\n"
-        f"{len(nwpu.scene_boxes)} NWPU images ({args.subset_text}, {nwpu.boxes} boxes), plus "
-        "the iSAID "
-        "images and the SpaceNet tile in full; other CRF options at their defaults (srgb "
-        f"{base.crf.bilateral_srgb:g}, compat {base.crf.bilateral_compat:g}, "
-        f"{base.crf.iterations} iterations), {args.workers} workers. BOX and GrabCut on the "
-        "same images for reference. Mean mIoU: over the three data sets.\n\n"
+        f"{len(nwpu.scene_boxes)} NWPU images ({args.subset_text}, {nwpu.boxes} boxes), the iSAID "
+        f"images and the SpaceNet tile; {args.workers} workers.\n\n"
         + markdown_table(header, rows, align="r" * (len(header) - 1) + "l")
     )
     results.add(size_table(nwpu, by_nwpu[0], args.sxys, found, reference[nwpu.name]))
@@ -573,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 part_crf(small, [isaid, spacenet], reference, args, work, results)
             results.timings.append(f"{part} {(time.perf_counter() - start) / 60:.1f}")
     runtime, cpu_total = elapsed(), cpu_seconds()
-    print(f"\nFindings:\n{results.listed()}\n\nRuntime {runtime / 60:.1f} min, CPU "
+    print(f"\nRuntime {runtime / 60:.1f} min, CPU "
           f"{cpu_total / 60:.1f} min", flush=True)  # fmt: skip
     if args.no_update or set(args.parts) != set(PARTS):
         log(f"{args.output} not updated (--no-update or a subset of --parts)")
@@ -588,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load=SHARED_CORES,
     )
     title = "## Proposals: BOX, dense CRF, GrabCut (`bench/proposals.py`)"
-    section = "\n\n".join([title, head, "Findings:\n\n" + results.listed(), *results.blocks])
+    section = "\n\n".join([title, head, *results.blocks])
     log(f"updated {update_section(SECTION, section, args.output)}")
     return 0
 

@@ -2,7 +2,8 @@
 
 Each benchmark script owns one section of BENCHMARKS.md (at the repository root), delimited by
 ``<!-- bench:NAME:start -->`` and ``<!-- bench:NAME:end -->``; :func:`update_section` rewrites
-that section only, so scripts can be re-run independently and in any order.
+that section only, so scripts can be re-run independently and in any order. A section holds the
+run's header and tables; the reading of the figures is written by hand after its end marker.
 """
 
 from __future__ import annotations
@@ -29,41 +30,33 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from jmlnet_geo.io.write import atomic_output
+
 #: The repository root (bench/ lives directly under it).
 REPO = Path(__file__).resolve().parents[1]
 
 _START = time.perf_counter()
 
-#: Written at the top of a new BENCHMARKS.md.
-HEADER = (
-    "# Benchmarks\n\n"
-    "Figures measured by the scripts under bench/; each section says the machine and the command.\n"
-)
+#: ``Run.head``'s ``load`` note of the benches that time things.
+SHARED_CORES = " (other jobs share the cores; times are wall clock)"
 
 
 def machine_description() -> str:
     """One line: CPU model, cores, RAM, OS, Python and torch versions (and the GPU, if any).
 
-    torch is optional: its version is read from the installed package metadata, without importing
-    it; the GPU is named only when the caller has already imported torch and CUDA is available.
+    torch's version is read from the package metadata; the GPU is named only when the caller
+    has already imported torch and CUDA is available.
     """
-    cores = os.cpu_count() or 1
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = cores
-    core_text = f"{cores} cores" if usable == cores else f"{usable} of {cores} cores usable"
-    parts = [_cpu_model(), core_text]
-    ram = _ram_bytes()
-    if ram:
-        parts.append(f"{ram / 2**30:.0f} GiB RAM")
-    parts.append(platform.platform(terse=True))
-    parts.append(f"Python {platform.python_version()}")
-    torch_version = _package_version("torch")
-    if torch_version:
-        parts.append(f"torch {torch_version}")
-        gpu = _gpu_name()
-        parts.append(f"GPU {gpu}" if gpu else "no GPU used")
+    cores, usable = os.cpu_count() or 1, len(os.sched_getaffinity(0))
+    parts = [_cpu_model(), f"{cores} cores" if usable == cores else f"{usable} of {cores} usable"]
+    parts.append(f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM")
+    parts += [platform.platform(terse=True), f"Python {platform.python_version()}"]
+    if torch_version := _package_version("torch"):
+        gpu = None
+        with contextlib.suppress(Exception):  # a broken CUDA setup must not stop a report
+            if (torch := sys.modules.get("torch")) and torch.cuda.is_available():
+                gpu = torch.cuda.get_device_name(0)
+        parts += [f"torch {torch_version}", f"GPU {gpu}" if gpu else "no GPU used"]
     return ", ".join(parts)
 
 
@@ -84,37 +77,27 @@ def code_version() -> str:
 
 
 def update_section(
-    name: str,
-    markdown: str,
-    path: str | os.PathLike[str] = "BENCHMARKS.md",
-    after: Sequence[str] = (),
+    name: str, markdown: str, path: str | os.PathLike[str] = "BENCHMARKS.md", after=()
 ) -> Path:
     """Replace the text between the section's markers, adding the section if it is absent.
 
     Args:
-        name: Section name (letters, digits, ``_``, ``-``, ``.``): markers
-            ``<!-- bench:NAME:start -->`` and ``<!-- bench:NAME:end -->``.
+        name: Section name (letters, digits, ``_``, ``-``, ``.``).
         markdown: The section's new content (without the markers).
-        path: The file; a relative path is taken from the repository root. Created with a short
-            header when missing.
+        path: The file; a relative path is taken from the repository root (created if missing).
         after: Sections a new section goes right after: the first of them that the file holds
             once (none: the new section is appended at the end).
-
-    Returns:
-        The path written.
 
     Raises:
         ValueError: A bad name, or the file holds the markers more than once or out of order.
     """
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"section name {name!r}: use letters, digits, '_', '-' or '.'")
-    target = Path(path)
-    if not target.is_absolute():
-        target = REPO / target
+    target = REPO / path
     start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
     block = f"{start}\n{markdown.strip()}\n{end}"
     with _locked(target):
-        text = target.read_text(encoding="utf-8") if target.exists() else HEADER
+        text = target.read_text(encoding="utf-8") if target.exists() else "# Benchmarks\n"
         n_start, n_end = text.count(start), text.count(end)
         anchors = [a for a in (f"<!-- bench:{s}:end -->" for s in after) if text.count(a) == 1]
         if n_start == n_end == 0 and anchors:
@@ -124,24 +107,20 @@ def update_section(
             text = text.rstrip("\n") + "\n\n" + block + "\n"
         elif n_start == n_end == 1 and text.index(start) < text.index(end):
             head, rest = text.split(start, 1)
-            tail = rest.split(end, 1)[1]
-            text = head + block + tail
+            text = head + block + rest.split(end, 1)[1]
         else:
             raise ValueError(
                 f"{target}: the markers of section {name!r} appear {n_start} and {n_end} times "
                 "or out of order; fix the file by hand"
             )
-        _write_atomically(target, text)
+        with atomic_output(target) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
     return target
-
-
-# --- what every script prints ------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def work_folder(path: Path | None, prefix: str) -> Iterator[Path]:
-    """A benchmark's work folder: ``path`` (created, kept for reuse), or a temporary folder
-    (named ``prefix...`` under /tmp) deleted at the end."""
+    """``path`` (created, kept for reuse), or a temporary folder deleted at the end."""
     work = path or Path(tempfile.mkdtemp(prefix=prefix))
     work.mkdir(parents=True, exist_ok=True)
     log(f"work folder {work}")
@@ -171,29 +150,21 @@ def load_text() -> str:
 def command_line() -> str:
     """How this script was run, from the repository root: ``python bench/x.py --args``."""
     script = Path(sys.argv[0]).resolve()
-    try:
-        first = os.fspath(script.relative_to(REPO))
-    except ValueError:
-        first = sys.argv[0]
+    first = os.fspath(script.relative_to(REPO)) if script.is_relative_to(REPO) else sys.argv[0]
     return shlex.join(["python", first, *sys.argv[1:]])
 
 
 @dataclass
 class Results:
-    """Markdown blocks, one-line findings and the time of each part, in order."""
+    """Markdown blocks and the time of each part, in order."""
 
     blocks: list[str] = field(default_factory=list)
-    findings: list[str] = field(default_factory=list)
     timings: list[str] = field(default_factory=list)
 
     def add(self, markdown: str) -> None:
         """Keep a block for BENCHMARKS.md and print it."""
         self.blocks.append(markdown)
         print(markdown, flush=True)
-
-    def listed(self) -> str:
-        """The findings as a Markdown list."""
-        return "\n".join(f"- {f}" for f in self.findings)
 
 
 def pct(value: float) -> str:
@@ -213,8 +184,10 @@ def share(part: int, whole: int) -> str:
 
 def cpu_seconds() -> float:
     """User + system CPU time of this process and of its finished (joined) child processes."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
@@ -249,26 +222,19 @@ class Run:
         )
 
 
-#: ``Run.head``'s ``load`` note of the benches that time things.
-SHARED_CORES = " (other jobs share the cores; times are wall clock)"
-
-
 def bench_parser(description: str, parts: Sequence[str], work: str) -> argparse.ArgumentParser:
     """A bench's parser with the options every bench has: ``--work``, ``--quick``, ``--parts``
     (comma-separated, checked against ``parts``, default all), ``--no-update`` and ``--output``."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--work", type=Path, help=work)
-    parser.add_argument("--quick", action="store_true", help="A few minutes: a smoke run.")
-    parser.add_argument(
-        "--parts",
-        type=parts_type(parts),
-        default=tuple(parts),
-        help=f"Comma-separated parts to run, of {', '.join(parts)}.",
-    )
-    parser.add_argument("--no-update", action="store_true", help="Print the tables only.")
-    parser.add_argument("--output", default="BENCHMARKS.md", help="Markdown file to update.")
+    add = parser.add_argument
+    add("--work", type=Path, help=work)
+    add("--quick", action="store_true", help="A few minutes: a smoke run.")
+    add("--parts", type=parts_type(parts), default=tuple(parts),
+        help=f"Comma-separated parts to run, of {', '.join(parts)}.")  # fmt: skip
+    add("--no-update", action="store_true", help="Print the tables only.")
+    add("--output", default="BENCHMARKS.md", help="Markdown file to update.")
     return parser
 
 
@@ -295,25 +261,12 @@ def quiet_warnings() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-# --- helpers ----------------------------------------------------------------------------------
-
-
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def _ram_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def _package_version(name: str) -> str | None:
@@ -321,18 +274,6 @@ def _package_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _gpu_name() -> str | None:
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return None
-    try:
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    except Exception:  # a broken CUDA setup must not stop a benchmark report
-        return None
-    return None
 
 
 def _git(*args: str) -> str:
@@ -346,23 +287,9 @@ def _git(*args: str) -> str:
 def _locked(target: Path) -> Iterator[None]:
     """Hold an exclusive lock for ``target`` (benchmarks run side by side may update it)."""
     digest = hashlib.sha1(os.fsencode(target.resolve())).hexdigest()[:16]
-    lock_path = Path(tempfile.gettempdir()) / f"jmlgeo-bench-{digest}.lock"
-    with open(lock_path, "a") as lock:
+    with open(Path(tempfile.gettempdir()) / f"jmlgeo-bench-{digest}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _write_atomically(target: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
