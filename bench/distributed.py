@@ -42,10 +42,10 @@ from bench.report import (  # noqa: E402
     load_text,
     log,
     machine_description,
-    markdown_table,
     update_section,
     work_folder,
 )
+from jmlnet_geo.evaluate.report import markdown_table  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 ISAID_BOXES = 655_451  # iSAID train + val instances (the paper's scale)

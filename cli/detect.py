@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from jmlnet_geo.cli.progress import PROGRESS_OPTION, ProgressDisplay, ProgressMode
 
-from jmlnet_geo.config import DetectorConfig
+from jmlnet_geo.config import DETECT_WINDOW, DetectorConfig
 
 _DEFAULTS = DetectorConfig()
 
@@ -86,7 +86,7 @@ def detect(
         None, "--truth", help="True boxes (box layer): print mAP@0.5 per class."
     ),
     class_field: str = typer.Option("class", "--class-field", help="Class column of --truth."),
-    window: int = typer.Option(1024, "--window", min=64, help="Window side, pixels."),
+    window: int = typer.Option(DETECT_WINDOW, "--window", min=64, help="Window side, pixels."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     progress: ProgressMode = PROGRESS_OPTION,
 ) -> None:

@@ -123,6 +123,11 @@ MODEL_PROPOSAL = "model"
 #: DetCAM thresholds of the paper (Algorithm 1): D_l = D > tau_l, D_h = D > tau_h.
 TAU_LOW = 0.15
 TAU_HIGH = 0.8
+#: What CAMCut starts the box's pixels at or below tau_low as: ``sure`` background (the
+#: paper's, the default) or ``probable`` background.
+CAMCUT_LOW = ("sure", "probable")
+#: Side (pixels) of the windows ``jmlgeo detect`` runs the detector on.
+DETECT_WINDOW = 1024
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,7 @@ class DetectorConfig:
     loader_workers: int = 0
     tau_low: float = TAU_LOW
     tau_high: float = TAU_HIGH
-    camcut_low: str = "sure"
+    camcut_low: str = CAMCUT_LOW[0]
     box_tiles: float = 0.0
 
 

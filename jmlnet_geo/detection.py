@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from jmlnet_geo.config import DETECT_WINDOW
 from jmlnet_geo.detector_file import DetectorCard
 from jmlnet_geo.io.raster import Scene, open_dataset, read_window
 
@@ -39,7 +40,7 @@ def detect_scene(
     model: nn.Module,
     card: DetectorCard,
     scene: Scene,
-    window: int = 1024,
+    window: int = DETECT_WINDOW,
     overlap: int = 128,
     nms_iou: float = 0.5,
 ) -> Detections:

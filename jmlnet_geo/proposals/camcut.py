@@ -23,6 +23,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from jmlnet_geo.config import CAMCUT_LOW
 from jmlnet_geo.proposals.crop import BoxCrop
 from jmlnet_geo.proposals.grabcut import MIN_BACKGROUND_PIXELS, grabcut_from_mask
 
@@ -38,11 +39,7 @@ class CAMCutOptions:
     """
 
     iterations: int = 5
-    low: Literal["sure", "probable"] = "sure"
-
-
-#: The values of :attr:`CAMCutOptions.low`.
-CAMCUT_LOW = ("sure", "probable")
+    low: Literal["sure", "probable"] = CAMCUT_LOW[0]
 
 
 def heat_at_crop_scale(heat: np.ndarray, crop: BoxCrop) -> np.ndarray:
@@ -55,7 +52,7 @@ def heat_at_crop_scale(heat: np.ndarray, crop: BoxCrop) -> np.ndarray:
 
 
 def camcut_init(
-    crop: BoxCrop, heat: np.ndarray, tau_low: float, tau_high: float, low: str = "sure"
+    crop: BoxCrop, heat: np.ndarray, tau_low: float, tau_high: float, low: str = CAMCUT_LOW[0]
 ) -> np.ndarray:
     """GrabCut's initial mask for one box (Eqs. 11-13).
 

@@ -18,7 +18,7 @@ import math
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -147,8 +147,7 @@ def paint_proposal(
         method: Written to the raster's metadata.
     """
     scene = scene_boxes.scene
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    order = np.lexsort((np.arange(len(boxes)), -areas))  # large first; ties by box order
+    order = paint_order(boxes)
     with (
         open_dataset(scene) as src,
         class_raster_writer(path, scene, class_names, {"proposal_method": method}) as dst,
@@ -156,13 +155,41 @@ def paint_proposal(
         for window in strips(scene):
             top, bottom = window.row_off, window.row_off + window.height
             canvas = np.zeros((window.height, window.width), np.uint8)
-            for i in order[(boxes[order, 1] < bottom) & (boxes[order, 3] > top)]:
-                col0, row0, col1, row1 = boxes[i]
-                r0, r1 = max(row0, top), min(row1, bottom)
-                part = masks[i][r0 - row0 : r1 - row0]
-                canvas[r0 - top : r1 - top, col0:col1][part] = scene_boxes.class_ids[i]
+            for i, rows, box_rows in strip_parts(boxes, order, top, bottom):
+                col0, col1 = boxes[i, 0], boxes[i, 2]
+                canvas[rows, col0:col1][masks[i][box_rows]] = scene_boxes.class_ids[i]
             canvas[~read_valid(src, scene, window)] = IGNORE
             dst.write(canvas, 1, window=window)
+
+
+def paint_order(boxes: np.ndarray) -> np.ndarray:
+    """Indices of int64 (N, 4) pixel boxes, large to small, ties by box order.
+
+    Painted in this order, a small box stays visible over a large one.
+    """
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return np.lexsort((np.arange(len(boxes)), -areas))
+
+
+def strip_parts(
+    boxes: np.ndarray, order: np.ndarray, top: int, bottom: int
+) -> Iterator[tuple[int, slice, slice]]:
+    """The boxes of ``order`` that cross scene rows [top, bottom), in that order.
+
+    Args:
+        boxes: int64 (N, 4): (col0, row0, col1, row1) in scene pixels, end exclusive.
+        order: Indices into ``boxes`` (:func:`paint_order`).
+        top: The strip's first scene row.
+        bottom: The row after the strip's last.
+
+    Yields:
+        (i, rows, box_rows): box i, its rows in the strip (slice of the strip's rows) and the
+        same rows in the box's own frame (slice of its mask's rows).
+    """
+    for i in order[(boxes[order, 1] < bottom) & (boxes[order, 3] > top)]:
+        row0, row1 = int(boxes[i, 1]), int(boxes[i, 3])
+        r0, r1 = max(row0, top), min(row1, bottom)
+        yield int(i), slice(r0 - top, r1 - top), slice(r0 - row0, r1 - row0)
 
 
 @dataclass

@@ -45,10 +45,12 @@ from jmlnet_geo.proposals.compose import (
     SceneSummary,
     check_methods,
     output_paths,
+    paint_order,
     paint_proposal,
     pixel_boxes,
     scene_stretch,
     single_threaded_cv2,
+    strip_parts,
 )
 from jmlnet_geo.proposals.crop import full_size, read_crop
 from jmlnet_geo.proposals.detcam import (
@@ -304,8 +306,7 @@ def write_heat_raster(
     import rasterio
 
     profile = {**class_raster_profile(scene), "nodata": None}
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    order = np.lexsort((np.arange(len(boxes)), -areas))
+    order = paint_order(boxes)
     values = [h if h.dtype == np.uint8 else heat_values(h) for h in heats]
     with (
         atomic_output(path) as tmp,
@@ -317,8 +318,6 @@ def write_heat_raster(
         for window in strips(scene):
             top, bottom = window.row_off, window.row_off + window.height
             canvas = np.zeros((window.height, window.width), np.uint8)
-            for i in order[(boxes[order, 1] < bottom) & (boxes[order, 3] > top)]:
-                col0, row0, col1, row1 = boxes[i]
-                r0, r1 = max(row0, top), min(row1, bottom)
-                canvas[r0 - top : r1 - top, col0:col1] = values[i][r0 - row0 : r1 - row0]
+            for i, rows, box_rows in strip_parts(boxes, order, top, bottom):
+                canvas[rows, boxes[i, 0] : boxes[i, 2]] = values[i][box_rows]
             dst.write(canvas, 1, window=window)

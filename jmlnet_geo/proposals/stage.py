@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from jmlnet_geo.config import TAU_HIGH, TAU_LOW
+from jmlnet_geo.config import CAMCUT_LOW, TAU_HIGH, TAU_LOW
 from jmlnet_geo.io.vector import SceneBoxes
 from jmlnet_geo.proposals.compose import SceneSummary, check_methods
 from jmlnet_geo.proposals.options import CLASSIC_METHODS, DETECTOR_METHODS, ProposalOptions
@@ -79,7 +79,7 @@ class DetectorProposalOptions:
     tau_high: float = TAU_HIGH
     heatmap: bool = False
     device: str = "auto"
-    camcut_low: str = "sure"
+    camcut_low: str = CAMCUT_LOW[0]
 
 
 def check_request(
@@ -100,7 +100,6 @@ def check_request(
     if any(m in DETECTOR_METHODS for m in chosen):
         from jmlnet_geo.detector_file import read_detector_card
         from jmlnet_geo.errors import OptionError
-        from jmlnet_geo.proposals.camcut import CAMCUT_LOW
         from jmlnet_geo.proposals.detcam import check_thresholds
 
         opts = detector_options or DetectorProposalOptions()
