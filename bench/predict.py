@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import psutil
 import rasterio
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
@@ -308,35 +309,15 @@ def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> N
 # --- part 2: memory ---------------------------------------------------------------------------
 
 
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="ascii") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
-
-
-def _tree_memory(root: int) -> tuple[int, int]:
-    """(sum of RSS, sum of PSS) in kB of ``root`` and its descendants."""
-    tree, todo, rss, pss = _children(), [root], 0, 0
-    while todo:
-        pid = todo.pop()
-        todo.extend(tree.get(pid, []))
-        with (
-            contextlib.suppress(OSError, ValueError),
-            open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f,
-        ):
-            for line in f:
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
+def tree_memory(root: int) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) in kB of process ``root`` and its descendants (psutil)."""
+    rss = pss = 0
+    with contextlib.suppress(psutil.Error):
+        tree = psutil.Process(root)
+        for proc in [tree, *tree.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):  # a worker may end between the two calls
+                memory = proc.memory_full_info()
+                rss, pss = rss + memory.rss // 1024, pss + memory.pss // 1024
     return rss, pss
 
 
@@ -348,7 +329,7 @@ def measure_child(kind: str, bundle: Path, scene: Path, out: Path) -> dict:
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     peak_rss = peak_pss = 0
     while proc.poll() is None:
-        rss, pss = _tree_memory(proc.pid)
+        rss, pss = tree_memory(proc.pid)
         peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
         time.sleep(0.2)
     stdout = proc.stdout.read() if proc.stdout else ""
@@ -365,8 +346,7 @@ def child_main(args: argparse.Namespace) -> int:
     from jmlnet_geo.predict import Predictor
 
     predictor = Predictor(args.child_bundle, device="cpu")
-    with open("/proc/self/status", encoding="ascii") as f:
-        loaded = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    loaded = psutil.Process().memory_info().rss // 1024
     out = Path(args.child_out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -48,4 +48,4 @@ PY
   fi
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip setuptools wheel
-"$VENV/bin/python" -m pip install --quiet -e '.[dev,distributed]'
+"$VENV/bin/python" -m pip install --quiet -e '.[dev,distributed,bench]'
