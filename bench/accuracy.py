@@ -28,7 +28,14 @@ import rasterio
 from shapely.geometry import box as shapely_box
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.data import nwpu_layers  # noqa: E402
+from bench.data import (  # noqa: E402
+    isaid_layers,
+    isaid_split,
+    layer_classes,
+    layer_subset,
+    nwpu_layers,
+    score_bundle,
+)
 from bench.report import (  # noqa: E402
     REPO,
     bench_parser,
@@ -40,9 +47,8 @@ from bench.report import (  # noqa: E402
 from jmlnet_geo.config import preset_config  # noqa: E402
 from jmlnet_geo.evaluate import TruthCache, score_scenes, scores  # noqa: E402
 from jmlnet_geo.evaluate.report import markdown_table  # noqa: E402
-from jmlnet_geo.io.isaid import import_isaid, isaid_images  # noqa: E402
 from jmlnet_geo.io.raster import open_scene  # noqa: E402
-from jmlnet_geo.predict import PredictOptions, Predictor  # noqa: E402
+from jmlnet_geo.predict import PredictOptions  # noqa: E402
 from jmlnet_geo.train.pipeline import TrainInputs, train  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "nwpu_vhr10_train"
@@ -161,27 +167,14 @@ def nwpu_part(work: Path, quick: bool) -> Part:
 
 def isaid_part(work: Path) -> Part:
     """The devkit's split: P0005 (train folder) to train, P0003 and P0004 (val) to score."""
-    folder, source = work / "isaid", SHARED / "isaid_devkit_samples"
+    folder = work / "isaid"
     folder.mkdir(parents=True, exist_ok=True)
-    boxes_path, masks_path = folder / "isaid_boxes.gpkg", folder / "isaid_masks.gpkg"
-    import_isaid(source, boxes_path, truth=masks_path, truth_rasters=folder / "isaid_truth")
-    boxes = gpd.read_file(boxes_path)
-    images = {p.name: p for p in isaid_images(source)}
-    train = sorted(n for n, p in images.items() if p.parent.parent.name == "train")
-    val = sorted(n for n, p in images.items() if p.parent.parent.name == "val")
-    train_boxes, train_masks = folder / "train_boxes.gpkg", folder / "train_masks.gpkg"
-    boxes[boxes["image"].isin(train)].to_file(train_boxes, driver="GPKG")
-    masks = gpd.read_file(masks_path)
-    masks[masks["image"].isin(train)].reset_index(drop=True).to_file(train_masks, driver="GPKG")
-    return Part(
-        "isaid",
-        tuple(images[n] for n in train),
-        train_boxes,
-        train_masks,
-        tuple(sorted(boxes["class"].unique())),
-        tuple(images[n] for n in val),
-        folder / "isaid_truth",
-    )
+    boxes, masks, rasters = isaid_layers(SHARED, folder)
+    train, val = isaid_split(SHARED)
+    train_boxes = layer_subset(boxes, train, folder / "train_boxes.gpkg")
+    train_masks = layer_subset(masks, train, folder / "train_masks.gpkg")
+    return Part("isaid", tuple(train), train_boxes, train_masks, layer_classes(boxes), tuple(val),
+                rasters)  # fmt: skip
 
 
 def spacenet_part(work: Path) -> Part:
@@ -239,7 +232,7 @@ def prepare(work: Path, quick: bool) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     boxes, truth = nwpu_layers(SHARED, work)
     frame = gpd.read_file(boxes)
-    classes = sorted(frame["class"].unique())
+    classes = list(layer_classes(boxes))
     per_image = frame.groupby("image")["class"].apply(set).to_dict()
     images = sorted(per_image)
     random.Random(0).shuffle(images)
@@ -259,13 +252,11 @@ def prepare(work: Path, quick: bool) -> dict:
     if quick:
         split = {"train": train_images[:60], "val": val[:20], "classes": classes}
     suffix = "_quick" if quick else ""
-    for name in ("train_boxes", "train_truth"):
-        source = boxes if name == "train_boxes" else truth
+    for name, source in (("train_boxes", boxes), ("train_truth", truth)):
         out = work / f"{name}{suffix}.gpkg"
         split[name] = str(out)
         if not out.exists():
-            layer = gpd.read_file(source)
-            layer[layer["image"].isin(split["train"])].to_file(out, driver="GPKG")
+            layer_subset(source, split["train"], out)
     split["val_truth"] = str(truth)
     return split
 
@@ -310,12 +301,8 @@ def run_row(row: Row, part: Part, work: Path, args, seed: int, truths: TruthCach
     bundle.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(result.bundle, bundle)
     start = time.perf_counter()
-    predictor = Predictor(bundle, "auto")
-    out = work / "predictions" / part.name
-    options = PredictOptions(loader_workers=0, batch_size=8)
-    preds = [predictor.predict(scene, out, options).classes for scene in part.val_scenes]
-    scenes = [open_scene(scene) for scene in part.val_scenes]
-    pooled = score_scenes(preds, truths, class_names=part.classes, scenes=scenes).pooled
+    out, options = work / "predictions" / part.name, PredictOptions(loader_workers=0, batch_size=8)
+    pooled = score_bundle(bundle, part.val_scenes, out, truths, part.classes, options)
     return {
         "part": part.name,
         "row": row.name,

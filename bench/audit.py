@@ -156,39 +156,33 @@ class Part:
 
 def isaid_part(work: Path, train_only: bool) -> Part:
     """The iSAID samples: all three images (proposals only) or P0005 (train) / P0003-4 (val)."""
+    from bench.data import isaid_layers, isaid_split, layer_classes, layer_subset
     from jmlnet_geo.evaluate import TruthCache
-    from jmlnet_geo.io.isaid import import_isaid, isaid_images
 
     folder = work / "isaid"
     folder.mkdir(parents=True, exist_ok=True)
-    layer, rasters = folder / "boxes.gpkg", folder / "truth"
-    if not layer.exists():
-        import_isaid(SHARED / "isaid_devkit_samples", layer, truth_rasters=rasters)
-    images = isaid_images(SHARED / "isaid_devkit_samples")
-    train = [p for p in images if p.parent.parent.name == "train" or not train_only]
-    val = [p for p in images if p.parent.parent.name == "val"]
-    frame = gpd.read_file(layer)
-    names = {p.name for p in train}
-    path = folder / ("train_boxes.gpkg" if train_only else "all_boxes.gpkg")
-    frame[frame["image"].isin(names)].reset_index(drop=True).to_file(path, driver="GPKG")
-    classes = tuple(sorted(frame["class"].unique()))
+    layer, _, rasters = isaid_layers(SHARED, folder)
+    train, val = isaid_split(SHARED)
+    train = train if train_only else sorted(train + val, key=lambda p: p.name)
+    path = layer_subset(
+        layer, train, folder / ("train_boxes.gpkg" if train_only else "all_boxes.gpkg")
+    )
+    classes = layer_classes(layer)
     truth = TruthCache(lambda scene: rasters / f"{Path(scene.path).stem}.tif", "class", classes)
     return Part("isaid", train, path, classes, val, truth)
 
 
 def nwpu_part(work: Path, n_train: int, n_val: int) -> Part:
     """A seeded subset of NWPU VHR-10 train: ``n_train`` images to train, ``n_val`` to score."""
-    from bench.data import nwpu_layers
+    from bench.data import layer_classes, layer_subset, nwpu_layers
     from jmlnet_geo.evaluate import TruthCache
 
     boxes, truth = nwpu_layers(SHARED, work)
-    frame = gpd.read_file(boxes)
-    images = sorted(frame["image"].unique())
+    images = sorted(gpd.read_file(boxes)["image"].unique())
     random.Random(0).shuffle(images)
     train, val = sorted(images[:n_train]), sorted(images[n_train : n_train + n_val])
-    path = work / f"nwpu_train_{n_train}.gpkg"
-    frame[frame["image"].isin(train)].reset_index(drop=True).to_file(path, driver="GPKG")
-    classes = tuple(sorted(frame["class"].unique()))
+    path = layer_subset(boxes, train, work / f"nwpu_train_{n_train}.gpkg")
+    classes = layer_classes(boxes)
     imgs = SHARED / "nwpu_vhr10_train" / "imgs"
     return Part("nwpu", [imgs / n for n in train], path, classes, [imgs / n for n in val],
                 TruthCache(truth, "class", classes))  # fmt: skip
@@ -224,10 +218,8 @@ def proposals_only(part: Part, work: Path, seed: int, workers: int) -> dict:
 
 def train_and_score(part: Part, layer: Path, run_dir: Path, args, drop: float = 0.0) -> dict:
     """Train the fast preset on ``layer`` (``drop``: --drop-doubtful) and score its mIoU."""
+    from bench.data import score_bundle
     from jmlnet_geo.config import override, preset_config
-    from jmlnet_geo.evaluate import score_scenes
-    from jmlnet_geo.io.raster import open_scene
-    from jmlnet_geo.predict import PredictOptions, Predictor
     from jmlnet_geo.train.pipeline import TrainInputs, train
 
     config = override(preset_config("fast"), stage1_steps=args.stage1_steps,
@@ -236,12 +228,8 @@ def train_and_score(part: Part, layer: Path, run_dir: Path, args, drop: float = 
     start = time.perf_counter()
     inputs = TrainInputs(tuple(part.scenes), layer, part.classes)
     result = train(inputs, config, run_dir, resume=True, workers=args.workers, message=log)
-    predictor = Predictor(result.bundle, "auto")
     out = run_dir / "predictions"
-    preds = [predictor.predict(s, out, PredictOptions(loader_workers=0)).classes
-             for s in part.val_scenes]  # fmt: skip
-    scenes = [open_scene(s) for s in part.val_scenes]
-    pooled = score_scenes(preds, part.truth, class_names=part.classes, scenes=scenes).pooled
+    pooled = score_bundle(result.bundle, part.val_scenes, out, part.truth, part.classes)
     return {"miou": float(pooled.miou), "bundle": str(result.bundle),
             "minutes": (time.perf_counter() - start) / 60}  # fmt: skip
 

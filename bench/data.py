@@ -72,13 +72,53 @@ def load_nwpu(data: Path, work: Path) -> Dataset:
     )
 
 
-def load_isaid(data: Path, work: Path) -> Dataset:
-    """Boxes: the tight box of each instance id; truth: the semantic map as class rasters.
+def isaid_layers(data: Path, work: Path) -> tuple[Path, Path, Path]:
+    """The iSAID samples imported once (``import_isaid``): (box layer: the tight box of each
+    instance id, truth polygon layer, folder of ``NAME.tif`` class rasters of the semantic map)."""
+    boxes, truth, rasters = (
+        work / n for n in ("isaid_boxes.gpkg", "isaid_masks.gpkg", "isaid_truth")
+    )
+    if not boxes.exists() or not truth.exists():
+        import_isaid(data / "isaid_devkit_samples", boxes, truth=truth, truth_rasters=rasters)
+    return boxes, truth, rasters
 
-    Written by ``import_isaid`` to ``work/isaid_boxes.gpkg`` and ``work/isaid_truth/NAME.tif``.
-    """
-    layer_path, truth_dir = work / "isaid_boxes.gpkg", work / "isaid_truth"
-    import_isaid(data / "isaid_devkit_samples", layer_path, truth_rasters=truth_dir)
+
+def isaid_split(data: Path) -> tuple[list[Path], list[Path]]:
+    """The devkit's split of the iSAID samples: (train images: P0005, val images: P0003-4)."""
+    images = isaid_images(data / "isaid_devkit_samples")
+    return [p for p in images if p.parent.parent.name == "train"], [
+        p for p in images if p.parent.parent.name == "val"
+    ]
+
+
+def layer_subset(layer: Path, images: Sequence[str | Path], out: Path) -> Path:
+    """The rows of ``layer`` on ``images`` (its ``image`` column: file names) written to ``out``."""
+    frame = gpd.read_file(layer)
+    names = {Path(i).name for i in images}
+    frame[frame["image"].isin(names)].reset_index(drop=True).to_file(out, driver="GPKG")
+    return out
+
+
+def layer_classes(layer: Path) -> tuple[str, ...]:
+    """The sorted class names of a box layer's ``class`` column."""
+    return tuple(sorted(gpd.read_file(layer)["class"].unique()))
+
+
+def score_bundle(bundle: Path, scenes: Sequence[Path], out: Path, truth, classes, options=None):
+    """Predict ``scenes`` with a bundle into ``out`` and pool their confusion against ``truth``
+    (``score_scenes``; a ``TruthCache``): the pooled report (``miou``, ``iou``)."""
+    from jmlnet_geo.predict import PredictOptions, Predictor
+
+    predictor = Predictor(bundle, "auto")
+    options = options or PredictOptions(loader_workers=0)
+    preds = [predictor.predict(s, out, options).classes for s in scenes]
+    return score_scenes(preds, truth, class_names=classes, scenes=open_scenes(scenes)).pooled
+
+
+def load_isaid(data: Path, work: Path) -> Dataset:
+    """Boxes: the tight box of each instance id; truth: the semantic map as class rasters
+    (:func:`isaid_layers`)."""
+    layer_path, _, truth_dir = isaid_layers(data, work)
     layer = read_boxes(layer_path)
     scenes = open_scenes(isaid_images(data / "isaid_devkit_samples"))
     names = layer.classes.names
