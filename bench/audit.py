@@ -41,7 +41,7 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from jmlnet_geo.evaluate import roc_auc
+from jmlnet_geo.evaluate import box_iou, roc_auc
 from jmlnet_geo.evaluate.report import markdown_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -103,27 +103,16 @@ def precision_at(scores: np.ndarray, positive: np.ndarray, share: float) -> floa
     return float(np.asarray(positive, bool)[top].mean())
 
 
-def iou(a, b) -> float:
-    """IoU of two shapely geometries' envelopes."""
-    a, b = a.envelope, b.envelope
-    union = a.union(b).area
-    return float(a.intersection(b).area / union) if union > 0 else 0.0
-
-
 def missing_recall(missing: gpd.GeoDataFrame | None, deleted: gpd.GeoDataFrame):
-    """(recall of the deleted boxes, precision of the candidates, candidates); IoU >= 0.3."""
+    """(recall of the deleted boxes, precision of the candidates, candidates); a candidate finds
+    a deleted box when their envelopes have IoU >= 0.3 (``box_iou``) on the same image."""
     if missing is None or not len(deleted):
         return float("nan"), float("nan"), 0
-    same = "image" in missing.columns and "image" in deleted.columns
-
-    def match(cand, box) -> bool:
-        same_image = not same or cand["image"] == box["image"]
-        return same_image and iou(cand.geometry, box.geometry) >= 0.3
-
-    found = [any(match(c, d) for _, c in missing.iterrows()) for _, d in deleted.iterrows()]
-    useful = [any(match(c, d) for _, d in deleted.iterrows()) for _, c in missing.iterrows()]
-    precision = float(np.mean(useful)) if useful else float("nan")
-    return float(np.mean(found)), precision, len(missing)
+    found = box_iou(missing.geometry.bounds.to_numpy(), deleted.geometry.bounds.to_numpy()) >= 0.3
+    if "image" in missing.columns and "image" in deleted.columns:
+        found &= missing["image"].to_numpy()[:, None] == deleted["image"].to_numpy()[None, :]
+    precision = float(found.any(1).mean()) if len(missing) else float("nan")
+    return float(found.any(0).mean()), precision, len(missing)
 
 
 def audit_scores(boxes: gpd.GeoDataFrame, missing, deleted) -> dict:
