@@ -41,13 +41,6 @@ class Dataset:
         """The first ``n`` scenes (in sorted file order)."""
         return replace(self, scene_boxes=self.scene_boxes[:n])
 
-    def spread(self, n: int) -> Dataset:
-        """``n`` scenes evenly spaced over the sorted list (NWPU files are grouped by class)."""
-        if n >= len(self.scene_boxes):
-            return self
-        keep = np.unique(np.linspace(0, len(self.scene_boxes) - 1, n).round().astype(int))
-        return replace(self, scene_boxes=[self.scene_boxes[i] for i in keep])
-
 
 def nwpu_layers(data: Path, work: Path) -> tuple[Path, Path]:
     """NWPU VHR-10 train imported once (``import_coco``): (box layer, truth polygon layer)."""
@@ -146,8 +139,6 @@ class Score:
 
     confusion: np.ndarray
     box_ious: list[float] = field(default_factory=list)
-    box_inter: int = 0
-    box_union: int = 0
     fallbacks: int = 0
     boxes: int = 0
     seconds: float = 0.0  # method time, summed over boxes
@@ -173,23 +164,9 @@ class Score:
         return float(np.mean(values)) if values else math.nan
 
     @property
-    def pooled_box_iou(self) -> float:
-        """IoU of the box's class over the pixels of every box together."""
-        return self.box_inter / self.box_union if self.box_union else math.nan
-
-    @property
     def per_box(self) -> float:
         """Method seconds per box."""
         return self.seconds / self.boxes if self.boxes else math.nan
-
-    def add(self, other: Score) -> None:
-        """Pool the boxes of ``other`` (their IoUs, pixels, fallbacks, time) into this score."""
-        self.box_ious += other.box_ious
-        self.box_inter += other.box_inter
-        self.box_union += other.box_union
-        self.fallbacks += other.fallbacks
-        self.boxes += other.boxes
-        self.seconds += other.seconds
 
 
 def score_folder(
@@ -211,8 +188,6 @@ def score_folder(
     return Score(
         result.pooled.confusion,
         [float(v) for ious in result.box_ious for v in ious],
-        result.box_inter,
-        result.box_union,
         sum(s.methods[method].fallbacks for s in summaries),
         sum(len(sb) for sb in scene_boxes),
         sum(s.methods[method].seconds for s in summaries),

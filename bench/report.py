@@ -156,10 +156,9 @@ def command_line() -> str:
 
 @dataclass
 class Results:
-    """Markdown blocks and the time of each part, in order."""
+    """Markdown blocks, in order."""
 
     blocks: list[str] = field(default_factory=list)
-    timings: list[str] = field(default_factory=list)
 
     def add(self, markdown: str) -> None:
         """Keep a block for BENCHMARKS.md and print it."""
