@@ -73,7 +73,7 @@ def test_predict_args_are_a_plain_list_with_json_progress(tmp_path):
         [tmp_path / "a.tif", tmp_path / "b c.tif"],
         tmp_path / "out",
         polygons=True,
-        tile=256,
+        window=256,
         overlap=64,
         batch_size=4,
         device="cpu",
@@ -88,7 +88,7 @@ def test_predict_args_are_a_plain_list_with_json_progress(tmp_path):
         "--out",
         str(tmp_path / "out"),
         "--polygons",
-        "--tile",
+        "--window",
         "256",
         "--overlap",
         "64",
@@ -209,7 +209,7 @@ def test_proposals_and_evaluate_args(tmp_path):
 EVERY_OPTION = {
     "predict": lambda: runner.predict_args(
         "/m.safetensors", ["/a.tif", "/b.tif"], "/out", polygons=True, probabilities=True,
-        tile=64, overlap=8, batch_size=2, device="cpu", min_area=1.5, simplify=0.5,
+        window=64, overlap=8, batch_size=2, tta="flips", device="cpu", min_area=1.5, simplify=0.5,
     ),
     "train": lambda: runner.train_args(
         ["/a.tif"], "/b.gpkg", "/run", class_field="kind", preset="fast", classes=["x", "y"],
@@ -662,3 +662,20 @@ def test_bundle_summary_is_jmlgeo_info_of_the_bundle(tmp_path):
     broken.write_bytes(b"not a bundle")
     refused = executable.bundle_summary(jmlgeo, broken)
     assert "broken.safetensors" in refused and len(refused.splitlines()) == 1
+
+
+def test_the_plugins_choice_lists_are_the_librarys():
+    """The plugin cannot import jmlnet_geo (QGIS's own Python); its lists must not drift."""
+    import ast
+
+    from jmlnet_geo.predict_windows import TTA_MODES
+
+    tree = ast.parse((ROOT / "qgis_plugin" / "jmlgeo_qgis" / "parameters.py").read_text())
+    lists = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and isinstance(node.value, ast.List)
+    }
+    assert lists["TTA_MODES"] == list(TTA_MODES)

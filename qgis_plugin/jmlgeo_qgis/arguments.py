@@ -42,18 +42,23 @@ def predict_args(
     *,
     polygons: bool = False,
     probabilities: bool = False,
-    tile: int | None = None,
+    window: int | None = None,
     overlap: int | None = None,
     batch_size: int | None = None,
+    tta: str | None = None,
     device: str | None = None,
     min_area: float | None = None,
     simplify: float | None = None,
 ) -> list[str]:
-    """``predict BUNDLE SCENE... --out DIR [...] --progress json``."""
+    """``predict BUNDLE SCENE... --out DIR [...] --progress json``.
+
+    ``window`` is the inference window (``--window``, independent of the training tile); None
+    leaves window, overlap and batch size to ``jmlgeo predict``'s planning.
+    """
     args = ["predict", _path(bundle), *(_path(s) for s in scenes), "--out", _path(out)]
     return _with_options(
-        args, polygons=polygons, probabilities=probabilities, tile=tile, overlap=overlap,
-        batch_size=batch_size, device=device, min_area=min_area, simplify=simplify,
+        args, polygons=polygons, probabilities=probabilities, window=window, overlap=overlap,
+        batch_size=batch_size, tta=tta, device=device, min_area=min_area, simplify=simplify,
     )  # fmt: skip
 
 

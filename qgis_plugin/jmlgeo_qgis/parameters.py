@@ -24,6 +24,8 @@ from .settings import mark_output
 from .styling import StylePostProcessor
 
 DEVICES = ["auto", "cpu", "cuda"]
+#: ``jmlgeo predict --tta`` values (none; flips: logits averaged over 3 flips, 4x the time).
+TTA_MODES = ["none", "flips"]
 PRESETS = ["fast", "paper"]
 LOSSES = ["ce", "ma", "mm", "bmm"]
 METHODS = ["box", "crf", "grabcut"]

@@ -23,6 +23,7 @@ from .algorithm_base import JmlGeoAlgorithm
 from .executable import bundle_summary
 from .parameters import (
     DEVICES,
+    TTA_MODES,
     load_on_completion,
     raster_path,
     stem,
@@ -75,17 +76,32 @@ class PredictAlgorithm(JmlGeoAlgorithm):
         )
         self.add_advanced(
             QgsProcessingParameterNumber(
-                "TILE", self.tr("Window size (default: the bundle's)"), minValue=32, optional=True
+                "WINDOW",
+                self.tr("Inference window, px (default: planned per scene, 1024 on CPU)"),
+                minValue=32,
+                optional=True,
             )
         )
         self.add_advanced(
             QgsProcessingParameterNumber(
-                "OVERLAP", self.tr("Window overlap (default: a quarter)"), minValue=0, optional=True
+                "OVERLAP",
+                self.tr("Window overlap, px (default: one receptive field, at most window / 4)"),
+                minValue=0,
+                optional=True,
             )
         )
         self.add_advanced(
             QgsProcessingParameterNumber(
                 "BATCH_SIZE", self.tr("Batch size"), minValue=1, optional=True
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterEnum(
+                "TTA",
+                self.tr("Test-time augmentation (flips: 4x the time)"),
+                TTA_MODES,
+                defaultValue="none",
+                usesStaticStrings=True,
             )
         )
         self.add_advanced(
@@ -130,15 +146,17 @@ class PredictAlgorithm(JmlGeoAlgorithm):
         if not bundle or not os.path.isfile(bundle):
             raise QgsProcessingException(self.tr(f"BUNDLE: no bundle file at '{bundle}'"))
         out = self.run_folder(parameters, "OUTPUT_FOLDER", context, "predict", [scene])
+        tta = self.parameterAsEnumString(parameters, "TTA", context)
         args = runner.predict_args(
             bundle,
             [scene],
             out,
             polygons=self.parameterAsBool(parameters, "POLYGONS", context),
             probabilities=self.parameterAsBool(parameters, "PROBABILITIES", context),
-            tile=self.optional_int(parameters, "TILE", context),
+            window=self.optional_int(parameters, "WINDOW", context),
             overlap=self.optional_int(parameters, "OVERLAP", context),
             batch_size=self.optional_int(parameters, "BATCH_SIZE", context),
+            tta=None if tta in ("", "none") else tta,
             device=self.parameterAsEnumString(parameters, "DEVICE", context) or None,
             min_area=self.optional_double(parameters, "MIN_AREA", context),
             simplify=self.optional_double(parameters, "SIMPLIFY", context),

@@ -38,7 +38,7 @@ def run_predict(bundle, out, **extra):
 
 
 def test_predict_returns_a_class_raster_and_polygons(fake, bundle, tmp_path):
-    results = run_predict(bundle, tmp_path / "out", POLYGONS=True, DEVICE="cpu", TILE=64)
+    results = run_predict(bundle, tmp_path / "out", POLYGONS=True, DEVICE="cpu", WINDOW=64)
     classes = QgsRasterLayer(results["OUTPUT"], "classes")
     assert classes.isValid()
     assert classes.crs() == QgsRasterLayer(str(SCENE), "scene").crs()
@@ -49,8 +49,15 @@ def test_predict_returns_a_class_raster_and_polygons(fake, bundle, tmp_path):
     assert results["OUTPUT_PROBABILITIES"] is None
     argv = read_record(fake.record)["argv"]
     assert argv[:4] == ["predict", str(bundle), str(SCENE), "--out"]
-    assert argv[-7:] == ["--polygons", "--tile", "64", "--device", "cpu", "--progress", "json"]
-    assert "--overlap" not in argv and "--probabilities" not in argv
+    assert argv[-7:] == ["--polygons", "--window", "64", "--device", "cpu", "--progress", "json"]
+    assert "--overlap" not in argv and "--probabilities" not in argv and "--tta" not in argv
+
+
+def test_predict_passes_the_window_overlap_and_tta(fake, bundle, tmp_path):
+    run_predict(bundle, tmp_path / "out", WINDOW=512, OVERLAP=128, TTA="flips")
+    argv = read_record(fake.record)["argv"]
+    at = argv.index("--window")
+    assert argv[at : at + 6] == ["--window", "512", "--overlap", "128", "--tta", "flips"]
 
 
 def test_run_and_load_results_adds_styled_layers(fake, bundle, tmp_path, project):

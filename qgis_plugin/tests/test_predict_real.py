@@ -40,7 +40,7 @@ def test_predict_with_the_real_jmlgeo(plugin, use_executable, real_jmlgeo, tiny_
             "INPUT": str(SCENE),
             "BUNDLE": str(tiny_bundle),
             "POLYGONS": True,
-            "TILE": 256,  # few, large windows: a CPU predicts the sample in seconds
+            "WINDOW": 256,  # few, large windows: a CPU predicts the sample in seconds
             "OVERLAP": 0,
             "DEVICE": "cpu",
             "OUTPUT_FOLDER": str(tmp_path / "prediction"),
@@ -92,7 +92,7 @@ def test_cancel_stops_the_real_jmlgeo(plugin, use_executable, real_jmlgeo, tiny_
     params = {
         "INPUT": str(SCENE),
         "BUNDLE": str(tiny_bundle),
-        "TILE": 64,  # many small windows: long enough to cancel in the middle
+        "WINDOW": 64,  # many small windows: long enough to cancel in the middle
         "DEVICE": "cpu",
         "OUTPUT_FOLDER": str(out),
     }
