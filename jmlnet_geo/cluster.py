@@ -15,7 +15,9 @@ detector it loaded (:func:`cached_predictor`, :func:`cached_detector`), so it lo
 
 :func:`run_tasks` feeds a ``progress(done, total)`` callback from completed tasks and collects
 the errors: a failing scene does not stop the others; the errors, each naming its scene, are
-raised together at the end as one :class:`ClusterError`.
+raised together at the end as one :class:`ClusterError`. The warnings a task raises on its worker
+(a scene without georeferencing, a rounded window, DetCAM's fallback) are recorded there and
+raised again in this process, so the user sees them as in a local run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import functools
 import os
 import re
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,7 +190,9 @@ def run_tasks(
                 text = _one_line(future.exception())
                 errors.append(text if tasks[i].name in text else f"{tasks[i].name}: {text}")
             else:
-                results[i] = future.result()
+                results[i], caught = future.result()
+                for category, message in caught:  # the worker's warnings, shown here
+                    warnings.warn(message, category, stacklevel=2)
                 if on_result:
                     on_result(i, results[i])
             future.release()
@@ -216,15 +221,24 @@ def _one_line(error: BaseException | None) -> str:
     return text
 
 
-def run_on_worker(hosts: dict[str, int], fn: Callable[..., Any], *args: Any) -> Any:
+def run_on_worker(
+    hosts: dict[str, int], fn: Callable[..., Any], *args: Any
+) -> tuple[Any, list[tuple[type[Warning], str]]]:
     """On a worker: set the threads to this machine's share and call ``fn``.
+
+    Returns:
+        ``fn``'s result and the warnings it raised, ``[(category, message)]``, for the client
+        to raise again.
 
     An error travels back without its chained causes: GDAL's exceptions among them do not
     unpickle, and Dask would then send only the error's repr.
     """
     share_threads(hosts)
     try:
-        return fn(*args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = fn(*args)
+        return result, [(w.category, str(w.message)) for w in caught]
     except Exception as err:  # re-raised below, without its context
         error = err
     error.__cause__ = error.__context__ = None

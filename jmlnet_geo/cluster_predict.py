@@ -23,7 +23,6 @@ import functools
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -103,9 +102,7 @@ def predict_scenes(
         results = run_tasks(client, tasks, progress, on_result)
         for (i, b), result in zip(owners, results, strict=True):
             if b < 0:
-                predictions[i], caught = result
-                for category, message in caught:  # the worker's warnings, shown here
-                    warnings.warn(message, category, stacklevel=2)
+                predictions[i] = result
         for i, writer in writers.items():
             predictions[i] = writer.finish(time.perf_counter() - start)
     finally:
@@ -115,19 +112,15 @@ def predict_scenes(
 
 
 def predict_scene(bundle: str, scene: str, out: str, options: PredictOptions, amp: str):
-    """On a worker: :meth:`Predictor.predict` of one whole scene, and its warnings.
+    """On a worker: :meth:`Predictor.predict` of one whole scene.
 
-    Returns:
-        The :class:`Prediction` and ``[(category, message)]`` of the warnings it raised (a
-        scene's resolution far from the bundle's, a rounded window), for the client to show.
+    Its warnings (a resolution far from the bundle's, a rounded window) reach the client through
+    :func:`jmlnet_geo.cluster.run_on_worker`.
     """
     stem = Path(scene).stem
     kill_hook(stem, out, Path(out) / f"{stem}.classes.tif")
     predictor = cached_predictor(bundle, options.device, amp)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = predictor.predict(scene, out, options)
-    return result, [(w.category, str(w.message)) for w in caught]
+    return predictor.predict(scene, out, options)
 
 
 def scene_plan(bundle: str, scene: str, options: PredictOptions, amp: str):

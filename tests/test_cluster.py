@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from pathlib import Path
@@ -121,6 +122,26 @@ def test_proposals_on_a_cluster_are_the_local_bytes(tmp_path, client):
             )
             assert same_bytes(Path(a.methods[method].path), Path(b.methods[method].path)), method
     assert seen[0] == (0, 6) and seen[-1] == (6, 6)  # boxes, fed from finished scenes
+
+
+def test_warnings_raised_on_a_worker_reach_the_client(tmp_path, client):
+    scenes, boxes = three_scenes(tmp_path)
+    scene_boxes = boxes_for_scenes(read_boxes(boxes), open_scenes(scenes))
+
+    def warn(scene_boxes, out_dir, methods):  # by value to the workers (a local function)
+        import warnings
+
+        name = Path(scene_boxes[0].scene.path).name
+        warnings.warn(f"{name}: raised on a worker", UserWarning, stacklevel=1)
+        return [name]
+
+    write = functools.partial(warn, out_dir=os.fspath(tmp_path), methods=["box"])
+    with pytest.warns(UserWarning) as caught:
+        names = scene_map(client)(write, scene_boxes, lambda done, total: None)
+    assert names == ["s0.tif", "s1.tif", "s2.tif"]
+    assert sorted(str(w.message) for w in caught) == [
+        f"s{i}.tif: raised on a worker" for i in range(3)
+    ]
 
 
 def test_predictions_on_a_cluster_are_the_local_bytes(tmp_path, client, bundle):
