@@ -1,8 +1,9 @@
 """Benchmark of streaming sliding-window prediction (``jmlgeo predict``, issues 6 and 18).
 
-Parts: ``throughput`` (bare forward, torchgeo recipe, ours at overlap 0 and the default, on a
-synthetic scene), ``memory`` (peak RSS/PSS of a fresh process per scene size), ``seams``
-(agreement under a half-stride shift, tiled and untiled). Each part rewrites its own section of
+Parts: ``throughput`` (bare forward on the defaults' windows, torchgeo recipe, ours at the
+defaults and at the old ones, on a synthetic scene), ``memory`` (peak RSS/PSS of a fresh process
+per scene size, defaults), ``seams`` (agreement under a half-stride shift, tiled and untiled, for
+the defaults and their variants; real images as a mosaic with ``--seams-mosaic``). Each part rewrites its own section of
 BENCHMARKS.md; what is measured and how is described there, beside the figures.
 
     .venv/bin/python bench/predict.py [--quick] [--parts throughput,memory,seams] [--work DIR]
@@ -122,25 +123,21 @@ def trained_bundle(args: argparse.Namespace) -> tuple[Path, str]:
 # --- part 1: throughput -----------------------------------------------------------------------
 
 
-def grid_windows(side: int, tile: int, stride: int) -> list[tuple[int, int]]:
-    """(col, row) of our snapped grid over a square scene (as :mod:`jmlnet_geo.tiling`)."""
-    from jmlnet_geo.tiling import grid_offsets
-
-    offsets = [round(o) for o in grid_offsets(float(side), float(tile), float(stride))]
-    return [(col, row) for row in offsets for col in offsets]
-
-
-def bare_batches(scene_path: Path, predictor, tile: int, batch_size: int) -> list:
-    """Normalised float32 batches of every window of the overlap-0 grid, made beforehand."""
+def bare_batches(scene_path: Path, predictor, plan) -> list:
+    """Normalised float32 batches of every window of ``plan`` (our snapped grid), made ahead."""
     import torch
+
+    from jmlnet_geo.tiling import grid_offsets
 
     with rasterio.open(scene_path) as ds:
         image = ds.read()
-    side = image.shape[1]
-    tiles = [image[:, r : r + tile, c : c + tile] for c, r in grid_windows(side, tile, tile)]
+    size, stride = plan.window, plan.window - plan.overlap
+    rows, cols = (grid_offsets(float(n), float(size), float(stride)) for n in image.shape[1:])
+    tiles = [image[:, round(r) : round(r) + size, round(c) : round(c) + size]
+             for r in rows for c in cols]  # fmt: skip
     batches = []
-    for i in range(0, len(tiles), batch_size):
-        raw = torch.from_numpy(np.stack(tiles[i : i + batch_size]).astype(np.float32))
+    for i in range(0, len(tiles), plan.batch_size):
+        raw = torch.from_numpy(np.stack(tiles[i : i + plan.batch_size]).astype(np.float32))
         batches.append(predictor.normalization.apply(raw))
     return batches
 
@@ -191,103 +188,90 @@ def run_recipe(
     return time.perf_counter() - start, forward
 
 
+#: The prediction defaults before issue 18 (the training tile as the window, a quarter overlap).
+OLD = {"window": 256, "overlap": 64, "batch_size": 8}
+
+
 def part_throughput(args: argparse.Namespace, work: Path, results: Results) -> None:
+    """(a) bare forward on the defaults' windows, (b) the torchgeo recipe (each pixel once, the
+    training tile), (c) ours at the defaults, (d) ours at the old defaults; interleaved runs."""
     import torch
 
+    from jmlnet_geo.io.raster import open_scene
     from jmlnet_geo.predict import PredictOptions, Predictor
 
-    side, tile, batch_size = args.size, args.tile, args.batch_size
+    side, tile = args.size, args.tile
     scene = synthetic_scene(work / f"synthetic_{side}.tif", side)
     bundle = random_bundle(work / "random_fast.safetensors", tile)
-    default_overlap = tile // 4
-    variants = {
-        "a": "(a) bare forward, tiles in memory",
-        "b": "(b) torchgeo recipe, in-memory stitching",
-        "c0": "(c) ours, overlap 0",
-        "c": f"(c) ours, overlap {default_overlap} (default)",
-    }
-    windows = {
-        "a": len(grid_windows(side, tile, tile)),
-        "c0": len(grid_windows(side, tile, tile)),
-        "c": len(grid_windows(side, tile, tile - default_overlap)),
-    }
-    windows["b"] = math.ceil(side / tile) ** 2  # torchgeo: last tiles past the edges
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    breakdown: dict[str, dict[str, float]] = {}
-    recipe_forward: list[float] = []
-    cpus: dict[str, list[float]] = {k: [] for k in variants}
     predictor = Predictor(bundle, device="cpu")
-    batches = bare_batches(scene, predictor, tile, batch_size)
-    log(f"throughput: {side}² scene, {len(batches)} batches; warming up")
-    with torch.inference_mode():
-        for x in batches[:2]:
-            predictor.model(x)
+    plan = predictor.plan(open_scene(scene), PredictOptions())
+    variants = {
+        "a": f"(a) bare forward, the defaults' windows in memory (batch {plan.batch_size})",
+        "b": f"(b) torchgeo recipe, tile {tile}, batch 8, in-memory stitching",
+        "c": f"(c) ours, defaults (window {plan.window}, overlap {plan.overlap})",
+        "d": "(d) ours, old defaults (window 256, overlap 64, batch 8)",
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    cpus: dict[str, list[float]] = {k: [] for k in variants}
+    windows, breakdown, recipe_forward = {}, {}, []
+    batches = bare_batches(scene, predictor, plan)
+    windows["a"] = sum(len(b) for b in batches)
+    windows["b"] = math.ceil(side / tile) ** 2  # torchgeo: last tiles past the edges
+    log(f"throughput: {side}² scene, plan {plan}; warming up")
+    run_bare(predictor.model, batches[:1])
     for repeat in range(args.repeats):
-        order = list(variants) if repeat % 2 == 0 else list(reversed(variants))
-        for key in order:
+        for key in list(variants) if repeat % 2 == 0 else list(reversed(variants)):
             out = work / f"throughput_{key}"
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
-            cpu_start = cpu_seconds()
+            cpu_start, start = cpu_seconds(), time.perf_counter()
             if key == "a":
-                seconds = run_bare(predictor.model, batches)
+                run_bare(predictor.model, batches)
             elif key == "b":
                 model, normalization = predictor.model, predictor.normalization
-                seconds, forward = run_recipe(
-                    model, normalization, scene, out / "classes.tif", tile, batch_size
+                recipe_forward.append(
+                    run_recipe(model, normalization, scene, out / "classes.tif", tile, 8)[1]
                 )
-                recipe_forward.append(forward)
             else:
-                overlap = 0 if key == "c0" else None
-                options = PredictOptions(tile=tile, overlap=overlap, batch_size=batch_size)
-                start = time.perf_counter()
+                options = PredictOptions(**(OLD if key == "d" else {}))
                 prediction = predictor.predict(scene, out, options)
+                windows[key] = prediction.windows
                 seconds = time.perf_counter() - start
                 if not times[key] or seconds < min(times[key]):
                     breakdown[key] = dict.fromkeys(("forward", "blend", "write", "cog"), 0.0)
-                    breakdown[key] |= prediction.phases
-            cpu = cpu_seconds() - cpu_start
-            cpus[key].append(cpu)
-            times[key].append(seconds)
-            log(
-                f"  run {repeat + 1}: {variants[key]}: {seconds:.1f} s, CPU {cpu:.1f} s "
-                f"(load {load_text()})"
-            )
+                    breakdown[key] |= prediction.phases | {"window": prediction.window}
+            times[key].append(time.perf_counter() - start)
+            cpus[key].append(cpu_seconds() - cpu_start)
+            log(f"  run {repeat + 1}: {variants[key]}: {times[key][-1]:.1f} s, CPU "
+                f"{cpus[key][-1]:.1f} s (load {load_text()})")  # fmt: skip
     del batches
     pixels = side * side / 1e6
-    forwarded = {k: windows[k] * tile * tile / 1e6 for k in variants}
+    sizes = {"a": plan.window, "b": tile, "c": breakdown["c"]["window"], "d": 256}
+    forwarded = {k: windows[k] * sizes[k] ** 2 / 1e6 for k in variants}
     best = {k: min(v) for k, v in times.items()}
     best_cpu = {k: min(v) for k, v in cpus.items()}
     scene_rate = {k: pixels / best[k] for k in variants}
     forwarded_rate = {k: forwarded[k] / best[k] for k in variants}
-    # CPU efficiency: forwarded (or scene) pixels per CPU second, relative to (a) (or (b)).
-    cpu_of_bare = {
-        k: forwarded[k] / best_cpu[k] / (forwarded["a"] / best_cpu["a"]) for k in variants
-    }
-    cpu_of_recipe = {k: best_cpu["b"] / best_cpu[k] for k in variants}
     rows = [
-        [label, windows[key], " / ".join(f"{t:.1f}" for t in times[key]),
-         f"{scene_rate[key]:.3f}", f"{forwarded_rate[key]:.3f}",
-         f"{forwarded_rate[key] / forwarded_rate['a']:.2f}" if key != "a" else "1",
-         f"{scene_rate[key] / scene_rate['b']:.2f}" if key != "b" else "1",
-         " / ".join(f"{t:.1f}" for t in cpus[key]),
-         f"{cpu_of_bare[key]:.2f}" if key != "a" else "1",
-         f"{cpu_of_recipe[key]:.2f}" if key != "b" else "1"]
+        [label, windows[key], f"{forwarded[key] / pixels:.2f}",
+         " / ".join(f"{t:.1f}" for t in times[key]), f"{scene_rate[key]:.3f}",
+         f"{forwarded_rate[key]:.3f}", f"{forwarded_rate[key] / forwarded_rate['a']:.2f}",
+         f"{scene_rate[key] / scene_rate['b']:.2f}", " / ".join(f"{t:.1f}" for t in cpus[key]),
+         f"{best_cpu['b'] / best_cpu[key]:.2f}"]
         for key, label in variants.items()
     ]  # fmt: skip
     header = (
-        "variant | windows | wall s (runs) | scene Mpx/s | forwarded Mpx/s | "
-        "forwarded Mpx/s / (a) | scene Mpx/s / (b) | CPU s (runs) | "
-        "forwarded Mpx per CPU s / (a) | scene Mpx per CPU s / (b)"
+        "variant | windows | forwarded / scene px | wall s (runs) | scene Mpx/s | "
+        "forwarded Mpx/s | forwarded Mpx/s / (a) | scene Mpx/s / (b) | CPU s (runs) | "
+        "scene Mpx per CPU s / (b)"
     )
     parts = [
-        f"### 1. Throughput: {side} x {side} px uint8 RGB scene, tile {tile}, batch {batch_size}, "
-        f"fast preset (random weights), CPU, {torch.get_num_threads()} torch threads; best of "
-        f"{args.repeats} interleaved runs\n",
+        f"### 1. Throughput: {side} x {side} px uint8 RGB scene, fast preset (random weights), "
+        f"CPU, {torch.get_num_threads()} torch threads; best of {args.repeats} interleaved runs\n",
         markdown_table(header, rows, align="lrrrrrrrrr"),
     ]
     rows = []
-    for key in ("c0", "c"):
+    for key in ("c", "d"):
         s, total = breakdown[key], best[key]
         other = total - s["forward"] - s["blend"] - s["cog"]
         rows.append([
@@ -350,15 +334,17 @@ def child_main(args: argparse.Namespace) -> int:
     out = Path(args.child_out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    plan = {}
     if args.child == "ours":
-        predictor.predict(args.child_scene, out)
+        result = predictor.predict(args.child_scene, out)
+        plan = {"window": result.window, "overlap": result.overlap}
     else:
         tile = predictor.card.tile_size
         run_recipe(
             predictor.model, predictor.normalization, Path(args.child_scene), out / "r.tif", tile, 8
         )
     seconds = time.perf_counter() - start
-    report = {
+    report = plan | {
         "seconds": seconds,
         "loaded_kb": loaded,
         "main_max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
@@ -390,10 +376,14 @@ def part_memory(args: argparse.Namespace, work: Path, results: Results) -> None:
     def gb(kb: float) -> str:
         return f"{kb * 1024 / 1e9:.2f}"
 
-    label = {"ours": f"ours (overlap {tile // 4})", "recipe": "(b) torchgeo recipe"}
+    def label(kind: str, r: dict) -> str:
+        if kind == "ours":
+            return f"ours, defaults (window {r['window']}, overlap {r['overlap']})"
+        return f"(b) torchgeo recipe (tile {tile}, batch 8)"
+
     kbs = ("loaded_kb", "main_max_rss_kb", "workers_max_rss_kb", "tree_rss_kb", "tree_pss_kb")
     rows = [
-        [label[kind], f"{side} x {side}", f"{side * side * 3 / 1e9:.2f}", f"{r['seconds']:.0f}",
+        [label(kind, r), f"{side} x {side}", f"{side * side * 3 / 1e9:.2f}", f"{r['seconds']:.0f}",
          *(gb(r[k]) for k in kbs)]
         for kind, side, r in measured
     ]  # fmt: skip
@@ -403,9 +393,8 @@ def part_memory(args: argparse.Namespace, work: Path, results: Results) -> None:
         "peak tree RSS (sampled) | peak tree PSS (sampled)"
     )
     results.add(
-        f"### 2. Peak memory (GB = 10^9 bytes): tile {tile}, batch 8, fast preset, CPU, default "
-        "options, a fresh process per prediction\n\n"
-        + markdown_table(header, rows, align="llrrrrrrr")
+        "### 2. Peak memory (GB = 10^9 bytes): fast preset, CPU, a fresh process per "
+        "prediction\n\n" + markdown_table(header, rows, align="llrrrrrrr")
     )
 
 
@@ -447,7 +436,7 @@ def predict_untiled(predictor, scene: Path, out: Path) -> np.ndarray:
     """Class ids from one window covering the whole scene (its longer side, rounded up to 16)."""
     with rasterio.open(scene) as ds:
         side = math.ceil(max(ds.width, ds.height) / 16) * 16
-    return predict_classes(predictor, scene, out, tile=side, overlap=0)[0]
+    return predict_classes(predictor, scene, out, window=side, overlap=0)[0]
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
@@ -455,85 +444,125 @@ def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
     return float((a[valid] == b[valid]).mean()), int(valid.sum())
 
 
-def seam_groups(args: argparse.Namespace) -> list[tuple[str, list[Path]]]:
+def mosaic(paths: Sequence[Path], side: int, out: Path) -> Path:
+    """A side x side plain GeoTIFF: one image and its mirror images (continuous at the joins),
+    or several images' centres in a k x k grid of cells (k = ceil(sqrt(n)), reflect-padded)."""
+    images = [read_image(p)[0] for p in paths]
+    if len(images) == 1:
+        data = images[0]
+        reps = [side // (2 * n) + 1 for n in data.shape[1:]]
+        row = np.concatenate([data, data[:, :, ::-1]] * reps[1], axis=2)
+        canvas = np.concatenate([row, row[:, ::-1]] * reps[0], axis=1)[:, :side, :side]
+    else:
+        k = math.ceil(math.sqrt(len(images)))
+        cell = side // k
+        canvas = np.zeros((images[0].shape[0], side, side), images[0].dtype)
+        for i in range(k * k):
+            image = images[i % len(images)]
+            pad = [(0, 0), *((0, max(cell - n, 0)) for n in image.shape[1:])]
+            image = np.pad(image, pad, mode="reflect")
+            y, x = ((n - cell) // 2 for n in image.shape[1:])
+            canvas[:, i // k * cell : (i // k + 1) * cell, i % k * cell : (i % k + 1) * cell] = (
+                image[:, y : y + cell, x : x + cell]
+            )
+    profile = {"driver": "GTiff", "width": side, "height": side, "count": canvas.shape[0]}
+    with rasterio.open(out, "w", **profile, dtype=canvas.dtype.name) as ds:
+        ds.write(canvas)
+    return out
+
+
+def seam_groups(args: argparse.Namespace, work: Path) -> list[tuple[str, list[Path]]]:
     """The scenes of the seams part, in groups pooled into one row each: (label, paths)."""
     if args.seams_scenes:
         names = ", ".join(p.name for p in args.seams_scenes[:3])
         more = f" and {len(args.seams_scenes) - 3} more" if len(args.seams_scenes) > 3 else ""
         label = f"{args.seams_label or 'scenes'}: {len(args.seams_scenes)} ({names}{more})"
-        return [(label, list(args.seams_scenes))]
+        if not args.seams_mosaic:
+            return [(label, list(args.seams_scenes))]
+        path = mosaic(args.seams_scenes, args.seams_mosaic, work / "seams_mosaic.tif")
+        return [(f"{label}, their centres in a {args.seams_mosaic}² mosaic", [path])]
+    scene = REPO / "sample_data/scene.tif"
     groups = [
-        ("sample_data/scene.tif (synthetic, training scene)", [REPO / "sample_data/scene.tif"])
-    ]
+        ("sample_data/scene.tif (synthetic, training scene)", [scene]),
+        ("sample_data/scene.tif and mirror images, 2048² mosaic",
+         [mosaic([scene], 2048, work / "sample_mosaic.tif")]),
+    ]  # fmt: skip
     if ISAID_IMAGE.exists():
         groups.append(("iSAID val P0003.png (real, out of domain)", [ISAID_IMAGE]))
     return groups
 
 
+#: The seams part's variants: (label, PredictOptions fields); shift = half the plan's stride.
+SEAM_VARIANTS = [
+    ("old defaults (window 256, overlap 64)", OLD),
+    ("defaults", {}),
+    ("defaults, cosine weights", {"weights": "cosine"}),
+    ("defaults, overlap 512", {"overlap": 512}),
+    ("defaults, --tta flips", {"tta": "flips"}),
+]
+
+
 def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
+    """Agreement with a half-stride-shifted copy, tiled (each variant) and untiled (the same
+    shift), pooled over a group's scenes; the excess of the untiled over the tiled agreement."""
     from jmlnet_geo.predict import Predictor
 
     bundle, origin = trained_bundle(args)
     predictor = Predictor(bundle, device="cpu")
-    tile = predictor.card.tile_size
-    overlaps = (0, tile // 4, tile // 2)
-    rows, found = [], {}
-    for label, paths in seam_groups(args):
-        sizes = set()
-        for overlap in overlaps:
-            shift = (tile - overlap) // 2  # half the stride: borders as far as can be from before
-            agree = pixels = untiled_agree = untiled_pixels = 0
-            differ_margins, same_margins = [], []
+    rows, untiled_cache = [], {}
+    for label, paths in seam_groups(args, work):
+        sizes = {f"{w} x {h}" for w, h in (read_image(p)[0].shape[:0:-1] for p in paths)}
+        for name, options in SEAM_VARIANTS:
+            agree = pixels = untiled_agree = untiled_pixels = seconds = scene_px = 0.0
+            differ_margins, same_margins, plans = [], [], set()
             for path in paths:
-                image, _ = read_image(path)
-                sizes.add(f"{image.shape[2]} x {image.shape[1]}")
-                folder = work / "seams" / path.stem
-                whole = predict_untiled(predictor, path, folder / "whole")
-                crop = write_crop(path, folder / f"crop_{shift}.tif", shift, shift)
-                out = folder / f"overlap{overlap}"
-                options = {"tile": tile, "overlap": overlap}
+                folder = work / "seams" / path.stem / re.sub(r"[^a-z0-9]+", "-", name)
+                start = time.perf_counter()
                 full, result = predict_classes(
-                    predictor, path, out / "full", probabilities=True, **options
+                    predictor, path, folder / "full", probabilities=True, **options
                 )
-                probs = read_image(result.probabilities)[0]
-                shifted, _ = predict_classes(predictor, crop, out / "shifted", **options)
-                shifted_whole = predict_untiled(predictor, crop, out / "shifted_whole")
+                seconds, scene_px = seconds + time.perf_counter() - start, scene_px + full.size
+                plans.add(f"{result.window} / {result.overlap}")
+                shift = (result.window - result.overlap) // 2
+                crop = write_crop(path, folder / f"crop_{shift}.tif", shift, shift)
+                shifted, _ = predict_classes(predictor, crop, folder / "shifted", **options)
                 common = full[shift:, shift:]
                 fraction, count = agreement(common, shifted)
                 agree, pixels = agree + fraction * count, pixels + count
-                fraction, count = agreement(whole[shift:, shift:], shifted_whole)
+                if (path, shift) not in untiled_cache:
+                    whole = predict_untiled(predictor, path, folder / "whole")
+                    whole_shifted = predict_untiled(predictor, crop, folder / "whole_shifted")
+                    untiled_cache[path, shift] = agreement(whole[shift:, shift:], whole_shifted)
+                fraction, count = untiled_cache[path, shift]
                 untiled_agree, untiled_pixels = (
                     untiled_agree + fraction * count,
                     untiled_pixels + count,
                 )
-                top2 = np.sort(probs[:, shift:, shift:], axis=0)[-2:].astype(np.int16)
-                margin = (top2[1] - top2[0]) / 255
-                differ_margins.append(
-                    margin[(common != shifted) & (common != 255) & (shifted != 255)]
-                )
-                same_margins.append(margin[(common == shifted) & (common != 255)])
+                top2 = np.sort(read_image(result.probabilities)[0][:, shift:, shift:], axis=0)
+                margin = (top2[-1].astype(np.int16) - top2[-2]) / 255
+                valid = (common != 255) & (shifted != 255)
+                differ_margins.append(margin[valid & (common != shifted)])
+                same_margins.append(margin[valid & (common == shifted)])
             tiled, untiled = agree / pixels, untiled_agree / untiled_pixels
             differ, same = np.concatenate(differ_margins), np.concatenate(same_margins)
             rows.append([
                 label, " / ".join(sorted(sizes)) if len(sizes) <= 2 else f"{len(sizes)} sizes",
-                f"{overlap}" + (" (default)" if overlap == tile // 4 else ""), f"{shift}",
-                f"{pixels / 1e6:.2f}", f"{100 * tiled:.2f} %", f"{100 * untiled:.2f} %",
-                f"{100 * (untiled - tiled):+.2f}",
+                name, ", ".join(sorted(plans)), f"{pixels / 1e6:.2f}", f"{100 * tiled:.2f} %",
+                f"{100 * untiled:.2f} %", f"{100 * (untiled - tiled):+.2f}",
+                f"{seconds / scene_px * 1e6:.2f}",
                 f"{np.median(differ):.2f} / {np.median(same):.2f}" if differ.size else "-",
             ])  # fmt: skip
-            found[label, overlap] = tiled, untiled
-            log(f"seams: {label} overlap {overlap}: {100 * tiled:.2f} % agree (untiled model "
+            log(f"seams: {label}, {name}: {100 * tiled:.2f} % agree (untiled model "
                 f"{100 * untiled:.2f} %)")  # fmt: skip
     header = (
-        "scenes | size (px) | overlap (px) | shift (px) | compared Mpx | "
-        "tiled: agreement with the shifted grid | "
-        "untiled: agreement of one window over the scene with one over the shifted copy | "
-        "seam excess (points) | median top-2 margin, differing / agreeing pixels (tiled)"
+        "scenes | size (px) | options | window / overlap | compared Mpx | "
+        "tiled: agreement with the shifted copy | untiled: the same, one window each | "
+        "seam excess (points) | s per scene Mpx | median top-2 margin, differing / agreeing"
     )
     results.add(
-        f"### 3. Seams: bundle {origin}, tile {tile}, CPU (agreement under a half-stride shift; "
+        f"### 3. Seams: bundle {origin}, CPU (agreement under a shift of half the stride; "
         "margin: top-2 class probabilities, 0 = tie)\n\n"
-        + markdown_table(header, rows, align="llrrrrrrr")
+        + markdown_table(header, rows, align="lllrrrrrrr")
     )
 
 
@@ -547,14 +576,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     add = parser.add_argument
     add("--size", type=int, help="Throughput scene side (default 4096; quick 2048).")
-    add("--tile", type=int, default=256, help="Tile side of parts 1 and 2.")
-    add("--batch-size", type=int, default=8, help="Tiles per forward pass.")
+    add("--tile", type=int, default=256, help="Training tile of the random bundle (parts 1, 2): "
+        "the recipe's tile.")  # fmt: skip
     add("--repeats", type=int, help="Runs per throughput variant (default 3; quick 1).")
     add("--memory-sizes", type=int, nargs="+", help="Our memory runs' scene sides.")
     add("--recipe-sizes", type=int, nargs="*", help="The recipe's memory runs' scene sides.")
     add("--trained", type=Path, default=TRAINED, help="Bundle of the seams part.")
     add("--seams-scenes", type=Path, nargs="+", help="Scenes of the seams part, pooled.")
     add("--seams-label", help="Names a seams run; its own section predict-seams-LABEL.")
+    add("--seams-mosaic", type=int, help="Pack the --seams-scenes' centres into one mosaic "
+        "of this side (px), not pooled apart (a scene under a window has no seam).")  # fmt: skip
     add("--child", choices=["ours", "recipe"], help=argparse.SUPPRESS)
     for name in ("--child-bundle", "--child-scene", "--child-out"):
         add(name, help=argparse.SUPPRESS)

@@ -1,13 +1,12 @@
 """Inference windows decoupled from the training tile (issue 18): what the defaults rest on.
 
 Parts: ``receptive`` (radii holding 50/90/95 % of the excess input gradient of one output
-pixel), ``padding`` (mean vs reflect padding of a crop smaller than the window), ``seams`` (seam
-excess on a 2048² mosaic of the sample scene for the old and new window options) and
-``throughput`` (old vs new defaults side by side). Written to the ``predict-windows`` section of
-BENCHMARKS.md only with ``--update``; the figures the defaults rest on are quoted in
-:mod:`jmlnet_geo.predict_windows`.
+pixel) and ``padding`` (mean vs reflect padding of a crop smaller than the window). Seams and
+throughput at the defaults against the old ones are parts of ``bench/predict.py``. Written to the
+``predict-windows`` section of BENCHMARKS.md only with ``--update``; the figures the defaults
+rest on are quoted in :mod:`jmlnet_geo.predict_windows`.
 
-    .venv/bin/python bench/predict_windows.py --bundle demo/run/model.safetensors [--parts seams]
+    .venv/bin/python bench/predict_windows.py --bundle demo/run/model.safetensors [--parts padding]
 """
 
 from __future__ import annotations
@@ -29,22 +28,9 @@ from bench.predict import agreement, predict_classes, write_crop
 from bench.report import REPO, Run, package_versions, update_section
 from jmlnet_geo.evaluate.report import markdown_table
 
-PARTS = ("receptive", "padding", "seams", "throughput")
+PARTS = ("receptive", "padding")
 SCENE = REPO / "sample_data" / "scene.tif"
 DEMO = REPO / "demo" / "run" / "model.safetensors"
-OLD = {"window": 256, "overlap": 64, "batch_size": 8}
-
-
-def mosaic(path: Path, side: int, out: Path) -> Path:
-    """A side x side scene of ``path`` and its mirror images (continuous at the joins)."""
-    with rasterio.open(path) as ds:
-        data, profile = ds.read(), ds.profile
-    row = np.concatenate([data, data[:, :, ::-1]] * (side // (2 * data.shape[2]) + 1), axis=2)
-    tiles = np.concatenate([row, row[:, ::-1]] * (side // (2 * data.shape[1]) + 1), axis=1)
-    profile |= {"width": side, "height": side, "nodata": None}
-    with rasterio.open(out, "w", **profile) as ds:
-        ds.write(tiles[:, :side, :side])
-    return out
 
 
 def classes(predictor, scene: Path, work: Path, **options) -> tuple[np.ndarray, object]:
@@ -108,63 +94,6 @@ def part_padding(predictor, work: Path) -> str:
     return "2. Padding of scenes smaller than a window\n\n" + markdown_table(header, rows)
 
 
-def part_seams(predictor, work: Path, configs: list[dict]) -> str:
-    scene = mosaic(SCENE, 2048, work / "mosaic2048.tif")
-    whole_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    rows = []
-    for config in configs:
-        options = {k: v for k, v in config.items() if k != "label"}
-        full, result = classes(predictor, scene, work, **options)
-        shift = (result.window - result.overlap) // 2
-        shifted_path = write_crop(scene, work / f"shift{shift}.tif", shift, shift)
-        shifted, _ = classes(predictor, shifted_path, work, **options)
-        if shift not in whole_cache:
-            whole_cache[shift] = (
-                classes(predictor, scene, work, window=2048, overlap=0)[0],
-                classes(predictor, shifted_path, work, window=2048, overlap=0)[0],
-            )
-        whole, whole_shifted = whole_cache[shift]
-        tiled, untiled = (
-            agree(full[shift:, shift:], shifted),
-            agree(whole[shift:, shift:], whole_shifted),
-        )
-        rows.append([
-            config["label"], f"{result.window} / {result.overlap}", config.get("weights", "ramp"),
-            str(shift), f"{100 * tiled:.2f} %", f"{100 * untiled:.2f} %",
-            f"{100 * (untiled - tiled):+.2f}",
-        ])  # fmt: skip
-        print(rows[-1], flush=True)
-    header = ["options", "window / overlap", "weights", "shift", "tiled agreement",
-              "untiled agreement", "seam excess (points)"]  # fmt: skip
-    return (
-        "3. Seams on a 2048² mosaic of sample_data/scene.tif and its mirror images\n\n"
-        + markdown_table(header, rows)
-    )
-
-
-def part_throughput(predictor, work: Path) -> str:
-    scenes = [SCENE, mosaic(SCENE, 4096, work / "mosaic4096.tif")]
-    variants = [("old defaults (tile 256, overlap 64, batch 8)", OLD), ("new defaults", {}),
-                ("new defaults, --tta flips", {"tta": "flips"})]  # fmt: skip
-    rows = []
-    for scene in scenes:
-        for label, options in variants:
-            if options.get("tta") and scene != SCENE:
-                continue  # 4x the forward: on the small scene only, to keep the run short
-            start = time.perf_counter()
-            _, result = classes(predictor, scene, work, **options)
-            seconds = time.perf_counter() - start
-            forwarded = result.windows * result.window**2 / result.pixels
-            rows.append([
-                scene.name, label, f"{result.window} / {result.overlap}", str(result.windows),
-                f"{forwarded:.2f}", f"{seconds:.1f}", f"{result.pixels / seconds / 1e6:.3f}",
-            ])  # fmt: skip
-            print(rows[-1], flush=True)
-    header = ["scene", "options", "window / overlap", "windows", "forwarded / scene px",
-              "wall s", "scene Mpx/s"]  # fmt: skip
-    return "4. Throughput, CPU, one run each, side by side\n\n" + markdown_table(header, rows)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=DEMO)
@@ -176,23 +105,11 @@ def main() -> None:
     predictor = Predictor(args.bundle, device="cpu")
     run = Run()
     sections = []
-    configs = [
-        {"label": "old default", "window": 256, "overlap": 64},
-        {"label": "new default (ramp)"},
-        {"label": "new default, cosine", "weights": "cosine"},
-        {"label": "new default, --tta flips", "tta": "flips"},
-        {"label": "overlap 96, ramp", "overlap": 96},
-        {"label": "overlap 512, ramp", "overlap": 512},
-        {"label": "overlap 96, cosine", "overlap": 96, "weights": "cosine"},
-    ]  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="predict-windows.") as tmp:
         work = Path(tmp)
         for part in args.parts:
             start = time.perf_counter()
-            if part == "seams":
-                text = part_seams(predictor, work, configs)
-            else:
-                text = globals()[f"part_{part}"](predictor, work)
+            text = globals()[f"part_{part}"](predictor, work)
             print(text, f"\n({time.perf_counter() - start:.0f} s)\n", flush=True)
             sections.append(text)
     head = (
