@@ -3,8 +3,8 @@
 Parts: ``throughput`` (bare forward on the defaults' windows, torchgeo recipe, ours at the
 defaults and at the old ones, on a synthetic scene), ``memory`` (peak RSS/PSS of a fresh process
 per scene size, defaults), ``seams`` (agreement under a half-stride shift, tiled and untiled, for
-the defaults and their variants; real images as a mosaic with ``--seams-mosaic``). Each part rewrites its own section of
-BENCHMARKS.md; what is measured and how is described there, beside the figures.
+the defaults and their variants; real images as a mosaic with ``--seams-mosaic``). Each part
+rewrites its own section of BENCHMARKS.md; the reading is written by hand after it.
 
     .venv/bin/python bench/predict.py [--quick] [--parts throughput,memory,seams] [--work DIR]
 """
