@@ -511,7 +511,10 @@ def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
     predictor = Predictor(bundle, device="cpu")
     rows, untiled_cache = [], {}
     for label, paths in seam_groups(args, work):
-        sizes = {f"{w} x {h}" for w, h in (read_image(p)[0].shape[:0:-1] for p in paths)}
+        sizes = set()
+        for path in paths:
+            with rasterio.open(path) as ds:  # the header only
+                sizes.add(f"{ds.width} x {ds.height}")
         for name, options in SEAM_VARIANTS:
             agree = pixels = untiled_agree = untiled_pixels = seconds = scene_px = 0.0
             differ_margins, same_margins, plans = [], [], set()
