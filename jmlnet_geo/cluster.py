@@ -134,12 +134,15 @@ class Task:
     """One unit of work: ``fn(*args)`` on a worker, called ``name`` in progress and errors.
 
     ``weight`` counts toward the progress total (boxes of a scene, 1 per scene or block).
+    ``cost`` estimates its work (boxes, pixels): costlier tasks start first, so that a run does
+    not end with one worker busy on a long task and the others idle (equal costs: in order).
     """
 
     name: str
     fn: Callable[..., Any]
     args: tuple = ()
     weight: int = 1
+    cost: int = 0
 
 
 def run_tasks(
@@ -166,19 +169,22 @@ def run_tasks(
 
     hosts = thread_plan(client)
     run = uuid.uuid4().hex[:8]
+    # costliest first, in submission (the first tasks start as they arrive) and in priority
+    order = sorted(range(len(tasks)), key=lambda i: -tasks[i].cost)
     futures = [
         client.submit(
             run_on_worker,
             hosts,
-            t.fn,
-            *t.args,
-            key=f"jmlgeo-{run}-{i}-{t.name}",
+            tasks[i].fn,
+            *tasks[i].args,
+            key=f"jmlgeo-{run}-{i}-{tasks[i].name}",
             retries=retries,
             pure=False,
+            priority=tasks[i].cost,  # Dask runs higher priorities first
         )  # fmt: skip
-        for i, t in enumerate(tasks)
+        for i in order
     ]
-    index = {f.key: i for i, f in enumerate(futures)}
+    index = {f.key: i for f, i in zip(futures, order, strict=True)}
     total, done = sum(t.weight for t in tasks), 0
     if progress:
         progress(0, total)
@@ -302,7 +308,7 @@ def scene_map(client: Any) -> Callable[..., list]:
 
     def run(write: Callable, scene_boxes: Sequence[SceneBoxes], progress: Progress) -> list:
         tasks = [
-            Task(Path(sb.scene.path).name, write_scene, (write, sb), max(1, len(sb)))
+            Task(Path(sb.scene.path).name, write_scene, (write, sb), max(1, len(sb)), len(sb))
             for sb in scene_boxes
         ]
         return [summaries[0] for summaries in run_tasks(client, tasks, progress)]

@@ -80,7 +80,8 @@ def predict_scenes(
     for i, scene in enumerate(opened):
         name = Path(scene.path).name
         if scene.width * scene.height <= split_pixels:
-            tasks.append(Task(name, predict_scene, (bundle, scene.path, out, options, amp)))
+            args = (bundle, scene.path, out, options, amp)
+            tasks.append(Task(name, predict_scene, args, cost=scene.width * scene.height))
             owners.append((i, -1))
             continue
         plan_task = Task(f"{name} (window plan)", scene_plan, (bundle, scene.path, options, amp))
@@ -88,7 +89,8 @@ def predict_scenes(
         blocks[i] = row_blocks(scene, plans[i], split_pixels)
         for b, (top, bottom) in enumerate(blocks[i]):
             args = (bundle, scene.path, plans[i], options, amp, top, bottom)
-            tasks.append(Task(f"{name} rows {top}-{bottom}", predict_block, args))
+            cost = (bottom - top) * scene.width
+            tasks.append(Task(f"{name} rows {top}-{bottom}", predict_block, args, cost=cost))
             owners.append((i, b))
     writers = {i: _BlockWriter(bundle, opened[i], out, plans[i], options) for i in blocks}
 

@@ -26,7 +26,14 @@ from jmlnet_geo.proposals.stage import make_proposals
 
 distributed = pytest.importorskip("distributed", reason="needs jmlnet-geo[distributed]")
 
-from jmlnet_geo.cluster import KILL_ENV, THREADS_ENV, parse_cluster, scene_map  # noqa: E402
+from jmlnet_geo.cluster import (  # noqa: E402
+    KILL_ENV,
+    THREADS_ENV,
+    Task,
+    parse_cluster,
+    run_tasks,
+    scene_map,
+)
 from jmlnet_geo.cluster_predict import predict_scenes, row_blocks  # noqa: E402
 
 pytestmark = pytest.mark.cluster
@@ -150,6 +157,22 @@ def test_workers_get_the_heap_reuse_that_dasks_trim_setting_takes_away(client, m
     assert list(client.run(undo_malloc_trim).values()) == [True, True]
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     assert undo_malloc_trim() is False
+
+
+def test_costlier_tasks_start_first(client):
+    # the run should not end with one worker on a long task while the other idles
+    def started(cost):  # by value to the workers (a local function)
+        import time
+
+        begin = time.monotonic()  # one clock for every process of this machine
+        time.sleep(0.4)
+        return begin
+
+    costs = [1, 5, 3, 4, 2]
+    tasks = [Task(f"t{c}", started, (c,), cost=c) for c in costs]
+    begins = run_tasks(client, tasks)
+    order = [c for _, c in sorted(zip(begins, costs, strict=True))]
+    assert set(order[:2]) == {5, 4} and set(order[2:4]) == {3, 2} and order[4] == 1
 
 
 def test_warnings_raised_on_a_worker_reach_the_client(tmp_path, client):
