@@ -50,6 +50,7 @@ from bench.report import (  # noqa: E402
     update_section,
     work_folder,
 )
+from jmlnet_geo.children import tune_malloc  # noqa: E402
 from jmlnet_geo.evaluate.report import markdown_table  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -226,6 +227,7 @@ def main(argv=None) -> None:
     if not (args.data / "nwpu_vhr10_train").is_dir():
         raise SystemExit(f"{args.data}/nwpu_vhr10_train is absent; nothing measured")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    tune_malloc()  # as jmlgeo does (its children and Dask workers too)
     with work_folder(args.work, "bench-distributed-") as work:
         data = load_nwpu(args.data, work)
         step = max(1, len(data.scene_boxes) // args.images)

@@ -49,6 +49,7 @@ from bench.report import (
     update_section,
     work_folder,
 )
+from jmlnet_geo.children import tune_malloc
 from jmlnet_geo.evaluate.report import markdown_table
 
 SECTION = "predict"
@@ -609,6 +610,7 @@ INTRO = "## Prediction: throughput, peak memory, seams (`bench/predict.py`)"
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    tune_malloc()  # as jmlgeo does (its children and Dask workers too)
     if args.child:
         return child_main(args)
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)

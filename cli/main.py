@@ -27,6 +27,7 @@ from jmlnet_geo.cli import (
 )
 
 from jmlnet_geo import __version__
+from jmlnet_geo.children import tune_malloc
 from jmlnet_geo.errors import JmlGeoError
 
 app = typer.Typer(
@@ -130,6 +131,7 @@ def _quiet_gdal_repeats() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run ``jmlgeo``; a :class:`JmlGeoError` becomes ``error: <message>`` and exit code 1."""
     warnings.showwarning = _show_warning
+    tune_malloc()  # freed buffers reused, not faulted in again per window
     args = sys.argv[1:] if argv is None else argv
     if "--verbose" not in args and "-v" not in args:
         _quiet_gdal_repeats()

@@ -36,6 +36,20 @@ def test_console_script_exits_non_zero_with_one_line(tmp_path):
     assert out.stderr.strip() == "error: nope.tif: scene not found; check the path"
 
 
+def test_jmlgeo_keeps_freed_buffers_for_reuse(jmlgeo, monkeypatch):
+    import platform
+
+    import jmlnet_geo.cli.main as cli_main
+
+    from jmlnet_geo.children import tune_malloc
+
+    calls = []
+    monkeypatch.setattr(cli_main, "tune_malloc", lambda: calls.append("tuned") or True)
+    assert jmlgeo("--version").code == 0
+    assert calls == ["tuned"]  # every command, before it runs
+    assert tune_malloc() is (platform.libc_ver()[0] == "glibc")  # glibc takes the thresholds
+
+
 def test_info_on_the_sample(jmlgeo):
     result = jmlgeo("info", SAMPLE / "scene.tif", "--boxes", SAMPLE / "boxes.gpkg", "--json")
     assert result.code == 0, result.err

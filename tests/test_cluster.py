@@ -17,7 +17,7 @@ from affine import Affine
 from conftest import ORIGIN, assert_one_line_error, pixel_box, write_boxes, write_scene
 
 from jmlnet_geo.bundle import untrained_bundle
-from jmlnet_geo.children import undo_malloc_trim
+from jmlnet_geo.children import tune_malloc
 from jmlnet_geo.errors import OptionError
 from jmlnet_geo.io.raster import open_scenes
 from jmlnet_geo.io.vector import boxes_for_scenes, read_boxes
@@ -150,13 +150,11 @@ def test_proposals_on_a_cluster_are_the_local_bytes(tmp_path, client):
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only")
-def test_workers_get_the_heap_reuse_that_dasks_trim_setting_takes_away(client, monkeypatch):
+def test_workers_keep_freed_buffers_for_reuse(client):
     # Dask starts workers with MALLOC_TRIM_THRESHOLD_ set (GrabCut measured 25-30 % slower
-    # there); every worker's tasks reset glibc's thresholds, a process without it is left alone
+    # there); the threshold calls of every worker's tasks are accepted by glibc
     assert set(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {"65536"}
-    assert list(client.run(undo_malloc_trim).values()) == [True, True]
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    assert undo_malloc_trim() is False
+    assert list(client.run(tune_malloc).values()) == [True, True]
 
 
 def test_costlier_tasks_start_first(client):

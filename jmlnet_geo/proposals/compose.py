@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jmlnet_geo.children import die_with_parent
+from jmlnet_geo.children import die_with_parent, tune_malloc
 from jmlnet_geo.errors import CancelledError, OptionError, OutputError, display_path
 from jmlnet_geo.io.class_raster import class_raster_writer, strips
 from jmlnet_geo.io.raster import Scene, band_statistics, open_dataset, read_valid
@@ -316,6 +316,7 @@ def _init_worker(parent: int) -> None:
     import cv2
 
     die_with_parent(parent)
+    tune_malloc()
     cv2.setNumThreads(1)
 
 
