@@ -22,7 +22,13 @@ def test_sigterm_during_predict_says_interrupted_and_leaves_nothing(tmp_path, si
     exe = Path(sys.executable).with_name("jmlgeo")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [exe, "predict", bundle, scene, "--out", out, "--progress", "none"]
-    proc = subprocess.Popen(list(map(str, args)), stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        list(map(str, args)),
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=as_in_a_terminal,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not (out.exists() and any(out.iterdir())):
         time.sleep(0.2)  # the hidden working folder appears: the prediction is running
@@ -32,6 +38,15 @@ def test_sigterm_during_predict_says_interrupted_and_leaves_nothing(tmp_path, si
     assert proc.returncode == 128 + sig, err
     assert "interrupted" in err and "Traceback" not in err
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def as_in_a_terminal() -> None:
+    """In the child: Ctrl-C's default action, as in a terminal.
+
+    A test run started in the background by a shell without job control (``(make test &)``)
+    inherits SIGINT ignored, and Python then keeps it ignored: jmlgeo would rightly not stop.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _children_of(pid: int) -> list:
