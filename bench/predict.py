@@ -3,11 +3,12 @@
 Parts: ``throughput`` (bare forward on the defaults' windows, torchgeo recipe, ours at the
 defaults and at the old ones, on a synthetic scene), ``memory`` (peak RSS/PSS of a fresh process
 per scene size, defaults), ``seams`` (agreement under a half-stride shift, tiled and untiled, for
-the defaults and their variants; real images as a mosaic with ``--seams-mosaic``), ``malloc``
-(ours in fresh processes with glibc's malloc settings and with ``tune_malloc``). Each part
-rewrites its own section of BENCHMARKS.md; the reading is written by hand after it.
+the defaults and their variants; real images as a mosaic with ``--seams-mosaic``). Each part
+rewrites its own section of BENCHMARKS.md; the reading is written by hand after it. The settled
+``malloc`` part (glibc's settings against ``tune_malloc``) left the script; its table stays in
+BENCHMARKS.md and the script in git history.
 
-    .venv/bin/python bench/predict.py [--quick] [--parts throughput,memory,seams,malloc]
+    .venv/bin/python bench/predict.py [--quick] [--parts throughput,memory,seams]
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from jmlnet_geo.children import tune_malloc
 from jmlnet_geo.evaluate.report import markdown_table
 
 SECTION = "predict"
-PARTS = ("throughput", "memory", "seams", "malloc")
+PARTS = ("throughput", "memory", "seams")
 CLASSES = ["building", "storage_tank", "vehicle"]
 COLOURS = [[230, 159, 0], [86, 180, 233], [0, 158, 115]]
 TRAINED = REPO / "demo" / "run" / "model.safetensors"
@@ -307,14 +308,11 @@ def tree_memory(root: int) -> tuple[int, int]:
     return rss, pss
 
 
-def measure_child(kind: str, bundle: Path, scene: Path, out: Path, malloc: str = "tuned") -> dict:
-    """Run one prediction in a fresh process; its own report plus the sampled tree peaks.
-
-    ``malloc``: ``tuned`` (:func:`tune_malloc`, as jmlgeo) or ``default`` (glibc's settings).
-    """
+def measure_child(kind: str, bundle: Path, scene: Path, out: Path) -> dict:
+    """Run one prediction in a fresh process; its own report plus the sampled tree peaks."""
     command = [sys.executable, os.fspath(Path(__file__).resolve()), "--child", kind]
     command += ["--child-bundle", os.fspath(bundle), "--child-scene", os.fspath(scene)]
-    command += ["--child-out", os.fspath(out), "--child-malloc", malloc]
+    command += ["--child-out", os.fspath(out)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     peak_rss = peak_pss = 0
     while proc.poll() is None:
@@ -348,13 +346,8 @@ def child_main(args: argparse.Namespace) -> int:
         run_recipe(
             predictor.model, predictor.normalization, Path(args.child_scene), out / "r.tif", tile, 8
         )
-    seconds = time.perf_counter() - start
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     report = plan | {
-        "seconds": seconds,
-        "user_s": usage.ru_utime,
-        "kernel_s": usage.ru_stime,
-        "minor_faults": usage.ru_minflt,
+        "seconds": time.perf_counter() - start,
         "loaded_kb": loaded,
         "main_max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "workers_max_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
@@ -404,40 +397,6 @@ def part_memory(args: argparse.Namespace, work: Path, results: Results) -> None:
     results.add(
         "### 2. Peak memory (GB = 10^9 bytes): fast preset, CPU, a fresh process per "
         "prediction\n\n" + markdown_table(header, rows, align="llrrrrrrr")
-    )
-
-
-def part_malloc(args: argparse.Namespace, work: Path, results: Results) -> None:
-    """Our prediction in fresh processes with glibc's malloc settings and with tune_malloc."""
-    bundle = random_bundle(work / "random_fast.safetensors", args.tile)
-    scene = synthetic_scene(work / f"synthetic_{args.malloc_size}.tif", args.malloc_size)
-    runs: dict[str, list[dict]] = {"default": [], "tuned": []}
-    for _ in range(args.repeats):  # interleaved: a slow spell of the machine hits both
-        for malloc, reports in runs.items():
-            out = work / f"malloc_{malloc}"
-            shutil.rmtree(out, ignore_errors=True)
-            reports.append(measure_child("ours", bundle, scene, out, malloc))
-            log(f"malloc {malloc}: {reports[-1]['seconds']:.1f} s")
-    best_default = min(r["seconds"] for r in runs["default"])
-
-    def each(reports: list[dict], key: str, scale: float = 1.0) -> str:
-        return " / ".join(f"{r[key] / scale:.1f}" for r in reports)
-
-    rows = [
-        [f"{malloc}: " + ("glibc's" if malloc == "default" else "tune_malloc (as jmlgeo)"),
-         each(r, "seconds"), each(r, "user_s"), each(r, "kernel_s"),
-         each(r, "minor_faults", 1e6), f"{max(x['tree_pss_kb'] for x in r) * 1024 / 1e9:.2f}",
-         f"{best_default / min(x['seconds'] for x in r):.2f}"]
-        for malloc, r in runs.items()
-    ]  # fmt: skip
-    header = (
-        "malloc | wall s (runs) | user CPU s | kernel CPU s | minor faults (M) | peak tree PSS "
-        "(GB) | speed x default (best runs)"
-    )
-    results.add(
-        f"### 4. malloc settings: ours at the defaults on a {args.malloc_size} x "
-        f"{args.malloc_size} px scene, fast preset (random weights), CPU, a fresh process per "
-        f"run, {args.repeats} interleaved runs\n\n" + markdown_table(header, rows, align="lrrrrrr")
     )
 
 
@@ -632,9 +591,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--seams-label", help="Names a seams run; its own section predict-seams-LABEL.")
     add("--seams-mosaic", type=int, help="Pack the --seams-scenes' centres into one mosaic "
         "of this side (px), not pooled apart (a scene under a window has no seam).")  # fmt: skip
-    add("--malloc-size", type=int, default=2048, help="Scene side of the malloc part.")
     add("--child", choices=["ours", "recipe"], help=argparse.SUPPRESS)
-    add("--child-malloc", choices=["tuned", "default"], default="tuned", help=argparse.SUPPRESS)
     for name in ("--child-bundle", "--child-scene", "--child-out"):
         add(name, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -647,15 +604,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 TITLES = {"throughput": "part 1: throughput", "memory": "part 2: peak memory",
-          "seams": "part 3: seams", "malloc": "part 4: malloc settings"}  # fmt: skip
+          "seams": "part 3: seams"}  # fmt: skip
 LOAD = " (other jobs share the cores; times are wall clock, compare the ratios)"
 INTRO = "## Prediction: throughput, peak memory, seams (`bench/predict.py`)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if not (args.child and args.child_malloc == "default"):
-        tune_malloc()  # as jmlgeo does (its children and Dask workers too)
+    tune_malloc()  # as jmlgeo does (its children and Dask workers too)
     if args.child:
         return child_main(args)
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
@@ -667,7 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for part in (p for p in PARTS if p in args.parts):
             results, run = Results(), Run()
             parts = {"throughput": part_throughput, "memory": part_memory, "seams": part_seams}
-            (parts | {"malloc": part_malloc})[part](args, work, results)
+            parts[part](args, work, results)
             print(f"\n{part}: {run.minutes:.1f} min", flush=True)
             if args.no_update:
                 continue
