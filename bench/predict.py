@@ -410,12 +410,10 @@ def read_image(path: Path) -> tuple[np.ndarray, dict]:
             return ds.read(), ds.profile
 
 
-def write_crop(src: Path, dst: Path, dy: int, dx: int, size: tuple[int, int] | None = None) -> Path:
-    """A GeoTIFF of ``src`` without its first ``dy`` rows and ``dx`` columns (only ``size`` =
-    height, width of the rest when given), same georeference."""
+def write_crop(src: Path, dst: Path, dy: int, dx: int) -> Path:
+    """A GeoTIFF of ``src`` without its first ``dy`` rows and ``dx`` columns, same georeference."""
     image, profile = read_image(src)
-    h, w = size or image.shape[1:]
-    crop = image[:, dy : dy + h, dx : dx + w]
+    crop = image[:, dy:, dx:]
     out = {"driver": "GTiff", "width": crop.shape[2], "height": crop.shape[1]}
     out |= {"count": crop.shape[0], "dtype": crop.dtype.name, "nodata": profile.get("nodata")}
     if profile.get("crs") is not None:  # plain images stay plain (identity transform)
