@@ -14,7 +14,6 @@ the readings are written in BENCHMARKS.md beside the tables.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import sys
 import time
@@ -45,7 +44,7 @@ from bench.report import (  # noqa: E402
     update_section,
 )
 from jmlnet_geo.config import preset_config  # noqa: E402
-from jmlnet_geo.evaluate import TruthCache, score_scenes, scores  # noqa: E402
+from jmlnet_geo.evaluate import TruthCache, score_scenes, scores, split_images  # noqa: E402
 from jmlnet_geo.evaluate.report import markdown_table  # noqa: E402
 from jmlnet_geo.io.raster import open_scene  # noqa: E402
 from jmlnet_geo.predict import PredictOptions  # noqa: E402
@@ -233,20 +232,7 @@ def prepare(work: Path, quick: bool) -> dict:
     boxes, truth = nwpu_layers(SHARED, work)
     frame = gpd.read_file(boxes)
     classes = list(layer_classes(boxes))
-    per_image = frame.groupby("image")["class"].apply(set).to_dict()
-    images = sorted(per_image)
-    random.Random(0).shuffle(images)
-    target = {c: 0.2 * sum(c in s for s in per_image.values()) for c in classes}
-    in_val: dict[str, float] = defaultdict(float)
-    val = []
-    for image in images:
-        need = [c for c in per_image[image] if in_val[c] < target[c]]
-        if need and len(val) < 0.2 * len(images) + 1:
-            val.append(image)
-            for c in per_image[image]:
-                in_val[c] += 1
-    train_images = sorted(set(images) - set(val))
-    val = sorted(val)
+    train_images, val = split_images(frame.groupby("image")["class"].apply(set).to_dict())
     split = {"train": train_images, "val": val, "classes": classes}
     (work / "split.json").write_text(json.dumps(split, indent=1))
     if quick:
