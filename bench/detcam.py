@@ -19,7 +19,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -89,20 +88,16 @@ def detector_scores(data: Dataset, images: Sequence[SceneBoxes], out: Path, dete
 # --- the parts --------------------------------------------------------------------------------
 
 
-def train(
-    class_names: Sequence[str], images: Sequence[SceneBoxes], args, folder: Path, name: str
-) -> tuple[Path, dict]:
-    """Train (or reuse, when ``folder`` holds one of the same data and settings) the detector.
-
-    The ``fast`` preset, ``args.steps`` x ``args.batch_size``
-    tiles of ``args.tile_size`` px, the default lr, seed 0, CPU. ``name`` labels the log lines.
-    """
+def train(class_names: Sequence[str], images: Sequence[SceneBoxes], args, folder: Path):
+    """Train (or reuse, when ``folder`` holds one of the same data and settings) the detector:
+    the ``fast`` preset, ``args.steps`` x ``args.batch_size`` tiles of ``args.tile_size`` px,
+    the default lr, seed 0, CPU. Returns (its path, what the report says about it)."""
     notes: list[str] = []
     last = [time.perf_counter()]
 
     def progress(done: int, total: int) -> None:
         if done % 25 == 0 or done == total:
-            log(f"{name}: step {done}/{total} ({time.perf_counter() - last[0]:.0f} s)")
+            log(f"detector: step {done}/{total} ({time.perf_counter() - last[0]:.0f} s)")
 
     start = time.perf_counter()
     path = train_detector(
@@ -117,23 +112,21 @@ def train(
         "reused": reused,
         "seconds": card.training.get("seconds", wall) if reused else wall,
         "card": card,
-        "losses": loss_curve(folder),
+        "loss": loss_text(folder),
     }
-    log(f"{name}: {'reused' if reused else 'trained'}, {info['seconds'] / 60:.1f} min")
+    log(f"detector: {'reused' if reused else 'trained'}, {info['seconds'] / 60:.1f} min")
     return path, info
 
 
-def loss_curve(folder: Path) -> list[float]:
-    """The training loss of each step, from Lightning's CSV log (empty when it is missing)."""
-    path = folder / "logs" / "metrics.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return [float(row["train_loss"]) for row in csv.DictReader(f) if row.get("train_loss")]
-
-
-def loss_text(losses: Sequence[float], window: int = 25) -> str:
-    """Mean loss of the first and last ``window`` steps (whether training made progress)."""
+def loss_text(folder: Path, window: int = 25) -> str:
+    """Mean loss of the first and last ``window`` steps (whether training made progress), from
+    Lightning's CSV log in ``folder``."""
+    path, losses = folder / "logs" / "metrics.csv", []
+    if path.exists():
+        with open(path, newline="") as f:
+            losses = [
+                float(row["train_loss"]) for row in csv.DictReader(f) if row.get("train_loss")
+            ]
     if len(losses) < 2 * window:
         return "loss log unavailable"
     first, last = float(np.mean(losses[:window])), float(np.mean(losses[-window:]))
@@ -149,7 +142,7 @@ def budget_text(info: dict, threads: int) -> str:
         f"lr {training['lr']:g}, {training['rois_per_tile']} RoIs per tile, stem frozen, CPU "
         f"{threads} thread: {info['seconds'] / 60:.1f} min"
         + (" (trained by an earlier run with the same data and settings; reused)" * info["reused"])
-        + f", final loss {training['final_loss']:.3f} ({loss_text(info['losses'])})"
+        + f", final loss {training['final_loss']:.3f} ({info['loss']})"
     )
 
 
@@ -179,43 +172,26 @@ def part_map(detector: Path, heldout, fit, results: Results) -> None:
     )
 
 
-def detcam_heats(detector: Path, images: Sequence[SceneBoxes]) -> tuple[dict, float]:
-    """DetCAM of every box (heats by scene path) and the wall time."""
+def detcam_maps(data: Dataset, detector: Path, images: Sequence[SceneBoxes]) -> dict:
+    """DetCAM maps of every box: how many are all 0 (``zero``) or on a shrunk window
+    (``shrunk``), and their ranking ``auc`` (with ``auc_text``: the mean per class)."""
     model, card = load_detector(detector)
-    norm = card.band_normalization()
-    start = time.perf_counter()
-    heats = {}
-    for sb in images:
-        heats[sb.scene.path] = scene_detcam(model, norm, sb.scene, pixel_boxes(sb), sb.class_ids)[0]
-    return heats, time.perf_counter() - start
-
-
-@dataclass
-class Detcam:
-    """What the DetCAM maps of every box of some images look like."""
-
-    zero: int  # maps all 0
-    shrunk: int  # boxes processed on a shrunk window
-    auc: float  # ranking of the pixels inside a box, mean over boxes
-    auc_by_class: dict[str, float]
-
-    @property
-    def auc_text(self) -> str:
-        return ", ".join(f"{k} {v:.2f}" for k, v in self.auc_by_class.items())
-
-
-def detcam_maps(data: Dataset, detector: Path, images: Sequence[SceneBoxes], label: str) -> Detcam:
-    """DetCAM maps of every box: how many are all 0 or shrunk, and their ranking AUC."""
-    heats, wall = detcam_heats(detector, images)
+    norm, start = card.band_normalization(), time.perf_counter()
+    heats = {
+        sb.scene.path: scene_detcam(model, norm, sb.scene, pixel_boxes(sb), sb.class_ids)[0]
+        for sb in images
+    }
+    wall = time.perf_counter() - start
     zero = sum(int(h.max() == 0) for hs in heats.values() for h in hs)
     shrunk = sum(
         sum(f < 1 for f in shrink_factor(pixel_boxes(sb), sb.scene, DetCAMOptions()))
         for sb in images
     )
     auc, auc_by_class = ranking_auc(data, images, heats)
-    boxes = sum(len(sb) for sb in images)
-    log(f"{label}: {wall:.0f} s for {boxes} boxes; {zero} maps all 0; AUC {auc:.3f}")
-    return Detcam(zero, shrunk, auc, auc_by_class)
+    log(f"DetCAM: {wall:.0f} s for {sum(len(sb) for sb in images)} boxes; {zero} maps all 0; "
+        f"AUC {auc:.3f}")  # fmt: skip
+    auc_text = ", ".join(f"{k} {v:.2f}" for k, v in auc_by_class.items())
+    return {"zero": zero, "shrunk": shrunk, "auc": auc, "auc_text": auc_text}
 
 
 def ranking_auc(nwpu: Dataset, images: Sequence[SceneBoxes], heats: dict) -> tuple[float, dict]:
@@ -298,11 +274,11 @@ def run_nwpu(args: argparse.Namespace, work: Path) -> str:
     log(f"train: {len(images)} images, {n_train} boxes; held-out {len(heldout)}, {n_held}")
 
     with timed(timings, "detector"):
-        detector, info = train(nwpu.class_names, images, args, work / "detector", "detector")
+        detector, info = train(nwpu.class_names, images, args, work / "detector")
     with timed(timings, "mAP"):
         part_map(detector, heldout, images[: args.fit_images], results)
     with timed(timings, "DetCAM/CAMCut"):
-        cams = detcam_maps(nwpu, detector, images, "DetCAM")
+        cams = detcam_maps(nwpu, detector, images)
         found = detector_scores(nwpu, images, work / "train", detector)
     with timed(timings, "BOX/CRF/GrabCut"):
         methods = ["box", "crf", "grabcut"]
@@ -314,14 +290,15 @@ def run_nwpu(args: argparse.Namespace, work: Path) -> str:
         held |= detector_scores(nwpu, heldout, work / "heldout", detector)
     results.add(
         f"### 2. Proposal quality on the training images ({len(images)} images, {n_train} "
-        f"boxes; {cams.zero} DetCAM maps all 0, {cams.shrunk} boxes on a shrunk window)\n\n"
+        f"boxes; {cams['zero']} DetCAM maps all 0, {cams['shrunk']} boxes on a shrunk window)\n\n"
         + quality_table(found)
     )
     results.add(
         f"### 3. Held-out images ({len(heldout)} images, {n_held} boxes, never seen by the "
         "detector)\n\n" + quality_table(held)
     )
-    results.add(f"DetCAM ranking AUC inside the training boxes: {cams.auc:.3f} ({cams.auc_text})")
+    auc = f"{cams['auc']:.3f} ({cams['auc_text']})"
+    results.add(f"DetCAM ranking AUC inside the training boxes: {auc}")
     print(f"\nRuntime {run.minutes:.1f} min", flush=True)
     head = run.head(
         package_versions(VERSIONS),
