@@ -439,9 +439,10 @@ def predict_untiled(predictor, scene: Path, out: Path) -> np.ndarray:
     return predict_classes(predictor, scene, out, window=side, overlap=0)[0]
 
 
-def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+def agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(pixels where both are valid and agree, pixels where both are valid)."""
     valid = (a != 255) & (b != 255)
-    return float((a[valid] == b[valid]).mean()), int(valid.sum())
+    return np.array([(a[valid] == b[valid]).sum(), valid.sum()])
 
 
 def mosaic(paths: Sequence[Path], side: int, out: Path) -> Path:
@@ -516,7 +517,7 @@ def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
             with rasterio.open(path) as ds:  # the header only
                 sizes.add(f"{ds.width} x {ds.height}")
         for name, options in SEAM_VARIANTS:
-            agree = pixels = untiled_agree = untiled_pixels = seconds = scene_px = 0.0
+            tiled, untiled, seconds, scene_px = np.zeros(2), np.zeros(2), 0.0, 0
             differ_margins, same_margins, plans = [], [], set()
             for path in paths:
                 folder = work / "seams" / path.stem / re.sub(r"[^a-z0-9]+", "-", name)
@@ -530,23 +531,18 @@ def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
                 crop = write_crop(path, folder / f"crop_{shift}.tif", shift, shift)
                 shifted, _ = predict_classes(predictor, crop, folder / "shifted", **options)
                 common = full[shift:, shift:]
-                fraction, count = agreement(common, shifted)
-                agree, pixels = agree + fraction * count, pixels + count
+                tiled += agreement(common, shifted)
                 if (path, shift) not in untiled_cache:
                     whole = predict_untiled(predictor, path, folder / "whole")
                     whole_shifted = predict_untiled(predictor, crop, folder / "whole_shifted")
                     untiled_cache[path, shift] = agreement(whole[shift:, shift:], whole_shifted)
-                fraction, count = untiled_cache[path, shift]
-                untiled_agree, untiled_pixels = (
-                    untiled_agree + fraction * count,
-                    untiled_pixels + count,
-                )
+                untiled += untiled_cache[path, shift]
                 top2 = np.sort(read_image(result.probabilities)[0][:, shift:, shift:], axis=0)
                 margin = (top2[-1].astype(np.int16) - top2[-2]) / 255
                 valid = (common != 255) & (shifted != 255)
                 differ_margins.append(margin[valid & (common != shifted)])
                 same_margins.append(margin[valid & (common == shifted)])
-            tiled, untiled = agree / pixels, untiled_agree / untiled_pixels
+            pixels, (tiled, untiled) = tiled[1], (tiled[0] / tiled[1], untiled[0] / untiled[1])
             differ, same = np.concatenate(differ_margins), np.concatenate(same_margins)
             rows.append([
                 label, " / ".join(sorted(sizes)) if len(sizes) <= 2 else f"{len(sizes)} sizes",
