@@ -14,7 +14,6 @@ the readings are written in BENCHMARKS.md beside the tables.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import sys
 import time
@@ -45,7 +44,7 @@ from bench.report import (  # noqa: E402
     update_section,
 )
 from jmlnet_geo.config import preset_config  # noqa: E402
-from jmlnet_geo.evaluate import TruthCache, score_scenes, scores  # noqa: E402
+from jmlnet_geo.evaluate import TruthCache, score_scenes, scores, split_images  # noqa: E402
 from jmlnet_geo.evaluate.report import markdown_table  # noqa: E402
 from jmlnet_geo.io.raster import open_scene  # noqa: E402
 from jmlnet_geo.predict import PredictOptions  # noqa: E402
@@ -153,16 +152,22 @@ class Part:
 
 
 def nwpu_part(work: Path, quick: bool) -> Part:
-    split = prepare(work, quick)
-    return Part(
-        "nwpu",
-        tuple(DATA / "imgs" / name for name in split["train"]),
-        Path(split["train_boxes"]),
-        Path(split["train_truth"]),
-        tuple(split["classes"]),
-        tuple(DATA / "imgs" / name for name in split["val"]),
-        Path(split["val_truth"]),
-    )
+    """NWPU imported and split 80/20 by image (``split_images``, stratified, seed 0; written to
+    ``WORK/split.json``), its train boxes and masks written; ``quick`` keeps the first 60 train
+    and 20 validation images of the split."""
+    work.mkdir(parents=True, exist_ok=True)
+    boxes, truth = nwpu_layers(SHARED, work)
+    classes = layer_classes(boxes)
+    train, val = split_images(gpd.read_file(boxes).groupby("image")["class"].apply(set).to_dict())
+    split = {"train": train, "val": val, "classes": list(classes)}
+    (work / "split.json").write_text(json.dumps(split, indent=1))
+    train, val = (train[:60], val[:20]) if quick else (train, val)
+    layers = [work / f"{name}{'_quick' * quick}.gpkg" for name in ("train_boxes", "train_truth")]
+    for source, out in zip((boxes, truth), layers, strict=True):
+        if not out.exists():
+            layer_subset(source, train, out)
+    scenes = [tuple(DATA / "imgs" / name for name in names) for names in (train, val)]
+    return Part("nwpu", scenes[0], *layers, classes, scenes[1], truth)
 
 
 def isaid_part(work: Path) -> Part:
@@ -187,78 +192,24 @@ def spacenet_part(work: Path) -> Part:
     polygons = gpd.read_file(source / "geotiff_labels.geojson")
     halves = {}
     with rasterio.open(source / "sample_geotiff.tif") as src:
-        polygons = polygons.to_crs(src.crs)
-        half = src.width // 2
-        for name, window in (
-            ("west", Window(0, 0, half, src.height)),
-            ("east", Window(half, 0, src.width - half, src.height)),
-        ):
+        polygons, half = polygons.to_crs(src.crs), src.width // 2
+        for name, window in (("west", Window(0, 0, half, src.height)),
+                             ("east", Window(half, 0, src.width - half, src.height))):  # fmt: skip
             path = folder / f"spacenet_{name}.tif"
-            profile = src.profile | {
-                "width": window.width,
-                "height": window.height,
-                "transform": transform(window, src.transform),
-            }
-            with rasterio.open(path, "w", **profile) as dst:
+            profile = {"width": window.width, "height": window.height,
+                       "transform": transform(window, src.transform)}  # fmt: skip
+            with rasterio.open(path, "w", **(src.profile | profile)) as dst:
                 dst.write(src.read(window=window))
             clipped = polygons.clip(shapely_box(*bounds(window, src.transform)))
             clipped = clipped[~clipped.is_empty & (clipped.area > 0)].explode(index_parts=False)
-            clipped = gpd.GeoDataFrame(
-                {"class": ["building"] * len(clipped)}, geometry=list(clipped.geometry), crs=src.crs
-            )
-            halves[name] = path, clipped
-    train_boxes, train_masks = folder / "train_boxes.gpkg", folder / "train_masks.gpkg"
-    west = halves["west"][1]
-    west.set_geometry(west.envelope).to_file(train_boxes, driver="GPKG")
-    west.to_file(train_masks, driver="GPKG")
-    val_truth = folder / "val_truth.gpkg"
-    halves["east"][1].to_file(val_truth, driver="GPKG")
-    return Part(
-        "spacenet",
-        (halves["west"][0],),
-        train_boxes,
-        train_masks,
-        ("building",),
-        (halves["east"][0],),
-        val_truth,
-    )
-
-
-def prepare(work: Path, quick: bool) -> dict:
-    """Import NWPU, split it 80/20 by image (stratified), write train boxes and masks.
-
-    ``quick`` keeps the first 60 train and 20 validation images of the split.
-    """
-    work.mkdir(parents=True, exist_ok=True)
-    boxes, truth = nwpu_layers(SHARED, work)
-    frame = gpd.read_file(boxes)
-    classes = list(layer_classes(boxes))
-    per_image = frame.groupby("image")["class"].apply(set).to_dict()
-    images = sorted(per_image)
-    random.Random(0).shuffle(images)
-    target = {c: 0.2 * sum(c in s for s in per_image.values()) for c in classes}
-    in_val: dict[str, float] = defaultdict(float)
-    val = []
-    for image in images:
-        need = [c for c in per_image[image] if in_val[c] < target[c]]
-        if need and len(val) < 0.2 * len(images) + 1:
-            val.append(image)
-            for c in per_image[image]:
-                in_val[c] += 1
-    train_images = sorted(set(images) - set(val))
-    val = sorted(val)
-    split = {"train": train_images, "val": val, "classes": classes}
-    (work / "split.json").write_text(json.dumps(split, indent=1))
-    if quick:
-        split = {"train": train_images[:60], "val": val[:20], "classes": classes}
-    suffix = "_quick" if quick else ""
-    for name, source in (("train_boxes", boxes), ("train_truth", truth)):
-        out = work / f"{name}{suffix}.gpkg"
-        split[name] = str(out)
-        if not out.exists():
-            layer_subset(source, split["train"], out)
-    split["val_truth"] = str(truth)
-    return split
+            geometry = list(clipped.geometry)
+            halves[name] = path, gpd.GeoDataFrame({"class": ["building"] * len(geometry)},
+                                                  geometry=geometry, crs=src.crs)  # fmt: skip
+    (west, train), (east, val) = halves["west"], halves["east"]
+    layers = [folder / f"{n}.gpkg" for n in ("train_boxes", "train_masks", "val_truth")]
+    for frame, out in zip((train.set_geometry(train.envelope), train, val), layers, strict=True):
+        frame.to_file(out, driver="GPKG")
+    return Part("spacenet", (west,), layers[0], layers[1], ("building",), (east,), layers[2])
 
 
 def run_folder(work: Path, part: Part, quick: bool, seed: int) -> Path:
@@ -376,98 +327,73 @@ def proposal_quality(part: Part, run_dir: Path) -> tuple[list[list[str]], list[l
         class's true pixels the proposal gives that class) and, in brackets, the area the
         proposal gives the class over its true area (under 1: the proposal under-fills).
     """
-    found = {m: [] for m in PROPOSAL_METHODS}  # (raster, scene) of each method
+    found: dict[str, list] = {m: [] for m in PROPOSAL_METHODS}  # (raster, scene) per method
     pixels = 0
     for scene in part.train_scenes:
         paths = {m: run_dir / "proposals" / f"{scene.stem}.{m}.tif" for m in PROPOSAL_METHODS}
-        if not any(p.exists() for p in paths.values()):
-            continue
-        header = open_scene(scene)
-        pixels += header.width * header.height
-        for method, path in paths.items():
-            if path.exists():
-                found[method].append((path, header))
+        if any(p.exists() for p in paths.values()):
+            header = open_scene(scene)
+            pixels += header.width * header.height
+            for method in (m for m, p in paths.items() if p.exists()):
+                found[method].append((paths[method], header))
     truth = TruthCache(part.train_masks, classes=part.classes)
     rows, fill = [], []
-    for method in PROPOSAL_METHODS:
-        if not found[method]:
-            continue
-        rasters, scenes = zip(*found[method], strict=True)
+    for method, pairs in ((m, f) for m, f in found.items() if f):
+        rasters, scenes = zip(*pairs, strict=True)
         result = score_scenes(rasters, truth, class_names=part.classes, scenes=scenes)
         s = scores(result.pooled.confusion)
-        rows.append(
-            [
-                method,
-                f"{100 * s['miou']:.2f}",
-                *(f"{100 * v:.1f}" for v in s["iou"]),
-                f"{100 * result.unlabelled / pixels:.1f} %",
-            ]
-        )
+        rows.append([method, f"{100 * s['miou']:.2f}", *(f"{100 * v:.1f}" for v in s["iou"]),
+                     f"{100 * result.unlabelled / pixels:.1f} %"])  # fmt: skip
         # labelled area / true area = (tp / precision) / (tp / recall)
-        pairs = zip(s["recall"], s["recall"] / s["precision"], strict=True)
-        fill.append([method, *(f"{100 * r:.1f} ({a:.2f})" for r, a in pairs)])
+        areas = zip(s["recall"], s["recall"] / s["precision"], strict=True)
+        fill.append([method, *(f"{100 * r:.1f} ({a:.2f})" for r, a in areas)])
     return rows, fill
 
 
-def markdown(
-    results: list[dict],
-    part: Part,
-    args,
-    command: str,
-    started: str,
-    proposals: tuple[list[list[str]], list[list[str]]] | None = None,
-) -> str:
+def markdown(results: list[dict], part: Part, args, command: str, started: str,
+             proposals: tuple[list[list[str]], list[list[str]]] | None = None) -> str:  # fmt: skip
     names = ["background", *part.classes]
     by_row: dict[str, list[dict]] = defaultdict(list)
-    for r in results:
+    for r in sorted(results, key=lambda r: r["seed"]):
         by_row[r["row"]].append(r)
     full = np.mean([r["miou"] for r in by_row["full"]]) if by_row.get("full") else None
     rows, class_rows = [], []
-    for row in ROWS:
-        rs = sorted(by_row.get(row.name, []), key=lambda r: r["seed"])
-        if not rs:
-            continue
+    for row, rs in ((row, by_row[row.name]) for row in ROWS if by_row.get(row.name)):
         mious = [100 * r["miou"] for r in rs]
         spread = f" ± {np.std(mious):.2f}" if len(mious) > 1 else ""
         ratio = f"{np.mean([r['miou'] for r in rs]) / full:.3f}" if full else "n/a"
-        minutes = np.mean([r["train_s"] for r in rs]) / 60
+        minutes = f"{np.mean([r['train_s'] for r in rs]) / 60:.1f}"
         per_seed = ", ".join(f"{m:.2f}" for m in mious)
-        rows.append([row.label, f"{np.mean(mious):.2f}{spread}", per_seed, ratio, f"{minutes:.1f}"])
+        rows.append([row.label, f"{np.mean(mious):.2f}{spread}", per_seed, ratio, minutes])
         class_rows.append([row.label, *(f"{100 * v:.1f}" for v in rs[0]["iou"])])
     codes = sorted({r.get("code", "unknown") for r in results})
     seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in results}))
-    return "\n".join(
-        [
-            f"- Command: `{command}` (from the repository root)",
-            f"- Machine: {machine_description()}",
-            f"- Date: {started} UTC; code {code_version()}"
-            + (f" (rows scored at commits {', '.join(codes)})" if codes else ""),
-            f"- Budget: preset `{args.preset}`, stage 1 {args.stage1_steps} steps + stage 2 "
-            f"{args.stage2_steps} steps (batch and tile from the preset), {args.optimizer} lr "
-            f"{args.lr} (warm-up {args.warmup} steps), detector {args.detector_steps} steps; "
-            f"seeds {seeds} (the per-seed column says which a row ran)",
-            f"- Split: {describe_split(part)}",
+    lines = [
+        f"- Command: `{command}` (from the repository root)",
+        f"- Machine: {machine_description()}",
+        f"- Date: {started} UTC; code {code_version()}"
+        + (f" (rows scored at commits {', '.join(codes)})" if codes else ""),
+        f"- Budget: preset `{args.preset}`, stage 1 {args.stage1_steps} steps + stage 2 "
+        f"{args.stage2_steps} steps (batch and tile from the preset), {args.optimizer} lr "
+        f"{args.lr} (warm-up {args.warmup} steps), detector {args.detector_steps} steps; "
+        f"seeds {seeds} (the per-seed column says which a row ran)",
+        f"- Split: {describe_split(part)}",
+        "",
+        markdown_table(["row", "mIoU % (mean ± std)", "per seed", "weak/full", "train min"], rows),
+        "Per-class IoU % (Table 5 style, first seed):",
+        "",
+        markdown_table(["row", *names], class_rows),
+    ]
+    if proposals and proposals[0]:
+        lines += [
+            "Proposal quality: IoU % on the training images (seed 0's run folder):",
             "",
-            markdown_table(
-                ["row", "mIoU % (mean ± std)", "per seed", "weak/full", "train min"], rows
-            ),
-            "Per-class IoU % (Table 5 style, first seed):",
+            markdown_table(["proposal", "mIoU", *names, "unlabelled"], proposals[0]),
+            "Proposal fill: recall % (labelled / true area in brackets):",
             "",
-            markdown_table(["row", *names], class_rows),
-            *(
-                [
-                    "Proposal quality: IoU % on the training images (seed 0's run folder):",
-                    "",
-                    markdown_table(["proposal", "mIoU", *names, "unlabelled"], proposals[0]),
-                    "Proposal fill: recall % (labelled / true area in brackets):",
-                    "",
-                    markdown_table(["proposal", *names], proposals[1]),
-                ]
-                if proposals and proposals[0]
-                else []
-            ),
+            markdown_table(["proposal", *names], proposals[1]),
         ]
-    )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -494,22 +420,16 @@ def main(argv: list[str] | None = None) -> int:
     args.lr = args.lr or seg.lr
     args.optimizer = args.optimizer or seg.optimizer
     args.warmup = seg.warmup if args.warmup is None else args.warmup
-    if args.quick:
-        args.stage1_steps = args.stage1_steps or 20
-        args.stage2_steps = args.stage2_steps or 10
-        args.detector_steps = args.detector_steps or 10
-        wanted = args.rows or "ce-box,ce-grabcut,bmm-classic,ce-camcut,bmm-main,full"
-    else:
-        args.stage1_steps = args.stage1_steps or seg.stage1_steps
-        args.stage2_steps = args.stage2_steps or seg.stage2_steps
-        args.detector_steps = args.detector_steps or 300
-        wanted = args.rows or ",".join(r.name for r in ROWS if not r.ablation)
-    wanted = wanted.replace(" ", "")
-    names = wanted.split(",")
-    unknown = [n for n in names if n not in {r.name for r in ROWS}]
-    if unknown:
-        parser.error(f"unknown rows {unknown}; choose from {[r.name for r in ROWS]}")
+    steps = (20, 10, 10) if args.quick else (seg.stage1_steps, seg.stage2_steps, 300)
+    names = ("stage1_steps", "stage2_steps", "detector_steps")
+    for name, default in zip(names, steps, strict=True):
+        setattr(args, name, getattr(args, name) or default)
+    quick_rows = "ce-box,ce-grabcut,bmm-classic,ce-camcut,bmm-main,full"
+    paper_rows = ",".join(r.name for r in ROWS if not r.ablation)
     by_name = {r.name: r for r in ROWS}
+    names = (args.rows or (quick_rows if args.quick else paper_rows)).replace(" ", "").split(",")
+    if unknown := [n for n in names if n not in by_name]:
+        parser.error(f"unknown rows {unknown}; choose from {list(by_name)}")
     rows = [by_name[n] for n in names]  # in the order given: put the rows you need most first
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     budget = budget_of(args)

@@ -1,13 +1,12 @@
 """Benchmark of DetCAM and CAMCut (paper section 2.3) against BOX, dense CRF and GrabCut.
 
-Parts: ``nwpu`` (a CPU ``fast`` detector on every 5th NWPU VHR-10 train image: its mAP@0.5,
-proposal quality on its training and on held-out images; section ``detcam``) and ``isaid`` (the
-same on the three iSAID samples; section ``detcam-isaid``). CAMCut is scored with the paper's
+A CPU ``fast`` detector on every 5th NWPU VHR-10 train image: its mAP@0.5, proposal quality on
+its training and on held-out images (section ``detcam``). CAMCut is scored with the paper's
 ``sure`` background below tau_l and with ``probable`` (``--camcut-low``) beside it. The method
 and the readings are written in BENCHMARKS.md beside the tables; the settled tau_l and tau_h
-sweeps left the script (their tables stay there, the script in git history).
+sweeps and the iSAID part left the script (their tables stay there, the script in git history).
 
-    .venv/bin/python bench/detcam.py [--quick] [--parts nwpu,isaid] [--work DIR] [--no-update]
+    .venv/bin/python bench/detcam.py [--quick] [--work DIR] [--no-update]
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ import torch
 if __package__ in (None, ""):  # run as a file (python bench/detcam.py)
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
 
-from bench.data import Dataset, Score, classic_scores, load_isaid, load_nwpu, score_folder
+from bench.data import Dataset, Score, classic_scores, load_nwpu, score_folder
 from bench.report import (
     REPO,
     SHARED_CORES,
@@ -58,9 +56,7 @@ from jmlnet_geo.proposals.detector_proposals import write_detector_proposals
 from jmlnet_geo.train.detector import train_detector
 
 SECTION = "detcam"
-#: The iSAID part's section, kept right after ``SECTION`` (``--parts isaid`` rewrites it alone).
-ISAID_SECTION = "detcam-isaid"
-PARTS = ("nwpu", "isaid")
+PARTS = ("nwpu",)
 VERSIONS = ["torch", "torchvision", "lightning", "opencv-python-headless"]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 #: CAMCut's start below tau_l: the paper's ``sure`` background, and ``probable`` beside it.
@@ -92,20 +88,16 @@ def detector_scores(data: Dataset, images: Sequence[SceneBoxes], out: Path, dete
 # --- the parts --------------------------------------------------------------------------------
 
 
-def train(
-    class_names: Sequence[str], images: Sequence[SceneBoxes], args, folder: Path, name: str
-) -> tuple[Path, dict]:
-    """Train (or reuse, when ``folder`` holds one of the same data and settings) the detector.
-
-    The one code path of both parts: the ``fast`` preset, ``args.steps`` x ``args.batch_size``
-    tiles of ``args.tile_size`` px, the default lr, seed 0, CPU. ``name`` labels the log lines.
-    """
+def train(class_names: Sequence[str], images: Sequence[SceneBoxes], args, folder: Path):
+    """Train (or reuse, when ``folder`` holds one of the same data and settings) the detector:
+    the ``fast`` preset, ``args.steps`` x ``args.batch_size`` tiles of ``args.tile_size`` px,
+    the default lr, seed 0, CPU. Returns (its path, what the report says about it)."""
     notes: list[str] = []
     last = [time.perf_counter()]
 
     def progress(done: int, total: int) -> None:
         if done % 25 == 0 or done == total:
-            log(f"{name}: step {done}/{total} ({time.perf_counter() - last[0]:.0f} s)")
+            log(f"detector: step {done}/{total} ({time.perf_counter() - last[0]:.0f} s)")
 
     start = time.perf_counter()
     path = train_detector(
@@ -120,23 +112,21 @@ def train(
         "reused": reused,
         "seconds": card.training.get("seconds", wall) if reused else wall,
         "card": card,
-        "losses": loss_curve(folder),
+        "loss": loss_text(folder),
     }
-    log(f"{name}: {'reused' if reused else 'trained'}, {info['seconds'] / 60:.1f} min")
+    log(f"detector: {'reused' if reused else 'trained'}, {info['seconds'] / 60:.1f} min")
     return path, info
 
 
-def loss_curve(folder: Path) -> list[float]:
-    """The training loss of each step, from Lightning's CSV log (empty when it is missing)."""
-    path = folder / "logs" / "metrics.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return [float(row["train_loss"]) for row in csv.DictReader(f) if row.get("train_loss")]
-
-
-def loss_text(losses: Sequence[float], window: int = 25) -> str:
-    """Mean loss of the first and last ``window`` steps (whether training made progress)."""
+def loss_text(folder: Path, window: int = 25) -> str:
+    """Mean loss of the first and last ``window`` steps (whether training made progress), from
+    Lightning's CSV log in ``folder``."""
+    path, losses = folder / "logs" / "metrics.csv", []
+    if path.exists():
+        with open(path, newline="") as f:
+            losses = [
+                float(row["train_loss"]) for row in csv.DictReader(f) if row.get("train_loss")
+            ]
     if len(losses) < 2 * window:
         return "loss log unavailable"
     first, last = float(np.mean(losses[:window])), float(np.mean(losses[-window:]))
@@ -152,23 +142,19 @@ def budget_text(info: dict, threads: int) -> str:
         f"lr {training['lr']:g}, {training['rois_per_tile']} RoIs per tile, stem frozen, CPU "
         f"{threads} thread: {info['seconds'] / 60:.1f} min"
         + (" (trained by an earlier run with the same data and settings; reused)" * info["reused"])
-        + f", final loss {training['final_loss']:.3f} ({loss_text(info['losses'])})"
+        + f", final loss {training['final_loss']:.3f} ({info['loss']})"
     )
 
 
-def scenes_map(model, card, images: Sequence[SceneBoxes]) -> dict:
-    """VOC mAP@0.5 of ``detect_scene`` on the images against their boxes."""
-    found = [detect_scene(model, card, sb.scene) for sb in images]
-    truth = [(sb.xyxy, sb.class_ids) for sb in images]
-    return mean_average_precision(found, truth, card.num_classes)
-
-
 def part_map(detector: Path, heldout, fit, results: Results) -> None:
+    """VOC mAP@0.5 of ``detect_scene`` on the held-out and some training images' boxes."""
     model, card = load_detector(detector)
     summary = {}
     for name, images in (("held-out", heldout), ("training (fit)", fit)):
         start = time.perf_counter()
-        result = scenes_map(model, card, images)
+        found = [detect_scene(model, card, sb.scene) for sb in images]
+        truth = [(sb.xyxy, sb.class_ids) for sb in images]
+        result = mean_average_precision(found, truth, card.num_classes)
         took = (time.perf_counter() - start) / max(1, len(images))
         summary[name] = (result, took, len(images))
         log(f"mAP {name}: {pct(result['map'])} ({len(images)} images, {took:.1f} s/image)")
@@ -186,43 +172,26 @@ def part_map(detector: Path, heldout, fit, results: Results) -> None:
     )
 
 
-def detcam_heats(detector: Path, images: Sequence[SceneBoxes]) -> tuple[dict, float]:
-    """DetCAM of every box (heats by scene path) and the wall time."""
+def detcam_maps(data: Dataset, detector: Path, images: Sequence[SceneBoxes]) -> dict:
+    """DetCAM maps of every box: how many are all 0 (``zero``) or on a shrunk window
+    (``shrunk``), and their ranking ``auc`` (with ``auc_text``: the mean per class)."""
     model, card = load_detector(detector)
-    norm = card.band_normalization()
-    start = time.perf_counter()
-    heats = {}
-    for sb in images:
-        heats[sb.scene.path] = scene_detcam(model, norm, sb.scene, pixel_boxes(sb), sb.class_ids)[0]
-    return heats, time.perf_counter() - start
-
-
-@dataclass
-class Detcam:
-    """What the DetCAM maps of every box of some images look like."""
-
-    zero: int  # maps all 0
-    shrunk: int  # boxes processed on a shrunk window
-    auc: float  # ranking of the pixels inside a box, mean over boxes
-    auc_by_class: dict[str, float]
-
-    @property
-    def auc_text(self) -> str:
-        return ", ".join(f"{k} {v:.2f}" for k, v in self.auc_by_class.items())
-
-
-def detcam_maps(data: Dataset, detector: Path, images: Sequence[SceneBoxes], label: str) -> Detcam:
-    """DetCAM maps of every box: how many are all 0 or shrunk, and their ranking AUC."""
-    heats, wall = detcam_heats(detector, images)
+    norm, start = card.band_normalization(), time.perf_counter()
+    heats = {
+        sb.scene.path: scene_detcam(model, norm, sb.scene, pixel_boxes(sb), sb.class_ids)[0]
+        for sb in images
+    }
+    wall = time.perf_counter() - start
     zero = sum(int(h.max() == 0) for hs in heats.values() for h in hs)
     shrunk = sum(
         sum(f < 1 for f in shrink_factor(pixel_boxes(sb), sb.scene, DetCAMOptions()))
         for sb in images
     )
     auc, auc_by_class = ranking_auc(data, images, heats)
-    boxes = sum(len(sb) for sb in images)
-    log(f"{label}: {wall:.0f} s for {boxes} boxes; {zero} maps all 0; AUC {auc:.3f}")
-    return Detcam(zero, shrunk, auc, auc_by_class)
+    log(f"DetCAM: {wall:.0f} s for {sum(len(sb) for sb in images)} boxes; {zero} maps all 0; "
+        f"AUC {auc:.3f}")  # fmt: skip
+    auc_text = ", ".join(f"{k} {v:.2f}" for k, v in auc_by_class.items())
+    return {"zero": zero, "shrunk": shrunk, "auc": auc, "auc_text": auc_text}
 
 
 def ranking_auc(nwpu: Dataset, images: Sequence[SceneBoxes], heats: dict) -> tuple[float, dict]:
@@ -262,9 +231,8 @@ def quality_table(found: dict[str, Score]) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = bench_parser(
-        "Benchmark DetCAM / CAMCut proposals on NWPU VHR-10 and the iSAID samples (CPU fast "
-        "preset). Parts: nwpu (NWPU VHR-10, tables 1-3), isaid (the iSAID samples, table 6); "
-        "each updates only its own section of the output.",
+        "Benchmark DetCAM / CAMCut proposals on NWPU VHR-10 (CPU fast preset): tables 1-3 in "
+        "its own section of the output.",
         PARTS,
         "Folder for the detector and rasters, kept (default: temporary).",
     )
@@ -306,11 +274,11 @@ def run_nwpu(args: argparse.Namespace, work: Path) -> str:
     log(f"train: {len(images)} images, {n_train} boxes; held-out {len(heldout)}, {n_held}")
 
     with timed(timings, "detector"):
-        detector, info = train(nwpu.class_names, images, args, work / "detector", "detector")
+        detector, info = train(nwpu.class_names, images, args, work / "detector")
     with timed(timings, "mAP"):
         part_map(detector, heldout, images[: args.fit_images], results)
     with timed(timings, "DetCAM/CAMCut"):
-        cams = detcam_maps(nwpu, detector, images, "DetCAM")
+        cams = detcam_maps(nwpu, detector, images)
         found = detector_scores(nwpu, images, work / "train", detector)
     with timed(timings, "BOX/CRF/GrabCut"):
         methods = ["box", "crf", "grabcut"]
@@ -322,14 +290,15 @@ def run_nwpu(args: argparse.Namespace, work: Path) -> str:
         held |= detector_scores(nwpu, heldout, work / "heldout", detector)
     results.add(
         f"### 2. Proposal quality on the training images ({len(images)} images, {n_train} "
-        f"boxes; {cams.zero} DetCAM maps all 0, {cams.shrunk} boxes on a shrunk window)\n\n"
+        f"boxes; {cams['zero']} DetCAM maps all 0, {cams['shrunk']} boxes on a shrunk window)\n\n"
         + quality_table(found)
     )
     results.add(
         f"### 3. Held-out images ({len(heldout)} images, {n_held} boxes, never seen by the "
         "detector)\n\n" + quality_table(held)
     )
-    results.add(f"DetCAM ranking AUC inside the training boxes: {cams.auc:.3f} ({cams.auc_text})")
+    auc = f"{cams['auc']:.3f} ({cams['auc_text']})"
+    results.add(f"DetCAM ranking AUC inside the training boxes: {auc}")
     print(f"\nRuntime {run.minutes:.1f} min", flush=True)
     head = run.head(
         package_versions(VERSIONS),
@@ -344,94 +313,19 @@ def run_nwpu(args: argparse.Namespace, work: Path) -> str:
     return "\n\n".join([title, head, *results.blocks])
 
 
-def run_isaid(args: argparse.Namespace, work: Path) -> str:
-    """Part 5 on the three iSAID samples: print the table, return the ``detcam-isaid`` section.
-
-    Same detector budget and code path as the NWPU part (:func:`train`), trained on the boxes of
-    the three images; DetCAM/CAMCut at the defaults and BOX/CRF/GrabCut for all their boxes,
-    scored like the NWPU training images (:func:`score_folder`).
-    """
-    run, timings = Run(), []
-    folder = work / "isaid"
-    folder.mkdir(parents=True, exist_ok=True)
-    isaid = load_isaid(args.data, folder)
-    images = isaid.scene_boxes
-    n_boxes = isaid.boxes
-    per_class = np.bincount(
-        np.concatenate([sb.class_ids for sb in images]).astype(np.int64),
-        minlength=len(isaid.class_names) + 1,
-    )
-    counts = ", ".join(
-        f"{name} {per_class[i]}" for i, name in enumerate(isaid.class_names, start=1)
-    )
-    names = ", ".join(Path(sb.scene.path).stem for sb in images)
-    log(f"iSAID: {len(images)} images ({names}), {n_boxes} boxes ({counts})")
-
-    with timed(timings, "detector"):
-        detector, info = train(
-            isaid.class_names, images, args, folder / "detector", "iSAID detector"
-        )
-    with timed(timings, "mAP"):
-        model, card = load_detector(detector)
-        fit = scenes_map(model, card, images)
-        del model
-        fit_text = ", ".join(
-            f"{name} {pct(fit['ap'][i])}" for i, name in enumerate(card.classes, start=1)
-        )
-        log(f"iSAID fit mAP@0.5: {pct(fit['map'])} ({fit_text})")
-    with timed(timings, "DetCAM/CAMCut"):
-        out = folder / "proposals"
-        cams = detcam_maps(isaid, detector, images, "iSAID DetCAM")
-        found = detector_scores(isaid, images, out, detector)
-    with timed(timings, "BOX/CRF/GrabCut"):
-        methods = ["box", "crf", "grabcut"]
-        found = classic_scores(isaid, images, out / "classic", methods, args.workers) | found
-
-    head = run.head(
-        package_versions(VERSIONS),
-        f"runtime {run.minutes:.1f} min ({', '.join(timings)} min)",
-        f"- Data: ../shared/data/isaid_devkit_samples, {names} (DOTA RGB PNG; boxes: the tight "
-        "box of each instance id, truth: the semantic masks, both from "
-        f"`jmlgeo import isaid`): {counts} boxes",
-        f"- Detector, trained on the boxes of these three images with the NWPU part's budget: "
-        f"{budget_text(info, args.threads)}; mAP@0.5 on the same images (fit): "
-        f"{pct(fit['map'])} ({fit_text})",
-        f"- DetCAM: {cams.zero} of {n_boxes} maps all 0, {cams.shrunk} boxes on a shrunk "
-        "window; ranking of the pixels inside the boxes (object above background): AUC "
-        f"{cams.auc:.3f} ({cams.auc_text})",
-    )
-    block = (
-        f"### 6. iSAID samples ({len(images)} images, {n_boxes} boxes; detector trained on these "
-        f"images)\n\n{head}\n\n" + quality_table(found)
-    )
-    print(block, flush=True)
-    print(f"\nRuntime (iSAID) {run.minutes:.1f} min", flush=True)
-    return block
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    needs = {"nwpu": "nwpu_vhr10_train", "isaid": "isaid_devkit_samples"}
-    parts = []
-    for part in args.parts:
-        if (args.data / needs[part]).is_dir():
-            parts.append(part)
-        else:
-            print(f"skipped the {part} part: {args.data} lacks {needs[part]} (the shared dev data)")
-    if not parts:
+    if not (args.data / "nwpu_vhr10_train").is_dir():
+        print(f"skipped: {args.data} lacks nwpu_vhr10_train (the shared dev data)")
         return 0
     torch.set_num_threads(args.threads)
     quiet_warnings()
     with work_folder(args.work, "jmlgeo-bench-detcam-") as work:
-        for part in parts:
-            section = (run_nwpu if part == "nwpu" else run_isaid)(args, work)
-            if args.no_update or args.quick:
-                log(f"{args.output} not updated (--no-update or --quick)")
-                continue
-            name = SECTION if part == "nwpu" else ISAID_SECTION
-            after = [SECTION] if name == ISAID_SECTION else []
-            path = update_section(name, section, args.output, after=after)
-            log(f"updated section {name} of {path}")
+        section = run_nwpu(args, work)
+        if args.no_update or args.quick:
+            log(f"{args.output} not updated (--no-update or --quick)")
+        else:
+            log(f"updated section {SECTION} of {update_section(SECTION, section, args.output)}")
     return 0
 
 

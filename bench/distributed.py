@@ -235,31 +235,19 @@ def main(argv=None) -> None:
         load = load_text()
         prop_rows, prop = proposals_part(data, work, args.rounds)
         pred_rows, pred = predict_part(data, work, args.scenes, args.rounds)
+        prop_head = "run | wall s | start-up s | scenes/s | boxes/s | x in-process | same bytes"
+        pred_head = "run | wall s | start-up s | Mpx/s | x local 2 threads | same bytes"
         text = (
             f"Measured {time.strftime('%Y-%m-%d')} on {machine_description()}, code "
             f"{code_version()}, load average at the start {load}. Command: `{command_line()}`.\n\n"
             f"Each run {args.rounds} times, interleaved; the best wall time counts.\n\n"
             f"Proposals (GrabCut) on {prop['scenes']} NWPU images ({prop['boxes']} boxes); "
             "start-up: the cluster's start and every worker's imports, not in the rates:\n\n"
-            + markdown_table(
-                [
-                    "run",
-                    "wall s",
-                    "start-up s",
-                    "scenes/s",
-                    "boxes/s",
-                    "x in-process",
-                    "same bytes",
-                ],
-                prop_rows,
-            )  # fmt: skip
+            + markdown_table(prop_head, prop_rows)
             + f"\n`local:2` / `local:1`: **{prop['ratio']:.2f}x** (target >= 1.8).\n\n"
             f"Prediction of {args.scenes} NWPU images (untrained fast bundle, CPU; the 1-thread "
             "local run shows what a second thread gives one process):\n\n"
-            + markdown_table(
-                ["run", "wall s", "start-up s", "Mpx/s", "x local 2 threads", "same bytes"],
-                pred_rows,
-            )
+            + markdown_table(pred_head, pred_rows)
             + f"\nlocal 2 threads / `local:2`: **{pred['ratio']:.2f}x** (target: within 10 %).\n\n"
             + estimates(prop, pred)
         )

@@ -3,11 +3,12 @@
 Parts: ``throughput`` (bare forward on the defaults' windows, torchgeo recipe, ours at the
 defaults and at the old ones, on a synthetic scene), ``memory`` (peak RSS/PSS of a fresh process
 per scene size, defaults), ``seams`` (agreement under a half-stride shift, tiled and untiled, for
-the defaults and their variants; real images as a mosaic with ``--seams-mosaic``), ``malloc``
-(ours in fresh processes with glibc's malloc settings and with ``tune_malloc``). Each part
-rewrites its own section of BENCHMARKS.md; the reading is written by hand after it.
+the defaults and their variants; real images as a mosaic with ``--seams-mosaic``). Each part
+rewrites its own section of BENCHMARKS.md; the reading is written by hand after it. The settled
+``malloc`` part (glibc's settings against ``tune_malloc``) left the script; its table stays in
+BENCHMARKS.md and the script in git history.
 
-    .venv/bin/python bench/predict.py [--quick] [--parts throughput,memory,seams,malloc]
+    .venv/bin/python bench/predict.py [--quick] [--parts throughput,memory,seams]
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from jmlnet_geo.children import tune_malloc
 from jmlnet_geo.evaluate.report import markdown_table
 
 SECTION = "predict"
-PARTS = ("throughput", "memory", "seams", "malloc")
+PARTS = ("throughput", "memory", "seams")
 CLASSES = ["building", "storage_tank", "vehicle"]
 COLOURS = [[230, 159, 0], [86, 180, 233], [0, 158, 115]]
 TRAINED = REPO / "demo" / "run" / "model.safetensors"
@@ -307,14 +308,11 @@ def tree_memory(root: int) -> tuple[int, int]:
     return rss, pss
 
 
-def measure_child(kind: str, bundle: Path, scene: Path, out: Path, malloc: str = "tuned") -> dict:
-    """Run one prediction in a fresh process; its own report plus the sampled tree peaks.
-
-    ``malloc``: ``tuned`` (:func:`tune_malloc`, as jmlgeo) or ``default`` (glibc's settings).
-    """
+def measure_child(kind: str, bundle: Path, scene: Path, out: Path) -> dict:
+    """Run one prediction in a fresh process; its own report plus the sampled tree peaks."""
     command = [sys.executable, os.fspath(Path(__file__).resolve()), "--child", kind]
     command += ["--child-bundle", os.fspath(bundle), "--child-scene", os.fspath(scene)]
-    command += ["--child-out", os.fspath(out), "--child-malloc", malloc]
+    command += ["--child-out", os.fspath(out)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     peak_rss = peak_pss = 0
     while proc.poll() is None:
@@ -348,13 +346,8 @@ def child_main(args: argparse.Namespace) -> int:
         run_recipe(
             predictor.model, predictor.normalization, Path(args.child_scene), out / "r.tif", tile, 8
         )
-    seconds = time.perf_counter() - start
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     report = plan | {
-        "seconds": seconds,
-        "user_s": usage.ru_utime,
-        "kernel_s": usage.ru_stime,
-        "minor_faults": usage.ru_minflt,
+        "seconds": time.perf_counter() - start,
         "loaded_kb": loaded,
         "main_max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "workers_max_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
@@ -407,40 +400,6 @@ def part_memory(args: argparse.Namespace, work: Path, results: Results) -> None:
     )
 
 
-def part_malloc(args: argparse.Namespace, work: Path, results: Results) -> None:
-    """Our prediction in fresh processes with glibc's malloc settings and with tune_malloc."""
-    bundle = random_bundle(work / "random_fast.safetensors", args.tile)
-    scene = synthetic_scene(work / f"synthetic_{args.malloc_size}.tif", args.malloc_size)
-    runs: dict[str, list[dict]] = {"default": [], "tuned": []}
-    for _ in range(args.repeats):  # interleaved: a slow spell of the machine hits both
-        for malloc, reports in runs.items():
-            out = work / f"malloc_{malloc}"
-            shutil.rmtree(out, ignore_errors=True)
-            reports.append(measure_child("ours", bundle, scene, out, malloc))
-            log(f"malloc {malloc}: {reports[-1]['seconds']:.1f} s")
-    best_default = min(r["seconds"] for r in runs["default"])
-
-    def each(reports: list[dict], key: str, scale: float = 1.0) -> str:
-        return " / ".join(f"{r[key] / scale:.1f}" for r in reports)
-
-    rows = [
-        [f"{malloc}: " + ("glibc's" if malloc == "default" else "tune_malloc (as jmlgeo)"),
-         each(r, "seconds"), each(r, "user_s"), each(r, "kernel_s"),
-         each(r, "minor_faults", 1e6), f"{max(x['tree_pss_kb'] for x in r) * 1024 / 1e9:.2f}",
-         f"{best_default / min(x['seconds'] for x in r):.2f}"]
-        for malloc, r in runs.items()
-    ]  # fmt: skip
-    header = (
-        "malloc | wall s (runs) | user CPU s | kernel CPU s | minor faults (M) | peak tree PSS "
-        "(GB) | speed x default (best runs)"
-    )
-    results.add(
-        f"### 4. malloc settings: ours at the defaults on a {args.malloc_size} x "
-        f"{args.malloc_size} px scene, fast preset (random weights), CPU, a fresh process per "
-        f"run, {args.repeats} interleaved runs\n\n" + markdown_table(header, rows, align="lrrrrrr")
-    )
-
-
 # --- part 3: seams ----------------------------------------------------------------------------
 
 
@@ -451,12 +410,10 @@ def read_image(path: Path) -> tuple[np.ndarray, dict]:
             return ds.read(), ds.profile
 
 
-def write_crop(src: Path, dst: Path, dy: int, dx: int, size: tuple[int, int] | None = None) -> Path:
-    """A GeoTIFF of ``src`` without its first ``dy`` rows and ``dx`` columns (only ``size`` =
-    height, width of the rest when given), same georeference."""
+def write_crop(src: Path, dst: Path, dy: int, dx: int) -> Path:
+    """A GeoTIFF of ``src`` without its first ``dy`` rows and ``dx`` columns, same georeference."""
     image, profile = read_image(src)
-    h, w = size or image.shape[1:]
-    crop = image[:, dy : dy + h, dx : dx + w]
+    crop = image[:, dy:, dx:]
     out = {"driver": "GTiff", "width": crop.shape[2], "height": crop.shape[1]}
     out |= {"count": crop.shape[0], "dtype": crop.dtype.name, "nodata": profile.get("nodata")}
     if profile.get("crs") is not None:  # plain images stay plain (identity transform)
@@ -482,9 +439,10 @@ def predict_untiled(predictor, scene: Path, out: Path) -> np.ndarray:
     return predict_classes(predictor, scene, out, window=side, overlap=0)[0]
 
 
-def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+def agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(pixels where both are valid and agree, pixels where both are valid)."""
     valid = (a != 255) & (b != 255)
-    return float((a[valid] == b[valid]).mean()), int(valid.sum())
+    return np.array([(a[valid] == b[valid]).sum(), valid.sum()])
 
 
 def mosaic(paths: Sequence[Path], side: int, out: Path) -> Path:
@@ -559,7 +517,7 @@ def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
             with rasterio.open(path) as ds:  # the header only
                 sizes.add(f"{ds.width} x {ds.height}")
         for name, options in SEAM_VARIANTS:
-            agree = pixels = untiled_agree = untiled_pixels = seconds = scene_px = 0.0
+            tiled, untiled, seconds, scene_px = np.zeros(2), np.zeros(2), 0.0, 0
             differ_margins, same_margins, plans = [], [], set()
             for path in paths:
                 folder = work / "seams" / path.stem / re.sub(r"[^a-z0-9]+", "-", name)
@@ -573,23 +531,18 @@ def part_seams(args: argparse.Namespace, work: Path, results: Results) -> None:
                 crop = write_crop(path, folder / f"crop_{shift}.tif", shift, shift)
                 shifted, _ = predict_classes(predictor, crop, folder / "shifted", **options)
                 common = full[shift:, shift:]
-                fraction, count = agreement(common, shifted)
-                agree, pixels = agree + fraction * count, pixels + count
+                tiled += agreement(common, shifted)
                 if (path, shift) not in untiled_cache:
                     whole = predict_untiled(predictor, path, folder / "whole")
                     whole_shifted = predict_untiled(predictor, crop, folder / "whole_shifted")
                     untiled_cache[path, shift] = agreement(whole[shift:, shift:], whole_shifted)
-                fraction, count = untiled_cache[path, shift]
-                untiled_agree, untiled_pixels = (
-                    untiled_agree + fraction * count,
-                    untiled_pixels + count,
-                )
+                untiled += untiled_cache[path, shift]
                 top2 = np.sort(read_image(result.probabilities)[0][:, shift:, shift:], axis=0)
                 margin = (top2[-1].astype(np.int16) - top2[-2]) / 255
                 valid = (common != 255) & (shifted != 255)
                 differ_margins.append(margin[valid & (common != shifted)])
                 same_margins.append(margin[valid & (common == shifted)])
-            tiled, untiled = agree / pixels, untiled_agree / untiled_pixels
+            pixels, (tiled, untiled) = tiled[1], (tiled[0] / tiled[1], untiled[0] / untiled[1])
             differ, same = np.concatenate(differ_margins), np.concatenate(same_margins)
             rows.append([
                 label, " / ".join(sorted(sizes)) if len(sizes) <= 2 else f"{len(sizes)} sizes",
@@ -632,9 +585,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--seams-label", help="Names a seams run; its own section predict-seams-LABEL.")
     add("--seams-mosaic", type=int, help="Pack the --seams-scenes' centres into one mosaic "
         "of this side (px), not pooled apart (a scene under a window has no seam).")  # fmt: skip
-    add("--malloc-size", type=int, default=2048, help="Scene side of the malloc part.")
     add("--child", choices=["ours", "recipe"], help=argparse.SUPPRESS)
-    add("--child-malloc", choices=["tuned", "default"], default="tuned", help=argparse.SUPPRESS)
     for name in ("--child-bundle", "--child-scene", "--child-out"):
         add(name, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -647,15 +598,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 TITLES = {"throughput": "part 1: throughput", "memory": "part 2: peak memory",
-          "seams": "part 3: seams", "malloc": "part 4: malloc settings"}  # fmt: skip
+          "seams": "part 3: seams"}  # fmt: skip
 LOAD = " (other jobs share the cores; times are wall clock, compare the ratios)"
 INTRO = "## Prediction: throughput, peak memory, seams (`bench/predict.py`)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if not (args.child and args.child_malloc == "default"):
-        tune_malloc()  # as jmlgeo does (its children and Dask workers too)
+    tune_malloc()  # as jmlgeo does (its children and Dask workers too)
     if args.child:
         return child_main(args)
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
@@ -667,7 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for part in (p for p in PARTS if p in args.parts):
             results, run = Results(), Run()
             parts = {"throughput": part_throughput, "memory": part_memory, "seams": part_seams}
-            (parts | {"malloc": part_malloc})[part](args, work, results)
+            parts[part](args, work, results)
             print(f"\n{part}: {run.minutes:.1f} min", flush=True)
             if args.no_update:
                 continue

@@ -20,7 +20,8 @@ convolutional, so a larger window forwards fewer pixels twice and has fewer seam
 - **batch size**: about :data:`BATCH_PIXELS` pixels per forward on CPU (8 windows of 256²), from
   free memory on CUDA.
 - **weights**: :func:`weight_window` ``"ramp"`` (linear over the overlap) or ``"cosine"`` (flat
-  centre, raised-cosine taper over the overlap); chosen by ``bench/predict_windows.py``.
+  centre, raised-cosine taper over the overlap); compared by the seams part of
+  ``bench/predict.py`` (BENCHMARKS.md: the cosine window is not better).
 
 Not for reading or writing: see :mod:`jmlnet_geo.predict`.
 """
@@ -59,8 +60,9 @@ ACTIVATION_BYTES = {"fast": 600, "paper": 2400}
 #: and measured on the trained demo bundle (fast) as the gradient of one output pixel's logits
 #: with respect to a 512² input, less the uniform level of the ASPP image-pooling branch, 90 % of
 #: the remaining gradient mass lies within 145 px (Chebyshev radius), a diameter of 290 px
-#: (``bench/predict_windows.py``). The seam excess falls with the overlap (0.72, 0.38, 0.14 points
-#: at 96, 256, 512 px, 2048² mosaic of the sample scene), the forwarded pixels rise with it.
+#: (``bench/predict_windows.py``, in git history). The seam excess falls with the overlap (0.72,
+#: 0.38, 0.14 points at 96, 256, 512 px, 2048² mosaic of the sample scene), the forwarded pixels
+#: rise with it.
 RECEPTIVE_OVERLAP = {"fast": 288, "paper": 288}
 #: Output stride when the model does not state one (the paper preset's dilated ResNet-50).
 PAPER_STRIDE = 8
@@ -184,7 +186,7 @@ def reflect_outside(image: Any, valid: Any, windows: list[list[int]], scene_shap
     snapped inside). Reflection keeps the classes inside closer to the scene's own than the
     mean (0 after normalisation): 99.37 / 99.32 / 98.89 % against 99.04 / 99.22 / 98.75 % of a
     crop's pixels agree with the crop predicted inside the whole scene, three crops of the sample
-    scene, ``bench/predict_windows.py``.
+    scene, ``bench/predict_windows.py`` (in git history; figures in BENCHMARKS.md).
 
     Args:
         image: float32 tensor (N, C, H, W) of raw windows, zero outside the scene.

@@ -6,6 +6,8 @@
 - :mod:`~jmlnet_geo.evaluate.scoring`: one class raster (:func:`evaluate`) or many, pooled
   (:func:`score_scenes`, with per-scene reports and per-box IoU).
 - :mod:`~jmlnet_geo.evaluate.report`: the :class:`Report`, Markdown tables, the confusion PNG.
+- :mod:`~jmlnet_geo.evaluate.split`: held-out images, a train / validation split by image
+  stratified by class (:func:`split_images`).
 
 Importing this package loads neither torch, cv2 nor matplotlib.
 """
@@ -28,6 +30,7 @@ from jmlnet_geo.evaluate.report import (
     save_confusion_png,
 )
 from jmlnet_geo.evaluate.scoring import ScenesReport, TruthCache, evaluate, score_scenes
+from jmlnet_geo.evaluate.split import split_images
 from jmlnet_geo.evaluate.truth import (
     STRIP_PIXELS,
     VECTOR_SUFFIXES,
@@ -65,6 +68,7 @@ __all__ = [
     "save_confusion_png",
     "score_scenes",
     "scores",
+    "split_images",
     "strip_windows",
     "truth_raster",
     "truth_source",
