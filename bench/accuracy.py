@@ -356,12 +356,13 @@ def markdown(results: list[dict], part: Part, args, command: str, started: str,
     by_row: dict[str, list[dict]] = defaultdict(list)
     for r in sorted(results, key=lambda r: r["seed"]):
         by_row[r["row"]].append(r)
-    full = np.mean([r["miou"] for r in by_row["full"]]) if by_row.get("full") else None
+    full = {r["seed"]: r["miou"] for r in by_row.get("full", [])}  # weak/full pairs the seeds
     rows, class_rows = [], []
     for row, rs in ((row, by_row[row.name]) for row in ROWS if by_row.get(row.name)):
         mious = [100 * r["miou"] for r in rs]
         spread = f" ± {np.std(mious):.2f}" if len(mious) > 1 else ""
-        ratio = f"{np.mean([r['miou'] for r in rs]) / full:.3f}" if full else "n/a"
+        paired = [(r["miou"], full[r["seed"]]) for r in rs if r["seed"] in full]
+        ratio = f"{np.divide(*np.mean(paired, axis=0)):.3f}" if paired else "n/a"
         minutes = f"{np.mean([r['train_s'] for r in rs]) / 60:.1f}"
         per_seed = ", ".join(f"{m:.2f}" for m in mious)
         rows.append([row.label, f"{np.mean(mious):.2f}{spread}", per_seed, ratio, minutes])
@@ -379,7 +380,9 @@ def markdown(results: list[dict], part: Part, args, command: str, started: str,
         f"seeds {seeds} (the per-seed column says which a row ran)",
         f"- Split: {describe_split(part)}",
         "",
-        markdown_table(["row", "mIoU % (mean ± std)", "per seed", "weak/full", "train min"], rows),
+        markdown_table(
+            ["row", "mIoU % (mean ± std)", "per seed", "weak/full (same seeds)", "train min"], rows
+        ),
         "Per-class IoU % (Table 5 style, first seed):",
         "",
         markdown_table(["row", *names], class_rows),
