@@ -50,6 +50,12 @@ def train(
     box_loss_weight: float | None = typer.Option(
         None, "--box-loss-weight", min=0.0, help="Weight of the box-consistency loss (0: off)."
     ),
+    box_pairwise_weight: float | None = typer.Option(
+        None,
+        "--box-pairwise-weight",
+        min=0.0,
+        help="Box loss's pairwise term (0: projection only).",
+    ),
     rounds: int | None = typer.Option(
         None, "--rounds", min=1, help="Stage-2 rounds, each refreshing the model proposal."
     ),
@@ -138,6 +144,7 @@ def train(
         seed=seed,
         box_tiles=box_tiles,
         box_loss_weight=box_loss_weight,
+        box_pairwise_weight=box_pairwise_weight,
         rounds=rounds,
         loader_workers=loader_workers,
         val_every=val_every,

@@ -184,21 +184,26 @@ def box_consistency_loss(
     boxes: Sequence[Tensor],
     labels: Sequence[Tensor],
     box_mask: Tensor,
-    similarity: Tensor,
+    similarity: Tensor | None,
     valid: Tensor,
+    pairwise_weight: float = 1.0,
 ) -> Tensor:
     """BoxInst's box-consistency loss for semantic maps, needing no proposal.
 
-    The sum of :func:`box_projection_loss`, :func:`box_pairwise_loss` (inside the boxes) and
-    the CE against background of the valid pixels outside every box (as BMM's L-).
+    The sum of :func:`box_projection_loss`, ``pairwise_weight`` times :func:`box_pairwise_loss`
+    (inside the boxes) and the CE against background of the valid pixels outside every box (as
+    BMM's L-).
 
     Args:
         logits: (N, C, H, W) float.
         boxes: Per tile, float (n_i, 4) boxes in tile pixels.
         labels: Per tile, int64 (n_i,) class ids 1..C-1.
         box_mask: (N, H, W) bool, True inside any box (``jmlnet_geo.train.data.box_masks``).
-        similarity: (N, 8, H, W) float, :func:`colour_similarity` of the tiles.
+        similarity: (N, 8, H, W) float, :func:`colour_similarity` of the tiles; unused (may
+            be None) when ``pairwise_weight`` is 0.
         valid: (N, H, W) bool, False at nodata.
+        pairwise_weight: Weight of the pairwise term (BoxInst: 1; 0: projection and outside
+            terms only, the pairwise term is not computed).
 
     Returns:
         Scalar.
@@ -212,7 +217,9 @@ def box_consistency_loss(
     probs = log_probs.exp()
     box_mask, valid = box_mask.bool(), valid.bool()
     projection = box_projection_loss(probs, boxes, labels)
-    pairwise = box_pairwise_loss(probs, similarity, box_mask & valid)
+    pairwise = 0.0
+    if pairwise_weight:
+        pairwise = pairwise_weight * box_pairwise_loss(probs, similarity, box_mask & valid)
     outside_mask = ~box_mask & valid
     outside = (-log_probs[:, BACKGROUND])[outside_mask].sum() / outside_mask.sum().clamp_min(1)
     return projection + pairwise + outside

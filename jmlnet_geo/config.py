@@ -81,6 +81,9 @@ class SegmenterConfig:
             :class:`jmlnet_geo.box_sampler.BoxTiles`).
         box_loss_weight: Weight of the box-consistency loss added to both stages' losses
             (:func:`jmlnet_geo.box_losses.box_consistency_loss`; 0: off).
+        box_pairwise_weight: Weight of the pairwise term inside the box-consistency loss
+            (BoxInst's 1; 0: its projection and outside terms only). Configs written before
+            it load with 1.
         rounds: Stage-2 rounds: each round after the first finetunes the previous round's
             model with the ``model`` proposal refreshed from it (1: one stage 2, as the paper).
         drop_doubtful: Share of the boxes, the most doubtful by the proposals-only audit, that
@@ -111,6 +114,7 @@ class SegmenterConfig:
     seed: int = 0
     box_tiles: float = 0.0
     box_loss_weight: float = 0.0
+    box_pairwise_weight: float = 1.0
     rounds: int = 1
     drop_doubtful: float = 0.0
 

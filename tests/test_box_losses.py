@@ -122,6 +122,12 @@ def test_consistency_is_the_sum_of_its_terms_and_backpropagates():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-9)
     loss.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    # the pairwise term scaled by its weight; at 0 it is not computed (no similarity needed)
+    half = box_consistency_loss(logits, boxes, labels, box_mask, similarity, valid, 0.5)
+    pairwise = box_pairwise_loss(probs, similarity, box_mask).item()
+    assert half.item() == pytest.approx(expected.item() - 0.5 * pairwise, rel=1e-9)
+    none = box_consistency_loss(logits, boxes, labels, box_mask, None, valid, 0.0)
+    assert none.item() == pytest.approx(expected.item() - pairwise, rel=1e-9)
     with pytest.raises(ValueError, match="do not match"):
         box_consistency_loss(logits, boxes, labels, box_mask[:, :4], similarity, valid)
 
@@ -150,3 +156,13 @@ def test_box_loss_weight_trains_end_to_end_and_enters_the_fingerprints(jmlgeo, t
     assert off.code == 0, off.err
     reused = off.err.split("reused finished stages:")[1].splitlines()[0]
     assert "proposals:grabcut" in reused and "stage1" not in reused and "stage2" not in reused
+    # the pairwise weight means nothing without the box loss: the same stages
+    again = jmlgeo(*args, "--box-pairwise-weight", "0", "--resume")
+    assert again.code == 0, again.err
+    reused = again.err.split("reused finished stages:")[1].splitlines()[0]
+    assert "stage1" in reused and "stage2" in reused
+    # with it, projection only is another stage 1 than BoxInst's sum
+    projection = jmlgeo(*args, "--box-loss-weight", "1", "--box-pairwise-weight", "0", "--resume")
+    assert projection.code == 0, projection.err
+    reused = projection.err.split("reused finished stages:")[1].splitlines()[0]
+    assert "stage1" not in reused and "stage2" not in reused

@@ -82,8 +82,10 @@ _STAGE1_KEYS = (
     "weight_decay", "poly_power", "warmup", "stage1_steps", "stage1_proposal", "seed",
 )  # fmt: skip
 _STAGE2_KEYS = ("proposals", "loss", "stage2_steps", "stage2_lr_scale")
-# Later options enter a fingerprint only when set, so runs made before them stay reusable.
-_OPTIONAL_KEYS = ("box_tiles", "box_loss_weight", "drop_doubtful")
+# Later options enter a fingerprint only when not at their default (the value runs made before
+# them had), so those runs stay reusable.
+_OPTIONAL_DEFAULTS = {"box_tiles": 0.0, "box_loss_weight": 0.0, "drop_doubtful": 0.0}
+_OPTIONAL_DEFAULTS |= {"box_pairwise_weight": 1.0}
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,9 @@ def train(
     # losses with --resume (or bench/accuracy.py's rows) reuses it
     masks_fp = fps.get(MASK) if masked else None
     stage1_settings = {k: settings[k] for k in _STAGE1_KEYS} | {"stage1_proposal": stage1}
-    stage1_settings |= {k: settings[k] for k in _OPTIONAL_KEYS if settings[k]}
+    stage1_settings |= {k: v for k, v in settings.items() if _OPTIONAL_DEFAULTS.get(k, v) != v}
+    if not seg.box_loss_weight:  # the pairwise weight means nothing without the box loss
+        stage1_settings.pop("box_pairwise_weight", None)
     fp1 = fingerprint(fps.get(stage1), masks_fp, stage1_settings, sorted(masked), "stage1",
                       *([drop_fp] if drop_fp else []))  # fmt: skip
     s1 = dict(proposals=[stage1], loss="ce", steps=seg.stage1_steps, lr=seg.lr)

@@ -41,6 +41,7 @@ class SegmenterTask(L.LightningModule):
         warmup: int = 0,
         seed: int = 0,
         box_loss_weight: float = 0.0,
+        box_pairwise_weight: float = 1.0,
     ) -> None:
         """Set up the task.
 
@@ -60,6 +61,7 @@ class SegmenterTask(L.LightningModule):
             seed: Seed of the random flips.
             box_loss_weight: Weight of the box-consistency loss added to ``loss``
                 (:func:`jmlnet_geo.box_losses.box_consistency_loss`; 0: off).
+            box_pairwise_weight: Weight of that loss's pairwise term (0: not computed).
         """
         super().__init__()
         self.model = model
@@ -68,6 +70,7 @@ class SegmenterTask(L.LightningModule):
         self.proposals = list(proposals)
         self.loss_name = loss
         self.box_loss_weight = box_loss_weight
+        self.box_pairwise_weight = box_pairwise_weight
         self.optimizer_settings = OptimizerSettings(
             optimizer, lr, steps, momentum, weight_decay, poly_power, warmup
         )
@@ -87,10 +90,13 @@ class SegmenterTask(L.LightningModule):
         inside = box_masks(batch["boxes"], logits.shape[-2], logits.shape[-1])
         loss = multi_label_loss(self.loss_name, logits, labels, inside)
         if self.box_loss_weight:
-            similarity = colour_similarity(lab_colours(batch["image"], batch["valid"]))
+            similarity = None
+            if self.box_pairwise_weight:
+                similarity = colour_similarity(lab_colours(batch["image"], batch["valid"]))
             box_loss = box_consistency_loss(
-                logits.float(), batch["boxes"], batch["labels"], inside, similarity, batch["valid"]
-            )
+                logits.float(), batch["boxes"], batch["labels"], inside, similarity,
+                batch["valid"], self.box_pairwise_weight,
+            )  # fmt: skip
             loss = loss + self.box_loss_weight * box_loss
         if not torch.isfinite(loss.detach()).all():
             from jmlnet_geo.errors import JmlGeoError

@@ -237,7 +237,7 @@ def _fit(name, init, proposals, loss, steps, lr, inputs: StageInputs):
         model, classes, inputs.normalization, proposals, loss, steps, lr,
         optimizer=seg.optimizer, momentum=seg.momentum, weight_decay=seg.weight_decay,
         poly_power=seg.poly_power, warmup=seg.warmup, seed=seg.seed,
-        box_loss_weight=seg.box_loss_weight,
+        box_loss_weight=seg.box_loss_weight, box_pairwise_weight=seg.box_pairwise_weight,
     )  # fmt: skip
     accelerator = resolve_device(config.device).type
     settings = FitSettings(
