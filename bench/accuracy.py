@@ -74,7 +74,8 @@ ROWS = [
     Row("ce-box", "CE, BOX", "box", "ce", ("box",)),
     Row("ce-crf", "CE, CRF", "crf", "ce", ("crf",)),
     Row("ce-grabcut", "CE, GrabCut", "grabcut", "ce", ("grabcut",)),
-    Row("bmm-classic", "BMM, {GrabCut, CRF} (fast preset)", "grabcut", "bmm", ("grabcut", "crf")),
+    Row("bmm-classic", "BMM, {GrabCut, CRF} (fast preset to 2026-12-03)", "grabcut", "bmm",
+        ("grabcut", "crf")),
     Row("ce-detcam", "CE, DetCAM", "detcam", "ce", ("detcam",)),
     Row("ce-camcut", "CE, CAMCut", "camcut", "ce", ("camcut",)),
     Row("ma-main", "MA, {GrabCut, DetCAM, CAMCut}", "camcut", "ma", MAIN),
@@ -117,14 +118,14 @@ ROWS = [
         ("grabcut",), ablation=True, box_tiles=0.5, box_loss_weight=1.0),
     # ce-grabcut-bl drew ships and vehicles but shrank the large objects into background: the
     # same loss without its pairwise term, and at a tenth of the weight.
-    Row("ce-grabcut-bp", "CE, GrabCut, + box loss without pairwise", "grabcut", "ce",
+    Row("ce-grabcut-bp", "CE, GrabCut, + box projection loss (fast preset)", "grabcut", "ce",
         ("grabcut",), ablation=True, box_loss_weight=1.0, box_pairwise_weight=0.0),
     Row("ce-grabcut-bl01", "CE, GrabCut, + box loss x 0.1", "grabcut", "ce", ("grabcut",),
         ablation=True, box_loss_weight=0.1),
 ]  # fmt: skip
 
 
-EXTRA_ROWS = ("ce-box", "ce-grabcut", "bmm-classic", "full")
+EXTRA_ROWS = ("ce-box", "ce-grabcut", "bmm-classic", "full", "ce-grabcut-bp")
 PARTS = ("nwpu", "isaid", "spacenet")
 SHARED = REPO.parent / "shared" / "data"
 

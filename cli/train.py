@@ -48,13 +48,13 @@ def train(
         None, "--box-tiles", min=0.0, max=1.0, help="Share of training tiles placed on boxes."
     ),
     box_loss_weight: float | None = typer.Option(
-        None, "--box-loss-weight", min=0.0, help="Weight of the box-consistency loss (0: off)."
+        None, "--box-loss-weight", min=0.0, help="Box-consistency loss weight (0: off; fast: 1)."
     ),
     box_pairwise_weight: float | None = typer.Option(
         None,
         "--box-pairwise-weight",
         min=0.0,
-        help="Box loss's pairwise term (0: projection only).",
+        help="Box loss's pairwise term (0, default: projection only).",
     ),
     rounds: int | None = typer.Option(
         None, "--rounds", min=1, help="Stage-2 rounds, each refreshing the model proposal."

@@ -147,22 +147,22 @@ def test_box_loss_weight_trains_end_to_end_and_enters_the_fingerprints(jmlgeo, t
     args = ["train", scene, "--boxes", boxes, "--out", out, "--tile-size", "64"]
     args += ["--batch-size", "2", "--loader-workers", "0", "--workers", "1", "--progress"]
     args += ["none", "--stage1-steps", "2", "--stage2-steps", "1", "--proposals", "grabcut"]
-    first = jmlgeo(*args, "--box-loss-weight", "1")
+    first = jmlgeo(*args, "--box-loss-weight", "1", "--box-pairwise-weight", "1")  # BoxInst's
     assert first.code == 0, first.err
     with open(out / "logs" / "stage1" / "metrics.csv", newline="") as f:
         losses = [float(r["train_loss"]) for r in csv.DictReader(f) if r.get("train_loss")]
     assert losses and all(math.isfinite(v) for v in losses)
-    off = jmlgeo(*args, "--resume")  # the box loss off: both stages again, proposals reused
+    off = jmlgeo(*args, "--box-loss-weight", "0", "--resume")  # both stages again
     assert off.code == 0, off.err
     reused = off.err.split("reused finished stages:")[1].splitlines()[0]
     assert "proposals:grabcut" in reused and "stage1" not in reused and "stage2" not in reused
     # the pairwise weight means nothing without the box loss: the same stages
-    again = jmlgeo(*args, "--box-pairwise-weight", "0", "--resume")
+    again = jmlgeo(*args, "--box-loss-weight", "0", "--box-pairwise-weight", "1", "--resume")
     assert again.code == 0, again.err
     reused = again.err.split("reused finished stages:")[1].splitlines()[0]
     assert "stage1" in reused and "stage2" in reused
-    # with it, projection only is another stage 1 than BoxInst's sum
-    projection = jmlgeo(*args, "--box-loss-weight", "1", "--box-pairwise-weight", "0", "--resume")
+    # the fast preset's default, projection without pairwise, is another stage 1
+    projection = jmlgeo(*args, "--resume")
     assert projection.code == 0, projection.err
     reused = projection.err.split("reused finished stages:")[1].splitlines()[0]
     assert "stage1" not in reused and "stage2" not in reused

@@ -333,3 +333,17 @@ def test_detector_defaults_of_the_fast_preset_are_the_library_defaults():
         detector.DEFAULT_LR,
     )
     assert (det.tau_low, det.tau_high) == (detcam.TAU_LOW, detcam.TAU_HIGH)
+
+
+def test_the_box_projection_loss_is_on_in_fast_and_off_in_paper():
+    from jmlnet_geo.config import preset_config
+
+    fast, paper = preset_config("fast").segmenter, preset_config("paper").segmenter
+    # fast: CE on GrabCut plus the box loss's projection term (BENCHMARKS.md, issue 17 rows)
+    assert (fast.loss, fast.proposals, fast.box_loss_weight, fast.box_pairwise_weight) == (
+        "ce",
+        ("grabcut",),
+        1.0,
+        0.0,
+    )
+    assert (paper.loss, paper.box_loss_weight) == ("bmm", 0.0)  # the paper's recipe, unchanged
