@@ -122,6 +122,8 @@ ROWS = [
         ("grabcut",), ablation=True, box_loss_weight=1.0, box_pairwise_weight=0.0),
     Row("ce-grabcut-bl01", "CE, GrabCut, + box loss x 0.1", "grabcut", "ce", ("grabcut",),
         ablation=True, box_loss_weight=0.1),
+    Row("full-bp", "CE, true masks, + box projection loss", "mask", "ce", ("mask",), 1.0,
+        ablation=True, box_loss_weight=1.0, box_pairwise_weight=0.0),
 ]  # fmt: skip
 
 
