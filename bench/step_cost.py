@@ -13,6 +13,7 @@ size (about 50 px), since the box-consistency loss loops over boxes.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.report import Run, bench_parser, log, package_versions, update_section  # noqa: E402
+from bench.report import Run, log, package_versions, update_section  # noqa: E402
 from jmlnet_geo.config import SegmenterConfig  # noqa: E402
 from jmlnet_geo.evaluate.report import markdown_table  # noqa: E402
 from jmlnet_geo.models import build_segmenter  # noqa: E402
@@ -74,10 +75,13 @@ def seconds_per_step(task: SegmenterTask, optimizer, data: dict, steps: int) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = bench_parser(__doc__.splitlines()[0], ("steps",), "Unused.")
-    parser.add_argument("--boxes", default="1,4", help="Boxes per tile, comma-separated.")
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add("--boxes", default="1,4", help="Boxes per tile, comma-separated.")
+    add("--steps", type=int, default=5, help="Timed steps per variant and round.")
+    add("--rounds", type=int, default=3, help="Interleaved rounds over the variants.")
+    add("--no-update", action="store_true", help="Print the table only.")
+    add("--output", default="BENCHMARKS.md", help="Markdown file to update.")
     args = parser.parse_args(argv)
     run, seg = Run(), SegmenterConfig()
     generator = torch.Generator().manual_seed(0)
