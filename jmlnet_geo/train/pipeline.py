@@ -84,8 +84,12 @@ _STAGE1_KEYS = (
 _STAGE2_KEYS = ("proposals", "loss", "stage2_steps", "stage2_lr_scale")
 # Later options enter a fingerprint only when not at their default (the value runs made before
 # them had), so those runs stay reusable.
-_OPTIONAL_DEFAULTS = {"box_tiles": 0.0, "box_loss_weight": 0.0, "drop_doubtful": 0.0}
-_OPTIONAL_DEFAULTS |= {"box_pairwise_weight": 1.0}
+_OPTIONAL_DEFAULTS = {
+    "box_tiles": 0.0,
+    "box_loss_weight": 0.0,
+    "box_pairwise_weight": 1.0,
+    "drop_doubtful": 0.0,
+}
 
 
 @dataclass(frozen=True)
