@@ -347,3 +347,16 @@ def test_the_box_projection_loss_is_on_in_fast_and_off_in_paper():
         0.0,
     )
     assert (paper.loss, paper.box_loss_weight) == ("bmm", 0.0)  # the paper's recipe, unchanged
+
+
+@pytest.mark.parametrize("key", ["box_loss_weight", "box_pairwise_weight"])
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
+def test_box_loss_weights_outside_their_range_are_refused(key, value):
+    from jmlnet_geo.config import override, preset_config
+    from jmlnet_geo.errors import OptionError
+    from jmlnet_geo.train.checks import check_config
+
+    check_config(override(preset_config("fast"), **{key: 0.0}))  # 0 is allowed: off
+    flag = "--" + key.replace("_", "-")
+    with pytest.raises(OptionError, match=f"^{flag} .*give a finite value >= 0"):
+        check_config(override(preset_config("fast"), **{key: value}))

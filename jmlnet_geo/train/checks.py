@@ -24,7 +24,8 @@ def check_config(config: TrainConfig) -> list[str]:
 
     Raises:
         OptionError: Unknown proposal, head, optimiser or loss names; bad DetCAM thresholds or
-            detector steps (when a detector method is used); a masks fraction outside 0..1.
+            detector steps (when a detector method is used); a masks fraction outside 0..1; a
+            weight decay or box-loss weight that is negative or not finite.
     """
     seg = config.segmenter
     known = (*CLASSIC_METHODS, *DETECTOR_METHODS, MASK, MODEL_PROPOSAL)
@@ -60,8 +61,13 @@ def check_config(config: TrainConfig) -> list[str]:
     ):
         if not (math.isfinite(value) and value > low and value < 10.0):
             raise OptionError(f"{flag} {value}: give a finite learning rate in (0, 10)")
-    if not (math.isfinite(seg.weight_decay) and seg.weight_decay >= 0):
-        raise OptionError(f"weight_decay {seg.weight_decay}: give a finite value >= 0")
+    for flag, value in (
+        ("weight_decay", seg.weight_decay),
+        ("--box-loss-weight", seg.box_loss_weight),
+        ("--box-pairwise-weight", seg.box_pairwise_weight),
+    ):
+        if not (math.isfinite(value) and value >= 0):
+            raise OptionError(f"{flag} {value}: give a finite value >= 0")
     check_fraction(seg.drop_doubtful)
     fraction = config.masks_fraction
     if fraction is not None and not 0.0 <= fraction <= 1.0:
