@@ -122,6 +122,11 @@ ROWS = [
         ("grabcut",), ablation=True, box_loss_weight=1.0, box_pairwise_weight=0.0),
     Row("full-bp", "CE, true masks, + box projection loss", "mask", "ce", ("mask",), 1.0,
         ablation=True, box_loss_weight=1.0, box_pairwise_weight=0.0),
+    # The multi-label losses on top of the new default: same stage 1 as ce-grabcut-bp.
+    Row("bmm-classic-bp", "BMM, {GrabCut, CRF}, + box projection loss", "grabcut", "bmm",
+        ("grabcut", "crf"), ablation=True, box_loss_weight=1.0, box_pairwise_weight=0.0),
+    Row("ma-model-bp", "MA, {GrabCut, CRF, model}, + box projection loss", "grabcut", "ma",
+        ("grabcut", "crf", "model"), ablation=True, box_loss_weight=1.0, box_pairwise_weight=0.0),
 ]  # fmt: skip
 
 
