@@ -127,6 +127,9 @@ ROWS = [
         ("grabcut", "crf"), ablation=True, box_loss_weight=1.0, box_pairwise_weight=0.0),
     Row("ma-model-bp", "MA, {GrabCut, CRF, model}, + box projection loss", "grabcut", "ma",
         ("grabcut", "crf", "model"), ablation=True, box_loss_weight=1.0, box_pairwise_weight=0.0),
+    Row("bmm-classic-auto-bp", "BMM, {GrabCut, CRF}, stage 1 by agreement, + box projection loss",
+        "auto", "bmm", ("grabcut", "crf"), ablation=True, box_loss_weight=1.0,
+        box_pairwise_weight=0.0),
 ]  # fmt: skip
 
 
