@@ -60,23 +60,29 @@ def loader_worker_init(parent: int, worker_id: int) -> None:
 
 
 #: glibc's ``mallopt`` parameters.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-#: Buffers up to this size come from the heap (glibc's ceiling for the mmap threshold, 64 bits).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+#: Buffers up to this size come from a per-thread arena's heap (glibc's ceiling, 64 bits).
 MMAP_THRESHOLD = 32 * 2**20
 #: Free memory at the top of the heap beyond this is handed back to the OS.
-TRIM_THRESHOLD = 256 * 2**20
+TRIM_THRESHOLD = 2**30
 
 
 def tune_malloc() -> bool:
     """Keep freed buffers in this process's heap for reuse, instead of unmapping them at once.
 
-    A forward pass allocates and frees activations of 1-32 MiB per layer; GrabCut its models and
+    A forward pass allocates and frees activations of 1-50 MiB per layer; GrabCut its models and
     masks per box. glibc's defaults map each large buffer afresh and trim the heap as soon as 64
     MiB lie free at its top, so every window pays its page faults again, and each fault is costly
-    in a VM: measured on 8 NWPU images, one torch thread, 2.9 M minor faults and 11-20 s of
-    kernel time against 25 s of user time. With the mmap threshold at glibc's ceiling (32 MiB)
-    and the trim threshold at 256 MiB: 1.1 M faults, 7 s of kernel time, the run 15-32 % faster,
-    peak RSS no higher (1.50 GB vs 1.64 GB). Dask's workers (started with
+    in a VM (8 NWPU images, one torch thread, defaults: 2.9 M minor faults, 11-20 s of kernel
+    time against 25 s of user time). Three settings: no buffer is mapped on its own
+    (``M_MMAP_MAX`` 0: a 1024² window's 33-46 MiB activations lie above glibc's 32 MiB ceiling
+    for the mmap threshold, so they were mapped and faulted in afresh at every window), the mmap
+    threshold at that ceiling (per-thread arenas still use it), and the heap trimmed only beyond
+    1 GiB free at its top. Measured on a 2048² scene (fast preset, window 1024, fresh processes,
+    quiet machine, 2026-12-06): with the earlier settings (threshold 32 MiB, trim 256 MiB) 1.1-1.8
+    M faults, 2.2-4.8 s kernel time, 6.0-7.1 s wall on 2 threads and 8.3-9.2 s on 1; with these
+    0.11-0.17 M faults, 0.2-0.5 s kernel, 3.8-4.0 s and 6.8-7.1 s; peak RSS the same within the
+    noise (1.41-1.65 against 1.37-1.55 GB). Dask's workers (started with
     ``MALLOC_TRIM_THRESHOLD_=65536``, which turns glibc's dynamic thresholds off) need it most:
     GrabCut ran 25-30 % slower per box there. Called by ``jmlgeo``, the proposal pool's workers
     and every Dask task's worker. Returns whether it was done (glibc only).
@@ -90,4 +96,5 @@ def tune_malloc() -> bool:
     return bool(
         libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
         and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        and libc.mallopt(M_MMAP_MAX, 0)
     )
