@@ -53,12 +53,6 @@ def box_projection_loss(
     axis scores BoxInst's Dice loss; a box scores the sum of both (0 when the class fills the
     box exactly and is absent beside it, 2 when the box is empty).
 
-    A column (row) beside the box where another box of class k lies within the box's rows
-    (columns) is left out of the Dice: there the class may rightly be present. BoxInst scores
-    one instance per map and needs no such rule; on a semantic map, neighbouring objects of a
-    class share one, and a target of 0 there fought the neighbour's own term (on NWPU 96 % of
-    harbor and 97 % of tennis-court boxes have a box of their class in that margin).
-
     Args:
         probs: (N, C, H, W) float class probabilities (softmax of the logits).
         boxes: Per tile, float (n_i, 4) boxes x_min, y_min, x_max, y_max in tile pixels; a
@@ -73,13 +67,8 @@ def box_projection_loss(
     height, width = probs.shape[-2:]
     terms = []
     for n, (tile_boxes, tile_labels) in enumerate(zip(boxes, labels, strict=True)):
-        pixels = [_box_pixels(box, height, width) for box in tile_boxes]
-        classes = tile_labels.tolist()
-        covered = {}  # class id -> (H, W) bool: pixel centres inside any box of that class
-        for (c0, c1, r0, r1), k in zip(pixels, classes, strict=True):
-            covered.setdefault(k, torch.zeros((height, width), dtype=torch.bool))
-            covered[k][r0:r1, c0:c1] = True
-        for (c0, c1, r0, r1), k in zip(pixels, classes, strict=True):
+        for box, k in zip(tile_boxes, tile_labels.tolist(), strict=True):
+            c0, c1, r0, r1 = _box_pixels(box, height, width)
             if c1 <= c0 or r1 <= r0:
                 continue
             gx, gy = math.ceil(margin * (c1 - c0)), math.ceil(margin * (r1 - r0))
@@ -92,22 +81,11 @@ def box_projection_loss(
             target_x[c0 - w0 : c1 - w0] = 1
             target_y = torch.zeros_like(along_y)
             target_y[r0 - v0 : r1 - v0] = 1
-            # beside the box, a neighbour of the same class within its rows / columns: not 0
-            keep_x = ~covered[k][r0:r1, w0:w1].any(dim=0).to(probs.device)
-            keep_x[c0 - w0 : c1 - w0] = True
-            keep_y = ~covered[k][v0:v1, c0:c1].any(dim=1).to(probs.device)
-            keep_y[r0 - v0 : r1 - v0] = True
-            terms.append(
-                _dice(along_x[keep_x], target_x[keep_x]) + _dice(along_y[keep_y], target_y[keep_y])
-            )
+            terms.append(_dice(along_x, target_x) + _dice(along_y, target_y))
     if not terms:
         return probs.sum() * 0.0
     return torch.stack(terms).mean()
 
-
-#: Version of :func:`box_projection_loss`'s rule, in the training fingerprints of runs with the
-#: box loss (2: same-class neighbours beside a box left out of its Dice, since 2026-12-06).
-PROJECTION_VERSION = 2
 
 #: Offsets (dy, dx) of the 8 neighbours of BoxInst's 3 x 3 neighbourhood with dilation 2.
 NEIGHBOURS = tuple((dy, dx) for dy in (-2, 0, 2) for dx in (-2, 0, 2) if (dy, dx) != (0, 0))

@@ -52,25 +52,6 @@ def test_projection_by_hand_with_the_margin_window():
     assert spill.item() == pytest.approx(1 - 2 * 3 / (4 + 3), rel=1e-4)
 
 
-def test_a_neighbour_of_the_same_class_beside_the_box_is_not_scored_as_background():
-    # two boxes of class 1 side by side (columns 2..4 and 5..7, rows 2..5), each filled exactly:
-    # each lies in the other's margin window, where the class is rightly present
-    fg = torch.zeros(8, 8)
-    fg[2:6, 2:8] = 1
-    pair = [torch.tensor([[2.0, 2.0, 5.0, 6.0], [5.0, 2.0, 8.0, 6.0]])]
-    assert box_projection_loss(_probs(fg), pair, [torch.tensor([1, 1])]).item() == pytest.approx(
-        0, abs=1e-5
-    )
-    # the same neighbour of another class still counts: class 1 spilling into it costs along x
-    probs = torch.zeros(1, 3, 8, 8, dtype=torch.float64)
-    probs[0, 1] = fg
-    probs[0, 0] = 1 - fg
-    other = box_projection_loss(probs, pair, [torch.tensor([1, 2])])
-    # box 1 (class 1): window columns 0..6, the class over columns 2..6: x Dice 1 - 6/8;
-    # box 2 (class 2): class 2 absent: 2 (both axes empty)
-    assert other.item() == pytest.approx((1 - 2 * 3 / (5 + 3) + 2) / 2, rel=1e-4)
-
-
 def test_projection_means_over_boxes_and_skips_empty_ones():
     fg = torch.zeros(8, 8)
     fg[2:6, 2:5] = 1

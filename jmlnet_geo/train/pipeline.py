@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from jmlnet_geo.box_losses import PROJECTION_VERSION
 from jmlnet_geo.config import (
     AUTO,
     DETECTOR_OPTIONAL_KEYS,
@@ -245,8 +244,6 @@ def train(
     stage1_settings |= {k: v for k, v in settings.items() if _OPTIONAL_DEFAULTS.get(k, v) != v}
     if not seg.box_loss_weight:  # the pairwise weight means nothing without the box loss
         stage1_settings.pop("box_pairwise_weight", None)
-    else:  # runs with the first rule had no such key: their stages are not reused
-        stage1_settings["box_projection"] = PROJECTION_VERSION
     fp1 = fingerprint(fps.get(stage1), masks_fp, stage1_settings, sorted(masked), "stage1",
                       *([drop_fp] if drop_fp else []))  # fmt: skip
     s1 = dict(proposals=[stage1], loss="ce", steps=seg.stage1_steps, lr=seg.lr)
