@@ -60,9 +60,7 @@ def loader_worker_init(parent: int, worker_id: int) -> None:
 
 
 #: glibc's ``mallopt`` parameters.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
-#: Buffers up to this size come from a per-thread arena's heap (glibc's ceiling, 64 bits).
-MMAP_THRESHOLD = 32 * 2**20
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 #: Free memory at the top of the heap beyond this is handed back to the OS.
 TRIM_THRESHOLD = 2**30
 
@@ -74,11 +72,12 @@ def tune_malloc() -> bool:
     masks per box. glibc's defaults map each large buffer afresh and trim the heap as soon as 64
     MiB lie free at its top, so every window pays its page faults again, and each fault is costly
     in a VM (8 NWPU images, one torch thread, defaults: 2.9 M minor faults, 11-20 s of kernel
-    time against 25 s of user time). Three settings: no buffer is mapped on its own
+    time against 25 s of user time). Two settings: no buffer is mapped on its own
     (``M_MMAP_MAX`` 0: a 1024² window's 33-46 MiB activations lie above glibc's 32 MiB ceiling
-    for the mmap threshold, so they were mapped and faulted in afresh at every window), the mmap
-    threshold at that ceiling (per-thread arenas still use it), and the heap trimmed only beyond
-    1 GiB free at its top. Measured on a 2048² scene (fast preset, window 1024, fresh processes,
+    for the mmap threshold, so even that threshold at its ceiling left them mapped and faulted in
+    afresh at every window; with no mapping at all the threshold decides nothing), and the heap
+    trimmed only beyond 1 GiB free at its top (either setting also turns off glibc's dynamic
+    thresholds). Measured on a 2048² scene (fast preset, window 1024, fresh processes,
     quiet machine, 2026-12-06): with the earlier settings (threshold 32 MiB, trim 256 MiB) 1.1-1.8
     M faults, 2.2-4.8 s kernel time, 6.0-7.1 s wall on 2 threads and 8.3-9.2 s on 1; with these
     0.11-0.17 M faults, 0.2-0.5 s kernel, 3.8-4.0 s and 6.8-7.1 s; peak RSS the same within the
@@ -93,8 +92,4 @@ def tune_malloc() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc (musl has no mallopt of this kind)
         return False
-    return bool(
-        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-        and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-        and libc.mallopt(M_MMAP_MAX, 0)
-    )
+    return bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) and libc.mallopt(M_MMAP_MAX, 0))
