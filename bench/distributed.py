@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import filecmp
-import math
 import os
 import sys
 import time
@@ -191,10 +190,13 @@ def estimates(prop: dict, pred: dict) -> str:
 
     efficiency = min(1.0, prop["ratio"] / 2)
     boxes_wall = ISAID_BOXES * prop["per_box"] / (WORKERS * efficiency)
+    from jmlnet_geo.predict_windows import panel_columns, panel_order
+    from jmlnet_geo.tiling import grid_offsets
+
     plan = pred["predictor"].plan(SimpleNamespace(height=MOSAIC, width=MOSAIC))
-    step = plan.window - plan.overlap
-    per_side = math.ceil((MOSAIC - plan.overlap) / step)
-    forwarded = per_side**2 * plan.window**2
+    columns = grid_offsets(MOSAIC, plan.window, plan.window - plan.overlap)
+    per_row = len(panel_order(columns, plan.window, panel_columns(MOSAIC, plan.panel)))
+    forwarded = len(columns) * per_row * plan.window**2  # a square mosaic: as many rows
     rows_per_block = (256 * 2**20) // MOSAIC  # the default --split-pixels
     halo = (rows_per_block + plan.window) / rows_per_block  # each block redoes a window row
     mosaic_wall = forwarded * halo * pred["per_px"] / (WORKERS * efficiency)
@@ -204,8 +206,9 @@ def estimates(prop: dict, pred: dict) -> str:
         f"- iSAID-scale proposals, {ISAID_BOXES} boxes x {1000 * prop['per_box']:.0f} ms "
         f"(GrabCut per box, 1 thread, NWPU): **{boxes_wall / 3600:.1f} h**.\n"
         f"- A {MOSAIC} x {MOSAIC} px mosaic: the local plan for that width is window "
-        f"{plan.window} px, overlap {plan.overlap} ({forwarded / MOSAIC**2:.2f} forwarded px per "
-        f"px), row blocks of {rows_per_block} rows redo one window row each (x{halo:.2f}); "
+        f"{plan.window} px, overlap {plan.overlap}, panels of {plan.panel} columns "
+        f"({forwarded / MOSAIC**2:.2f} forwarded px per px), row blocks of {rows_per_block} "
+        f"rows redo one window row each (x{halo:.2f}); "
         f"{1e9 * pred['per_px']:.0f} ns per forwarded px (1 thread): "
         f"**{mosaic_wall / 3600:.1f} h**. Not included: the client writing the blocks and the "
         "COG copy, serial (one process, about the local run's write + cog phases).\n"

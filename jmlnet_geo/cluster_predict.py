@@ -4,17 +4,17 @@ A scene of at most ``split_pixels`` pixels is one task: :meth:`jmlnet_geo.predic
 predict` on a worker (the bundle loaded once per worker, :func:`jmlnet_geo.cluster.
 cached_predictor`), writing its COG there; the files are those of a local run.
 
-A larger scene is cut into row blocks of whole window rows of the local run's window grid
-(same window, overlap and batch size: the plan is made once, on a worker). A block owns the
-output rows from its first window row to the next block's; its task runs every batch of the
-local run that holds a window reaching those rows (the halo: the window row above, one overlap
-deep), with the local run's batches unchanged, blends those windows in the local order
-(:class:`jmlnet_geo.predict_windows.Blender`, started at the block's first window row) and
-returns the class ids (and probabilities) of the rows it owns. Every owned pixel therefore
-gets the same logits summed in the same order as in the local run. The client writes the
-blocks in order through the local run's strip writer (:func:`jmlnet_geo.predict.strip_writers`)
-into a temporary GeoTIFF and copies it to the COG, as the local run does, so the COG is the
-local run's, byte for byte (the tests compare both the arrays and the bytes).
+A larger scene is cut into row blocks of whole window rows of the local run's window grid (same
+window, overlap and batch size: the plan is made once, on a worker). A block owns the output rows
+from its first window row to the next block's; its task runs every batch of the local run that holds
+a window reaching those rows (the halo: the window row above, one overlap deep), with the local
+run's batches unchanged, blends those windows in the local order (one
+:class:`jmlnet_geo.blending.Blender` per panel of the plan, each started at the block's first window
+row) and returns the class ids (and probabilities) of the rows it owns. Every owned pixel therefore
+gets the same logits summed in the same order as in the local run. The client writes the blocks in
+order through the local run's strip writer (:func:`jmlnet_geo.blending.strip_writers`) into a
+temporary GeoTIFF and copies it to the COG, as the local run does, so the COG is the local run's,
+byte for byte (the tests compare both the arrays and the bytes).
 """
 
 from __future__ import annotations
@@ -164,38 +164,49 @@ def predict_block(
         Class ids uint8 (rows, width) and probabilities uint8 (K+1, rows, width) or None
         (see the module docstring).
     """
-    from jmlnet_geo.predict_windows import Blender, reflect_outside, strip_outputs
+    from jmlnet_geo.blending import Blender, strip_outputs
+    from jmlnet_geo.predict_windows import panel_columns, panel_order, reflect_outside
     from jmlnet_geo.tiling import collate_tiles
 
     predictor = cached_predictor(bundle, options.device, amp)
     scene = open_scene(scene_path)
     data, items, windows = window_grid(scene, plan)
+    panels = panel_columns(scene.width, plan.panel)
+    order = panel_order([int(w.col_off) for w in windows], plan.window, panels)
     needed = {
-        k for k, w in enumerate(windows) if w.row_off < bottom and w.row_off + plan.window > top
+        i
+        for i, (_, k) in enumerate(order)
+        if windows[k].row_off < bottom and windows[k].row_off + plan.window > top
     }
     outputs = functools.partial(strip_outputs, probabilities=options.probabilities)
-    blender = Blender(
-        scene, predictor.card.num_classes, plan.window, plan.overlap, outputs, options.weights
-    )
-    blender.top = int(windows[min(needed)].row_off)
-    strips = []
-    size = plan.batch_size
-    for first in sorted({k // size * size for k in needed}):
-        batch = collate_tiles([data[item] for item in items[first : first + size]])
+    blenders, strips = [], [[] for _ in panels]
+    for p, columns in enumerate(panels):
+        blender = Blender(scene, predictor.card.num_classes, plan.window, plan.overlap, outputs,
+                          options.weights, columns)  # fmt: skip
+        blender.top = min(int(windows[order[i][1]].row_off) for i in needed if order[i][0] == p)
+        blenders.append(blender)
+    size = plan.batch_size  # the local run's batches: consecutive runs of its forwarding order
+    for first in sorted({i // size * size for i in needed}):
+        chunk = order[first : first + size]
+        batch = collate_tiles([data[items[k]] for _, k in chunk])
         boxes = batch["window"].tolist()
         reflect_outside(batch["image"], batch["valid"], boxes, (scene.height, scene.width))
         logits = predictor.logits(batch["image"], batch["valid"], options.tta).cpu().numpy()
-        for k, (box, window_logits) in enumerate(zip(boxes, logits, strict=True)):
-            if first + k in needed:
-                strips.extend(blender.add(box, window_logits))
-    strips.extend(blender.finish())
-    ids = np.concatenate([s[1][0] for s in strips])
-    first_row = strips[0][0]
-    ids = ids[top - first_row : bottom - first_row]
+        for i, (box, window_logits) in enumerate(zip(boxes, logits, strict=True)):
+            if first + i in needed:
+                p = chunk[i][0]
+                strips[p].extend(blenders[p].add(box, window_logits))
+    ids = np.empty((bottom - top, scene.width), np.uint8)
     probs = None
     if options.probabilities:
-        probs = np.concatenate([s[1][1] for s in strips], axis=1)
-        probs = probs[:, top - first_row : bottom - first_row]
+        probs = np.empty((predictor.card.num_classes, bottom - top, scene.width), np.uint8)
+    for (c0, c1), blender, panel_strips in zip(panels, blenders, strips, strict=True):
+        panel_strips.extend(blender.finish())
+        first_row = panel_strips[0][0]
+        rows = slice(top - first_row, bottom - first_row)
+        ids[:, c0:c1] = np.concatenate([s[1][0] for s in panel_strips])[rows]
+        if probs is not None:
+            probs[:, :, c0:c1] = np.concatenate([s[1][1] for s in panel_strips], axis=1)[:, rows]
     return ids, probs
 
 
@@ -207,6 +218,7 @@ class _BlockWriter:
 
         import rasterio
 
+        from jmlnet_geo.blending import strip_writers
         from jmlnet_geo.bundle import load_bundle
         from jmlnet_geo.io.write import (
             check_writable,
@@ -214,7 +226,6 @@ class _BlockWriter:
             partial_prefix,
             remove_stale_partials,
         )
-        from jmlnet_geo.predict import strip_writers
         from jmlnet_geo.predict_windows import gdal_cache_bytes
 
         self.scene, self.plan, self.start = scene, plan, time.perf_counter()
@@ -232,7 +243,8 @@ class _BlockWriter:
         tmp = self.stack.enter_context(
             tempfile.TemporaryDirectory(prefix=partial_prefix(stem), dir=folder)
         )
-        self.stack.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_bytes(scene, plan.window)))
+        cache = gdal_cache_bytes(scene, plan.window, plan.panel)
+        self.stack.enter_context(rasterio.Env(GDAL_CACHEMAX=cache))
         self.tmp_classes = Path(tmp) / "classes.tif"
         self.tmp_probs = Path(tmp) / "probabilities.tif" if self.probs else None
         self.writers = contextlib.ExitStack()
@@ -247,7 +259,7 @@ class _BlockWriter:
         self.waiting[block] = result
         while self.next in self.waiting:
             ids, probs = self.waiting.pop(self.next)
-            self.write((self.row, (ids, probs)))
+            self.write((self.row, 0, (ids, probs)))
             self.row += ids.shape[0]
             self.next += 1
 

@@ -4,14 +4,15 @@ Square windows of ``window`` pixels (independent of the training tile; defaults 
 :mod:`jmlnet_geo.predict_windows` from the bundle, the device and the scene) overlap by ``overlap``
 pixels (torchgeo's grid sampler with the last row and column snapped inside the scene, see
 :mod:`jmlnet_geo.tiling`). Each window's logits are weighted by a window that tapers over the
-overlap, so seams do not show, and summed into a buffer one window high and one scene wide. Rows
-that no later window can reach are final: they are turned into classes (and probabilities),
-written, and dropped. Memory therefore depends on the scene's width and the window, not on its
-height. The model runs batched; on CUDA under autocast (bf16 where supported, else fp16),
-channels-last, with a DataLoader worker reading windows ahead into pinned memory and each
-batch's logits copied back while the next batch runs; on CPU the same code path runs in fp32
-(``amp`` can force bf16 there, for tests). A writer thread writes strips, so reading, inference
-and writing overlap.
+overlap, so seams do not show, and summed into a buffer one window high and one panel wide (the
+scene's width, or a range of its columns when it is wider than the plan's panel;
+:mod:`jmlnet_geo.blending`). Rows that no later window can reach are final: they are turned into
+classes (and probabilities), written, and dropped. Memory therefore depends on the window and the
+panel, not on the scene's size. The model runs batched; on CUDA under autocast (bf16 where
+supported, else fp16), channels-last, with a DataLoader worker reading windows ahead into pinned
+memory and each batch's logits copied back while the next batch runs; on CPU the same code path runs
+in fp32 (``amp`` can force bf16 there, for tests). A writer thread writes strips, so reading,
+inference and writing overlap.
 
 Outputs per scene, in ``out_dir``: ``<stem>.classes.tif`` (uint8 Cloud-Optimised GeoTIFF on the
 scene's grid: 0 background, 1..K classes, 255 nodata; colour table and class names),
@@ -21,7 +22,6 @@ band per class, background first) and ``<stem>.polygons.gpkg`` (see :mod:`jmlnet
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import tempfile
@@ -32,21 +32,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import rasterio
 import torch
-from rasterio.windows import Window
 
-from jmlnet_geo.bundle import ModelCard, build_model, load_bundle
+from jmlnet_geo.blending import (
+    Blender,
+    PanelBlender,
+    blend_batch,
+    strip_outputs,
+    strip_writers,
+    submit_strip,
+    timed_strips,
+)
+from jmlnet_geo.bundle import build_model, load_bundle
 from jmlnet_geo.devices import resolve_device
 from jmlnet_geo.errors import CancelledError, InputFileError, display_path
 from jmlnet_geo.io.class_raster import (
-    class_raster_profile,
-    class_raster_writer,
     copy_to_cog,
     write_qml,
 )
-from jmlnet_geo.io.raster import Scene, open_dataset, open_scene, read_valid
+from jmlnet_geo.io.raster import Scene, open_scene
 from jmlnet_geo.io.write import (
     check_writable,
     output_folder,
@@ -55,22 +60,19 @@ from jmlnet_geo.io.write import (
 )
 from jmlnet_geo.normalization import Normalization
 from jmlnet_geo.predict_windows import (
-    Blender,
     WindowPlan,
     WindowWarning,
     amp_dtype,
-    blend_batch,
     gdal_cache_bytes,
     limit_gdal_cache,
+    panel_columns,
+    panel_order,
     plan_windows,
     reflect_outside,
-    strip_outputs,
-    submit_strip,
-    timed_strips,
     tta_mode,
 )
-from jmlnet_geo.tiling import GridTiles, ScenesTiles, SceneTiles, collate_tiles
-from jmlnet_geo.vocabulary import IGNORE, Progress, ShouldStop
+from jmlnet_geo.tiling import GridTiles, ScenesTiles, SceneTiles, collate_tiles, window_of
+from jmlnet_geo.vocabulary import Progress, ShouldStop
 
 __all__ = ["Blender", "PredictOptions", "Prediction", "Predictor", "ResolutionWarning"]
 __all__ += ["WindowWarning", "gdal_cache_bytes", "strip_outputs"]
@@ -87,7 +89,7 @@ class PredictOptions:
     Attributes:
         window: Window side in pixels, rounded to a multiple of the model's output stride
             (default: planned, see :mod:`jmlnet_geo.predict_windows`: 1024 on CPU for the fast
-            preset, from free memory on CUDA, smaller for very wide scenes).
+            preset, from free memory on CUDA).
         tile: Older name of ``window`` (used when ``window`` is None).
         overlap: Overlap of neighbouring windows in pixels (default: about one receptive field
             of the model, at most a quarter of the window).
@@ -99,6 +101,9 @@ class PredictOptions:
         weights: Blending window, ``ramp`` or ``cosine`` (see
             :func:`jmlnet_geo.predict_windows.weight_window`).
         probabilities: Also write per-class probabilities.
+        panel: Columns blended in one buffer (default: planned so that the buffer stays under
+            256 MiB; a wider scene is blended panel by panel, see :mod:`jmlnet_geo.blending`).
+            The classes do not depend on it; only memory and the windows forwarded twice do.
         loader_workers: Processes reading windows ahead of the model; 0 reads them in this
             thread. Default (None): 0 on CPU, where the model's threads already use every core
             and a reader process only competes with them (and adds its memory), 1 on CUDA.
@@ -113,6 +118,7 @@ class PredictOptions:
     weights: str = "ramp"
     probabilities: bool = False
     loader_workers: int | None = None
+    panel: int | None = None
 
 
 @dataclass
@@ -202,6 +208,7 @@ class Predictor:
             options.overlap,
             options.batch_size,
             free,
+            options.panel,
         )
 
     def predict(
@@ -234,7 +241,7 @@ class Predictor:
             if path is not None:
                 check_writable(path)
         remove_stale_partials(out, stem)  # what a killed run of ours left
-        cache = gdal_cache_bytes(scene, plan.window)
+        cache = gdal_cache_bytes(scene, plan.window, plan.panel)
         with (
             tempfile.TemporaryDirectory(prefix=partial_prefix(stem), dir=out) as tmp,
             rasterio.Env(GDAL_CACHEMAX=cache),  # also bounds the COG copy's overviews
@@ -296,7 +303,11 @@ class Predictor:
     ) -> None:
         data = ScenesTiles([SceneTiles(scene)])
         window, overlap = plan.window, plan.overlap
-        sampler = GridTiles(data, window, window - overlap)
+        grid = list(GridTiles(data, window, window - overlap))
+        panels = panel_columns(scene.width, plan.panel)
+        columns = [window_of(scene, query).col_off for _, query in grid]
+        order = panel_order(columns, window, panels)
+        sampler = [grid[k] for _, k in order]
         cuda = self.device.type == "cuda"
         workers = options.loader_workers
         if workers is None:
@@ -314,7 +325,10 @@ class Predictor:
         total, done = len(sampler), 0
         self._windows, self._height, self._width = total, scene.height, scene.width
         outputs = functools.partial(strip_outputs, probabilities=probs_path is not None)
-        buffer = Blender(scene, self.card.num_classes, window, overlap, outputs, options.weights)
+        buffer = PanelBlender(
+            scene, self.card.num_classes, plan, panels, [p for p, _ in order], outputs,
+            options.weights,
+        )  # fmt: skip
         with (
             strip_writers(scene, self.card, classes_path, probs_path, self._phases) as write,
             ThreadPoolExecutor(1) as writer,
@@ -355,42 +369,3 @@ class Predictor:
         event = torch.cuda.Event()
         event.record()
         return windows, host, event
-
-
-@contextlib.contextmanager
-def strip_writers(
-    scene: Scene,
-    card: ModelCard,
-    classes_path: Path,
-    probs_path: Path | None,
-    phases: dict[str, float] | None = None,
-):
-    """Yield ``write((row, (class ids, probabilities)))`` that writes a strip (nodata masked).
-
-    With ``phases``, the seconds of every write are added to ``phases["write"]``.
-    """
-    with contextlib.ExitStack() as stack:
-        classes = stack.enter_context(
-            class_raster_writer(classes_path, scene, card.classes, colours=card.colours)
-        )
-        probs = None
-        if probs_path is not None:
-            profile = class_raster_profile(scene) | {"count": card.num_classes, "nodata": None}
-            probs = stack.enter_context(rasterio.open(probs_path, "w", **profile))
-            probs.update_tags(class_names=",".join(["background", *card.classes]))
-        src = stack.enter_context(open_dataset(scene))
-
-        def write(item: tuple[int, tuple[np.ndarray, np.ndarray | None]]) -> None:
-            start = time.perf_counter()
-            row, (ids, p) = item
-            window = Window(0, row, scene.width, ids.shape[0])
-            valid = read_valid(src, scene, window)
-            ids[~valid] = IGNORE
-            classes.write(ids, 1, window=window)
-            if probs is not None and p is not None:
-                p[:, ~valid] = 0
-                probs.write(p, window=window)
-            if phases is not None:
-                phases["write"] = phases.get("write", 0.0) + time.perf_counter() - start
-
-        yield write

@@ -6,9 +6,11 @@ convolutional, so a larger window forwards fewer pixels twice and has fewer seam
 - **window**: the bundle card's ``predict_window`` when present, else the largest window (a
   multiple of the model's output stride) within the device's memory budget: at most
   :data:`CPU_WINDOW` px on CPU, on CUDA what a quarter of the free memory allows (at most
-  :data:`CUDA_WINDOW`); and in both cases no larger than keeps the blend buffer (float32,
-  K + 2 planes, one window high and one scene wide) under :data:`BUFFER_BYTES`, so a very wide
-  scene gets a smaller window rather than more memory. A default window is then shrunk to the
+  :data:`CUDA_WINDOW`); and no larger than keeps the blend buffer (float32, K + 2 planes, one
+  window high and one scene wide) under :data:`BUFFER_BYTES`, down to :data:`MIN_WINDOW`: a wide
+  scene gets a smaller window rather than more memory (measured: a 2048 x 20000 px scene with a
+  656 px window took 0.90x the time and 0.85x the peak RSS of 1024 px windows in panels), and a
+  very wide one is blended in panels (below). A default window is then shrunk to the
   smallest stride multiple that needs no more windows along the scene's longer side (2048 px: 3
   windows of 864 px, not 3 of 1024 mostly repeating pixels). A scene smaller than the window is
   predicted in one window of its own longer side (rounded up to the stride), padded by
@@ -17,6 +19,13 @@ convolutional, so a larger window forwards fewer pixels twice and has fewer seam
   // 4)``: about one receptive field of the model (288 px, see :data:`RECEPTIVE_OVERLAP`), and
   never more than a quarter of the window (so 256 px on CPU's 1024 px window, and a 256 px window
   keeps the old 64 px).
+- **panels**: when the buffer one window high across the scene would pass :data:`BUFFER_BYTES`
+  (at :data:`MIN_WINDOW`, a scene wider than 256 MiB / (4 B x (K + 2) x 512): 26 214 px for 3
+  classes, 10 922 for 10; or a large window given by hand), it spans
+  one panel of columns instead (cut at multiples of :data:`PANEL_ALIGN` px, at least two windows
+  wide), and the scene is blended panel by panel (:func:`panel_columns`, :func:`panel_order`), the
+  windows straddling a cut forwarded once per panel. So memory stays flat with the scene's width
+  as with its height, and the window never shrinks below :data:`MIN_WINDOW`.
 - **batch size**: about :data:`BATCH_PIXELS` pixels per forward on CPU (8 windows of 256²), from
   free memory on CUDA.
 - **weights**: :func:`weight_window` ``"ramp"`` (linear over the overlap) or ``"cosine"`` (flat
@@ -29,10 +38,8 @@ Not for reading or writing: see :mod:`jmlnet_geo.predict`.
 from __future__ import annotations
 
 import math
-import time
 import warnings
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +55,14 @@ CPU_WINDOW = 1024
 CUDA_WINDOW = 2048
 #: Pixels per forward pass on CPU when the batch size is not given (8 windows of 256²).
 BATCH_PIXELS = 8 * 256 * 256
-#: Bound on the blend buffer (bytes) used to choose the default window for wide scenes.
+#: Bound on the blend buffer (bytes): it sets the width of the panels of a wide scene.
 BUFFER_BYTES = 256 * 2**20
+#: Smallest default window (px) of a wide scene: a wider scene is blended in panels instead. At
+#: 512 px the overlap is 128 px (a quarter), below one receptive field but twice the training
+#: tile's old 64 px.
+MIN_WINDOW = 512
+#: Panels are cut at multiples of this many columns (whole blocks of the tiled outputs).
+PANEL_ALIGN = 512
 #: Bytes of activations per input pixel of one forward (inference, float32): the fast preset's
 #: peak RSS growth is 618 B/px for one 1024² window (640 for 8 x 256², 415 for one 2048²), CPU;
 #: the paper preset's ResNet-50 at stride 8 is not measured, taken as 4x. Used to size windows
@@ -78,11 +91,16 @@ class WindowWarning(UserWarning):
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """How one scene is cut: square windows of ``window`` px overlapping by ``overlap`` px."""
+    """How one scene is cut: square windows of ``window`` px overlapping by ``overlap`` px.
+
+    Windows are forwarded ``batch_size`` at a time and blended in panels of ``panel`` columns
+    (None: one panel, the scene's width).
+    """
 
     window: int
     overlap: int
     batch_size: int
+    panel: int | None = None
 
 
 def output_stride(model: Any) -> int:
@@ -122,6 +140,7 @@ def plan_windows(
     overlap: int | None = None,
     batch_size: int | None = None,
     free_bytes: int | None = None,
+    panel: int | None = None,
 ) -> WindowPlan:
     """Window, overlap and batch size for one scene (see the module docstring).
 
@@ -135,9 +154,10 @@ def plan_windows(
         overlap: The overlap asked for (px); None picks the default.
         batch_size: Windows per forward pass asked for; None picks the default.
         free_bytes: Free device memory (CUDA); None on CPU.
+        panel: The panel width asked for (px); None plans it from :data:`BUFFER_BYTES`.
 
     Raises:
-        OptionError: An overlap not smaller than the window.
+        OptionError: An overlap not smaller than the window, or a panel under 1 px.
     """
     stride = output_stride(model)
     preset = (getattr(card, "architecture", None) or {}).get("preset", "fast")
@@ -155,7 +175,7 @@ def plan_windows(
             if free_bytes is not None:
                 largest = min(largest, int(math.sqrt(free_bytes / 4 / per_pixel)))
             by_buffer = BUFFER_BYTES // (planes_bytes * max(width, 1))
-            window = min(largest, by_buffer)
+            window = min(largest, max(by_buffer, MIN_WINDOW))
         window = max(stride, window // stride * stride)
     explicit_overlap = overlap is not None
     if overlap is None:
@@ -176,7 +196,41 @@ def plan_windows(
     if batch_size is None:
         budget = BATCH_PIXELS if free_bytes is None else free_bytes // 4 // per_pixel
         batch_size = max(1, min(64, budget // (window * window)))
-    return WindowPlan(window, overlap, batch_size)
+    if panel is None and planes_bytes * window * width > BUFFER_BYTES:
+        panel = BUFFER_BYTES // (planes_bytes * window) // PANEL_ALIGN * PANEL_ALIGN
+        panel = max(panel, -(-2 * window // PANEL_ALIGN) * PANEL_ALIGN)
+    elif panel is not None and panel < 1:
+        raise OptionError(f"panel {panel}: give a width of at least 1 px")
+    return WindowPlan(window, overlap, batch_size, panel if panel and panel < width else None)
+
+
+def panel_columns(width: int, panel: int | None) -> list[tuple[int, int]]:
+    """The column ranges ``(c0, c1)`` (end exclusive) of a scene's panels, left to right."""
+    if not panel or panel >= width:
+        return [(0, width)]
+    return [(c0, min(c0 + panel, width)) for c0 in range(0, width, panel)]
+
+
+def panel_order(
+    columns: Sequence[int], window: int, panels: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The forwarding order: ``(panel index, window index)`` pairs, panel by panel.
+
+    Args:
+        columns: The first column of each window of the grid, in the grid's order (row by row).
+        window: The window's side (px).
+        panels: :func:`panel_columns`.
+
+    Returns:
+        For each panel in turn, every window reaching into its columns, in the grid's order; a
+        window straddling a cut appears once per panel it reaches.
+    """
+    return [
+        (p, k)
+        for p, (c0, c1) in enumerate(panels)
+        for k, col in enumerate(columns)
+        if col < c1 and col + window > c0
+    ]
 
 
 def reflect_outside(image: Any, valid: Any, windows: list[list[int]], scene_shape: tuple) -> None:
@@ -249,98 +303,19 @@ def weight_window(size: int, overlap: int, kind: str = "ramp") -> np.ndarray:
     return np.outer(ramp, ramp)
 
 
-class Blender:
-    """Weighted sum of window logits over a buffer one window high, emitting finished strips.
-
-    The buffer holds float32 (K+1, window, scene width) weighted logit sums and (window, width)
-    weight sums, in scene pixel coordinates shifted up by ``top`` rows; rows no later window
-    reaches are handed to ``finish_strip(sums, weights)`` (views of the buffer, so it must copy
-    what it keeps) and what it returns is yielded with the strip's first row. Windows must come
-    row by row from the top, as :class:`jmlnet_geo.tiling.GridTiles` yields them.
-    """
-
-    def __init__(
-        self,
-        scene: Any,
-        num_classes: int,
-        tile: int,
-        overlap: int,
-        finish_strip: Callable[[np.ndarray, np.ndarray], Any],
-        weights: str = "ramp",
-    ) -> None:
-        self.scene, self.tile, self.finish_strip = scene, tile, finish_strip
-        self.top = 0
-        self.logits = np.zeros((num_classes, tile, scene.width), np.float32)
-        self.weight = np.zeros((tile, scene.width), np.float32)
-        self.window_weight = weight_window(tile, overlap, weights)
-
-    def add(self, window: list[int], logits: np.ndarray) -> Iterator[tuple[int, Any]]:
-        """Add one window's float32 logits (K+1, tile, tile) at ``window`` = (col, row, ...)."""
-        col, row = window[0], window[1]
-        if row > self.top:
-            yield self._flush(row - self.top)
-        height = min(self.tile, self.scene.height - row)
-        width = min(self.tile, self.scene.width - col)
-        r0 = row - self.top
-        w = self.window_weight[:height, :width]
-        self.logits[:, r0 : r0 + height, col : col + width] += logits[:, :height, :width] * w
-        self.weight[r0 : r0 + height, col : col + width] += w
-
-    def finish(self) -> Iterator[tuple[int, Any]]:
-        """Yield the last strip."""
-        yield self._flush(min(self.tile, self.scene.height - self.top))
-
-    def _flush(self, rows: int) -> tuple[int, Any]:
-        item = self.top, self.finish_strip(self.logits[:, :rows], self.weight[:rows])
-        for plane in (*self.logits, self.weight):  # move up in place, one class at a time
-            plane[:-rows] = plane[rows:]
-            plane[-rows:] = 0
-        self.top += rows
-        return item
-
-
-#: Columns per step when turning a strip's logit sums into classes (bounds the temporaries).
-_COLUMNS = 2048
-
-
-def strip_outputs(
-    sums: np.ndarray, weights: np.ndarray, probabilities: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Class ids and optional probabilities of a blended strip.
-
-    Args:
-        sums: float32 (K+1, rows, width) weighted sums of window logits.
-        weights: float32 (rows, width) sums of the weights (all > 0).
-        probabilities: Also return the softmax of the blended logits.
-
-    Returns:
-        uint8 (rows, width) argmax class ids, and uint8 (K+1, rows, width) probabilities scaled
-        to 0-255 (or None). The weights are positive, so the sums' argmax is the blended
-        logits' argmax; only the probabilities divide.
-    """
-    ids = np.empty(weights.shape, np.uint8)
-    probs = np.empty(sums.shape, np.uint8) if probabilities else None
-    for start in range(0, weights.shape[1], _COLUMNS):
-        part = slice(start, start + _COLUMNS)
-        ids[:, part] = sums[:, :, part].argmax(0)
-        if probs is not None:
-            logits = sums[:, :, part] / weights[:, part]
-            shifted = np.exp(logits - logits.max(0, keepdims=True))
-            probs[:, :, part] = np.rint(255 * shifted / shifted.sum(0, keepdims=True))
-    return ids, probs
-
-
-def gdal_cache_bytes(scene: Scene, tile: int) -> int:
-    """GDAL block cache for streaming ``scene``: two rows of tiles (or blocks) across it.
+def gdal_cache_bytes(scene: Scene, tile: int, panel: int | None = None) -> int:
+    """GDAL block cache for streaming ``scene``: two rows of tiles (or blocks) across a panel.
 
     Windows move row by row, and a window row shares at most one row of blocks with the next,
-    so two rows of blocks are all the reads reuse (strip writes need less). GDAL's default (5 %
-    of the RAM) lets the cache, and the process, grow with the scene. Bounded to 32-512 MiB.
+    so two rows of blocks across the panel (``panel`` columns and a window; None: the scene's
+    width) are all the reads reuse (strip writes need less). GDAL's default (5 % of the RAM)
+    lets the cache, and the process, grow with the scene. Bounded to 32-512 MiB.
     """
     with open_dataset(scene) as ds:
         block_rows = ds.block_shapes[0][0]
     itemsize = np.dtype(scene.dtype).itemsize
-    need = 2 * max(tile, block_rows) * scene.width * scene.count * itemsize
+    columns = min(scene.width, panel + tile) if panel else scene.width
+    need = 2 * max(tile, block_rows) * columns * scene.count * itemsize
     return int(min(max(need, 32 * 2**20), 512 * 2**20))
 
 
@@ -355,31 +330,3 @@ def limit_gdal_cache(cache: int, worker_id: int, parent: int | None = None) -> N
 
     die_with_parent(parent)
     set_gdal_config("GDAL_CACHEMAX", cache)
-
-
-def blend_batch(buffer: Blender, windows: list, logits: Any, event: Any, phases: dict):
-    """Wait for a launched batch's logits and add them to the buffer; yield finished strips.
-
-    ``logits``: float32 (N, K+1, tile, tile) host tensor of the batch's ``windows``; ``event``:
-    the CUDA event marking its copy back, or None; the blender's seconds go to
-    ``phases["blend"]``.
-    """
-    if event is not None:
-        event.synchronize()
-    for window, window_logits in zip(windows, logits.numpy(), strict=True):
-        yield from timed_strips(buffer.add(window, window_logits), phases)
-
-
-def timed_strips(strips: Iterator[tuple[int, Any]], phases: dict) -> list:
-    """The blender's strips, its time added to ``phases["blend"]``."""
-    start = time.perf_counter()
-    done = list(strips)
-    phases["blend"] += time.perf_counter() - start
-    return done
-
-
-def submit_strip(writer: ThreadPoolExecutor, write, strip, pending: Future | None) -> Future:
-    """Queue a strip write; at most one write waits, so memory stays bounded."""
-    if pending is not None:
-        pending.result()
-    return writer.submit(write, strip)

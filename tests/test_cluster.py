@@ -207,9 +207,10 @@ def test_predictions_on_a_cluster_are_the_local_bytes(tmp_path, client, bundle):
         assert b.windows == a.windows > 1
 
 
-def test_a_huge_scene_split_into_row_blocks_is_the_local_cog(tmp_path, client, bundle):
+@pytest.mark.parametrize("panel", [None, 48])  # 48: windows of 64 reach into 2 or 3 panels
+def test_a_huge_scene_split_into_row_blocks_is_the_local_cog(tmp_path, client, bundle, panel):
     path = scene(tmp_path / "huge.tif", 3, shape=(300, 130))
-    options = PredictOptions(window=64, overlap=16, batch_size=3, probabilities=True)
+    options = PredictOptions(window=64, overlap=16, batch_size=3, probabilities=True, panel=panel)
     predictor = Predictor(bundle)
     local = predictor.predict(path, tmp_path / "local", options)
     split = 300 * 130 // 4

@@ -40,6 +40,7 @@ LAYERS = {
     "stac": 2,
     "tiling": 2,
     "vectorize": 2,
+    "blending": 3,
     "box_sampler": 3,
     "bundle": 3,
     "detector_file": 3,

@@ -1,5 +1,6 @@
 """Streaming prediction: blending, grids, nodata, COG layout, polygons, interruption, bad input."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from conftest import assert_one_line_error, write_scene
 
 from jmlnet_geo.bundle import load_bundle, untrained_bundle
-from jmlnet_geo.errors import CancelledError
+from jmlnet_geo.errors import CancelledError, OptionError
 from jmlnet_geo.io.raster import open_scene
 from jmlnet_geo.predict import (
     Blender,
@@ -19,7 +20,14 @@ from jmlnet_geo.predict import (
     WindowWarning,
     strip_outputs,
 )
-from jmlnet_geo.predict_windows import output_stride, plan_windows, weight_window
+from jmlnet_geo.predict_windows import (
+    WindowPlan,
+    output_stride,
+    panel_columns,
+    panel_order,
+    plan_windows,
+    weight_window,
+)
 from jmlnet_geo.tiling import GridTiles, ScenesTiles, SceneTiles, window_of
 from jmlnet_geo.vectorize import vectorize
 
@@ -288,8 +296,7 @@ def test_default_plan_follows_device_card_and_scene_width(bundle):
     assert plan_windows(card, model, "cpu", (2048, 2048)).window == 864  # 3 x 3, not 3 of 1024
     assert plan_windows(card, model, "cpu", (1024, 1000)).window == 1024  # one window
     assert plan_windows(card, model, "cpu", (4096, 4096), window=256).overlap == 64
-    wide = plan_windows(card, model, "cpu", (100, 40000))
-    assert wide.window % 16 == 0 and wide.window < 512
+    assert plan_windows(card, model, "cpu", (4096, 4096)).panel is None  # one buffer
     gpu = plan_windows(card, model, "cuda", (8192, 8192), free_bytes=40 * 2**30)
     assert gpu.window >= 1024 and gpu.batch_size >= 1
 
@@ -300,6 +307,40 @@ def test_default_plan_follows_device_card_and_scene_width(bundle):
     assert plan_windows(Card(), model, "cpu", (4096, 4096)) == plan_windows(
         card, model, "cpu", (4096, 4096), window=512, overlap=32
     )
+
+
+def test_a_wide_scene_keeps_its_window_and_is_blended_in_panels(bundle):
+    predictor = Predictor(bundle)
+    wide = plan_windows(predictor.card, predictor.model, "cpu", (4096, 40000))
+    # 2 classes + background + the weights: 4 float32 planes; 256 MiB / (16 B x 512 rows)
+    assert (wide.window, wide.overlap, wide.panel) == (512, 128, 32768)
+    assert panel_columns(40000, wide.panel) == [(0, 32768), (32768, 40000)]
+    # narrower: the window shrinks (down to 512) so that one buffer spans the scene
+    assert plan_windows(predictor.card, predictor.model, "cpu", (4096, 20000)) == WindowPlan(
+        832, 208, 1, None
+    )
+    by_hand = plan_windows(predictor.card, predictor.model, "cpu", (4096, 40000), window=1024)
+    assert (by_hand.window, by_hand.panel) == (1024, 16384)
+    # windows at columns 0, 48, 96, 144 of 64 px; panels of 100 px: straddlers go to both
+    order = panel_order([0, 48, 96, 144], 64, panel_columns(208, 100))
+    assert order == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (1, 3), (2, 3)]
+    with pytest.raises(OptionError, match="panel 0"):
+        plan_windows(predictor.card, predictor.model, "cpu", (64, 64), panel=0)
+
+
+def test_panels_give_the_classes_and_probabilities_of_one_buffer(tmp_path, bundle):
+    scene = write_scene(tmp_path / "s.tif", scene_data(150, 300, seed=6))
+    predictor = Predictor(bundle)
+    options = PredictOptions(window=64, overlap=16, batch_size=1, probabilities=True,
+                             loader_workers=0)  # fmt: skip
+    one = predictor.predict(scene, tmp_path / "one", options)
+    cut = predictor.predict(scene, tmp_path / "cut", dataclasses.replace(options, panel=100))
+    # 3 x 6 windows at columns 0, 48, 96, 144, 192, 236; panels 0-100, 100-200, 200-300
+    assert one.windows == 3 * 6 and cut.windows == 3 * (3 + 4 + 3)  # straddlers twice
+    for a, b in ((one.classes, cut.classes), (one.probabilities, cut.probabilities)):
+        with rasterio.open(a) as x, rasterio.open(b) as y:
+            assert x.profile == y.profile
+            np.testing.assert_array_equal(x.read(), y.read())
 
 
 @pytest.mark.parametrize("kind", ["ramp", "cosine"])
