@@ -21,22 +21,18 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
-import rasterio
-from shapely.geometry import box as shapely_box
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.data import (  # noqa: E402
-    isaid_layers,
-    isaid_split,
-    layer_classes,
-    layer_subset,
-    nwpu_layers,
+    SHARED,
+    Part,
+    isaid_part,
+    nwpu_part,
     score_bundle,
+    spacenet_part,
 )
 from bench.report import (  # noqa: E402
-    REPO,
     bench_parser,
     code_version,
     log,
@@ -44,13 +40,12 @@ from bench.report import (  # noqa: E402
     update_section,
 )
 from jmlnet_geo.config import preset_config  # noqa: E402
-from jmlnet_geo.evaluate import TruthCache, score_scenes, scores, split_images  # noqa: E402
+from jmlnet_geo.evaluate import TruthCache, score_scenes, scores  # noqa: E402
 from jmlnet_geo.evaluate.report import markdown_table  # noqa: E402
 from jmlnet_geo.io.raster import open_scene  # noqa: E402
 from jmlnet_geo.predict import PredictOptions  # noqa: E402
 from jmlnet_geo.train.pipeline import TrainInputs, train  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "nwpu_vhr10_train"
 MAIN = ("grabcut", "detcam", "camcut")  # the paper's best set
 
 
@@ -135,97 +130,6 @@ ROWS = [
 
 EXTRA_ROWS = ("ce-box", "ce-grabcut", "bmm-classic", "full", "ce-grabcut-bp")
 PARTS = ("nwpu", "isaid", "spacenet")
-SHARED = REPO.parent / "shared" / "data"
-
-
-@dataclass(frozen=True)
-class Part:
-    """One data set: what training sees and what is scored.
-
-    Attributes:
-        name: ``nwpu``, ``isaid`` or ``spacenet`` (also the run folders' prefix).
-        train_scenes: The scenes trained on.
-        train_boxes: Their boxes (GPKG; ``image`` column for plain images).
-        train_masks: Their true polygons (the full and semi rows).
-        classes: Class names of ids 1..K.
-        val_scenes: The scenes scored.
-        val_truth: A polygon layer or a folder of ``<stem>.tif`` class rasters for them.
-    """
-
-    name: str
-    train_scenes: tuple[Path, ...]
-    train_boxes: Path
-    train_masks: Path
-    classes: tuple[str, ...]
-    val_scenes: tuple[Path, ...]
-    val_truth: Path
-
-    def truth_of(self, scene: Path) -> Path:
-        """The truth source of a validation scene (a layer, or its own class raster)."""
-        if self.val_truth.is_dir():
-            return self.val_truth / f"{scene.stem}.tif"
-        return self.val_truth
-
-
-def nwpu_part(work: Path, quick: bool) -> Part:
-    """NWPU imported and split 80/20 by image (``split_images``, stratified, seed 0; written to
-    ``WORK/split.json``), its train boxes and masks written; ``quick`` keeps the first 60 train
-    and 20 validation images of the split."""
-    work.mkdir(parents=True, exist_ok=True)
-    boxes, truth = nwpu_layers(SHARED, work)
-    classes = layer_classes(boxes)
-    train, val = split_images(gpd.read_file(boxes).groupby("image")["class"].apply(set).to_dict())
-    split = {"train": train, "val": val, "classes": list(classes)}
-    (work / "split.json").write_text(json.dumps(split, indent=1))
-    train, val = (train[:60], val[:20]) if quick else (train, val)
-    layers = [work / f"{name}{'_quick' * quick}.gpkg" for name in ("train_boxes", "train_truth")]
-    for source, out in zip((boxes, truth), layers, strict=True):
-        if not out.exists():
-            layer_subset(source, train, out)
-    scenes = [tuple(DATA / "imgs" / name for name in names) for names in (train, val)]
-    return Part("nwpu", scenes[0], *layers, classes, scenes[1], truth)
-
-
-def isaid_part(work: Path) -> Part:
-    """The devkit's split: P0005 (train folder) to train, P0003 and P0004 (val) to score."""
-    folder = work / "isaid"
-    folder.mkdir(parents=True, exist_ok=True)
-    boxes, masks, rasters = isaid_layers(SHARED, folder)
-    train, val = isaid_split(SHARED)
-    train_boxes = layer_subset(boxes, train, folder / "train_boxes.gpkg")
-    train_masks = layer_subset(masks, train, folder / "train_masks.gpkg")
-    return Part("isaid", tuple(train), train_boxes, train_masks, layer_classes(boxes), tuple(val),
-                rasters)  # fmt: skip
-
-
-def spacenet_part(work: Path) -> Part:
-    """West half to train (boxes of its buildings), east half to score."""
-    from rasterio.windows import Window, bounds, transform
-
-    source = SHARED / "spacenet_solaris_sample"
-    folder = work / "spacenet"
-    folder.mkdir(parents=True, exist_ok=True)
-    polygons = gpd.read_file(source / "geotiff_labels.geojson")
-    halves = {}
-    with rasterio.open(source / "sample_geotiff.tif") as src:
-        polygons, half = polygons.to_crs(src.crs), src.width // 2
-        for name, window in (("west", Window(0, 0, half, src.height)),
-                             ("east", Window(half, 0, src.width - half, src.height))):  # fmt: skip
-            path = folder / f"spacenet_{name}.tif"
-            profile = {"width": window.width, "height": window.height,
-                       "transform": transform(window, src.transform)}  # fmt: skip
-            with rasterio.open(path, "w", **(src.profile | profile)) as dst:
-                dst.write(src.read(window=window))
-            clipped = polygons.clip(shapely_box(*bounds(window, src.transform)))
-            clipped = clipped[~clipped.is_empty & (clipped.area > 0)].explode(index_parts=False)
-            geometry = list(clipped.geometry)
-            halves[name] = path, gpd.GeoDataFrame({"class": ["building"] * len(geometry)},
-                                                  geometry=geometry, crs=src.crs)  # fmt: skip
-    (west, train), (east, val) = halves["west"], halves["east"]
-    layers = [folder / f"{n}.gpkg" for n in ("train_boxes", "train_masks", "val_truth")]
-    for frame, out in zip((train.set_geometry(train.envelope), train, val), layers, strict=True):
-        frame.to_file(out, driver="GPKG")
-    return Part("spacenet", (west,), layers[0], layers[1], ("building",), (east,), layers[2])
 
 
 def run_folder(work: Path, part: Part, quick: bool, seed: int) -> Path:
@@ -459,15 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/accuracy.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for part_name in args.parts:
         if part_name == "nwpu":
-            part = nwpu_part(args.work, args.quick)
+            part = nwpu_part(args.work, (60, 20) if args.quick else None)
             part_rows = rows
         else:
             part = {"isaid": isaid_part, "spacenet": spacenet_part}[part_name](args.work)
             part_rows = [r for r in rows if r.name in EXTRA_ROWS]
         log(f"{part.name}: {len(part.train_scenes)} train, {len(part.val_scenes)} scored scene(s)")
-        truths = TruthCache(
-            lambda scene, p=part: p.truth_of(Path(scene.path)), classes=part.classes
-        )
+        truths = part.truth()
         for seed in [int(s) for s in args.seeds.split(",")]:
             for row in part_rows:
                 key = (part.name, row.name, seed)

@@ -15,8 +15,9 @@ their envelopes have IoU >= 0.3 on the same image).
 
 Data: the iSAID devkit samples (boxes of every instance; proposals-only on all three images,
 the model part trains on P0005 and scores mIoU on P0003 and P0004 as the devkit splits them);
-NWPU VHR-10 train, a seeded subset (``--nwpu-train`` / ``--nwpu-val`` images, shuffled with
-seed 0; default 40 + 12: the whole set does not fit the CPU budget).
+NWPU VHR-10 train on the accuracy bench's split (``bench.data.nwpu_part``: stratified 80/20 by
+image, seed 0), the first ``--nwpu-train`` / ``--nwpu-val`` images of each half (default 40 +
+12: the whole set does not fit the CPU budget; until 2026-12-06 a plain shuffle, other images).
 
 Parts: ``proposals`` (no model: GrabCut and CRF proposals of the corrupted layer, scored by
 ``run_audit``) and ``model`` (fast preset, ``--stage1-steps`` + ``--stage2-steps``): train on
@@ -32,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -45,8 +45,8 @@ from jmlnet_geo.evaluate import box_iou, roc_auc
 from jmlnet_geo.evaluate.report import markdown_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.data import SHARED, Part, isaid_layers, isaid_part, nwpu_part  # noqa: E402
 from bench.report import (  # noqa: E402
-    REPO,
     code_version,
     command_line,
     log,
@@ -55,7 +55,6 @@ from bench.report import (  # noqa: E402
     update_section,
 )
 
-SHARED = REPO.parent / "shared" / "data"
 TARGETS = {"class": 0.9, "shift": 0.8, "enlarge": 0.7}
 KINDS = ("class", "shift", "enlarge", "delete")
 
@@ -131,56 +130,18 @@ def audit_scores(boxes: gpd.GeoDataFrame, missing, deleted) -> dict:
     return out
 
 
-@dataclasses.dataclass
-class Part:
-    """A data set: training scenes and their clean boxes; validation scenes and truth."""
-
-    name: str
-    scenes: list[Path]
-    boxes: Path
-    classes: tuple[str, ...]
-    val_scenes: list[Path]
-    truth: object  # a TruthCache
-
-
-def isaid_part(work: Path, train_only: bool) -> Part:
-    """The iSAID samples: all three images (proposals only) or P0005 (train) / P0003-4 (val)."""
-    from bench.data import isaid_layers, isaid_split, layer_classes, layer_subset
-    from jmlnet_geo.evaluate import TruthCache
-
-    folder = work / "isaid"
-    folder.mkdir(parents=True, exist_ok=True)
-    layer, _, rasters = isaid_layers(SHARED, folder)
-    train, val = isaid_split(SHARED)
-    train = train if train_only else sorted(train + val, key=lambda p: p.name)
-    path = layer_subset(
-        layer, train, folder / ("train_boxes.gpkg" if train_only else "all_boxes.gpkg")
-    )
-    classes = layer_classes(layer)
-    truth = TruthCache(lambda scene: rasters / f"{Path(scene.path).stem}.tif", "class", classes)
-    return Part("isaid", train, path, classes, val, truth)
-
-
-def nwpu_part(work: Path, n_train: int, n_val: int) -> Part:
-    """A seeded subset of NWPU VHR-10 train: ``n_train`` images to train, ``n_val`` to score."""
-    from bench.data import layer_classes, layer_subset, nwpu_layers
-    from jmlnet_geo.evaluate import TruthCache
-
-    boxes, truth = nwpu_layers(SHARED, work)
-    images = sorted(gpd.read_file(boxes)["image"].unique())
-    random.Random(0).shuffle(images)
-    train, val = sorted(images[:n_train]), sorted(images[n_train : n_train + n_val])
-    path = layer_subset(boxes, train, work / f"nwpu_train_{n_train}.gpkg")
-    classes = layer_classes(boxes)
-    imgs = SHARED / "nwpu_vhr10_train" / "imgs"
-    return Part("nwpu", [imgs / n for n in train], path, classes, [imgs / n for n in val],
-                TruthCache(truth, "class", classes))  # fmt: skip
+def isaid_everything(work: Path) -> Part:
+    """The three iSAID samples with all their boxes (the proposals-only row)."""
+    part = isaid_part(work)
+    scenes = tuple(sorted(part.train_scenes + part.val_scenes, key=lambda p: p.name))
+    return dataclasses.replace(part, train_scenes=scenes,
+                               train_boxes=isaid_layers(SHARED, work / "isaid")[0])  # fmt: skip
 
 
 def corrupted_layer(part: Part, work: Path, seed: int) -> tuple[Path, gpd.GeoDataFrame]:
     """Write the corrupted layer of a part (and return its deleted rows)."""
-    out, deleted = corrupt(gpd.read_file(part.boxes), "class", 0.05, seed)
-    path = work / f"{part.name}_corrupted_{part.boxes.stem}.gpkg"
+    out, deleted = corrupt(gpd.read_file(part.train_boxes), "class", 0.05, seed)
+    path = work / f"{part.name}_corrupted_{part.train_boxes.stem}.gpkg"
     out.to_file(path, driver="GPKG")
     return path, deleted
 
@@ -193,13 +154,13 @@ def proposals_only(part: Part, work: Path, seed: int, workers: int) -> dict:
     from jmlnet_geo.proposals.stage import make_proposals
 
     layer, deleted = corrupted_layer(part, work, seed)
-    folder = work / f"{part.name}_proposals_{part.boxes.stem}"
+    folder = work / f"{part.name}_proposals_{part.train_boxes.stem}"
     if not (folder / "done").exists():
         boxes = read_boxes(layer, "class", part.classes)
-        make_proposals(boxes_for_scenes(boxes, open_scenes(part.scenes)), boxes.classes.names,
+        make_proposals(boxes_for_scenes(boxes, open_scenes(part.train_scenes)), boxes.classes.names,
                        ["grabcut", "crf"], folder, workers=workers)  # fmt: skip
         (folder / "done").write_text("")
-    inputs = AuditInputs(tuple(part.scenes), layer, classes=part.classes, run=folder)
+    inputs = AuditInputs(part.train_scenes, layer, classes=part.classes, run=folder)
     result = run_audit(inputs, workers=workers)
     result.boxes.to_file(work / f"{part.name}_audit_proposals.gpkg", driver="GPKG")
     return audit_scores(result.boxes, None, deleted)
@@ -215,10 +176,10 @@ def train_and_score(part: Part, layer: Path, run_dir: Path, args, drop: float = 
                       stage2_steps=args.stage2_steps, loader_workers=0, val_every=10**9,
                       drop_doubtful=drop, seed=args.seed)  # fmt: skip
     start = time.perf_counter()
-    inputs = TrainInputs(tuple(part.scenes), layer, part.classes)
+    inputs = TrainInputs(part.train_scenes, layer, part.classes)
     result = train(inputs, config, run_dir, resume=True, workers=args.workers, message=log)
     out = run_dir / "predictions"
-    pooled = score_bundle(result.bundle, part.val_scenes, out, part.truth, part.classes)
+    pooled = score_bundle(result.bundle, part.val_scenes, out, part.truth(), part.classes)
     return {"miou": float(pooled.miou), "bundle": str(result.bundle),
             "minutes": (time.perf_counter() - start) / 60}  # fmt: skip
 
@@ -231,13 +192,13 @@ def model_part(part: Part, work: Path, args) -> dict:
     runs = work / "runs" / f"{part.name}-{args.stage1_steps}-{args.stage2_steps}"
     corrupted = train_and_score(part, layer, runs / "corrupted", args)
     log(f"{part.name}: trained on the corrupted layer, mIoU {pct(corrupted['miou'])}")
-    inputs = AuditInputs(tuple(part.scenes), layer, classes=part.classes,
+    inputs = AuditInputs(part.train_scenes, layer, classes=part.classes,
                          model=Path(corrupted["bundle"]), run=runs / "corrupted")  # fmt: skip
     result = run_audit(inputs, workers=args.workers)
     result.boxes.to_file(work / f"{part.name}_audit_model.gpkg", driver="GPKG")
     scores = audit_scores(result.boxes, result.missing, deleted)
     dropped = train_and_score(part, layer, runs / "dropped", args, drop=0.1)
-    clean = train_and_score(part, part.boxes, runs / "clean", args)
+    clean = train_and_score(part, part.train_boxes, runs / "clean", args)
     scores |= {"miou_corrupted": corrupted["miou"], "miou_dropped": dropped["miou"],
                "miou_clean": clean["miou"]}  # fmt: skip
     loss = clean["miou"] - corrupted["miou"]
@@ -303,11 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         if name == "isaid":
             rows["iSAID samples (3 images), proposals only"] = proposals_only(
-                isaid_part(work, False), work, args.seed, args.workers)  # fmt: skip
+                isaid_everything(work), work, args.seed, args.workers)  # fmt: skip
             if not args.no_model:
-                rows["iSAID P0005, fast model"] = model_part(isaid_part(work, True), work, args)
+                rows["iSAID P0005, fast model"] = model_part(isaid_part(work), work, args)
         elif name == "nwpu":
-            part = nwpu_part(work, args.nwpu_train, args.nwpu_val)
+            part = nwpu_part(work, (args.nwpu_train, args.nwpu_val))
             label = f"NWPU ({args.nwpu_train} train images)"
             rows[f"{label}, proposals only"] = proposals_only(part, work, args.seed, args.workers)
             if not args.no_model:

@@ -1,11 +1,14 @@
 """The benches' data sets (NWPU VHR-10, iSAID samples, SpaceNet tile) and proposal scoring.
 
 Everything is read with the library's importers (``import_coco``, ``import_isaid``) and scored
-with ``jmlnet_geo.evaluate.score_scenes``; this module only says where the files are.
+with ``jmlnet_geo.evaluate.score_scenes``; this module only says where the files are. Two views:
+:class:`Dataset` (every scene with its boxes and truth: the proposal benches) and :class:`Part`
+(a train / validation split as files: the benches that train, ``accuracy`` and ``audit``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections.abc import Callable, Sequence
@@ -14,14 +17,19 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import rasterio
+from shapely.geometry import box as shapely_box
 
-from jmlnet_geo.evaluate import TruthCache, score_scenes, scores
+from jmlnet_geo.evaluate import TruthCache, score_scenes, scores, split_images
 from jmlnet_geo.io.importers import import_coco
 from jmlnet_geo.io.isaid import import_isaid, isaid_images
 from jmlnet_geo.io.raster import Scene, open_scene, open_scenes
 from jmlnet_geo.io.vector import SceneBoxes, boxes_for_scenes, read_boxes
 from jmlnet_geo.proposals.compose import SceneSummary, pixel_boxes, proposal_path, write_proposals
 from jmlnet_geo.proposals.options import ProposalOptions
+
+#: ``../shared/data`` beside the checkout.
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @dataclass
@@ -131,6 +139,101 @@ def load_spacenet(data: Path, work: Path) -> Dataset:
     names = layer.classes.names
     truth = TruthCache(layer_path, "class", names)
     return Dataset("SpaceNet tile", boxes_for_scenes(layer, [scene]), names, truth)
+
+
+@dataclass(frozen=True)
+class Part:
+    """A split of one data set for the benches that train: what training sees, what is scored.
+
+    Attributes:
+        name: ``nwpu``, ``isaid`` or ``spacenet`` (also the run folders' prefix).
+        train_scenes: The scenes trained on.
+        train_boxes: Their boxes (GPKG; ``image`` column for plain images).
+        train_masks: Their true polygons (the full-mask rows).
+        classes: Class names of ids 1..K.
+        val_scenes: The scenes scored.
+        val_truth: A polygon layer or a folder of ``<stem>.tif`` class rasters for them.
+    """
+
+    name: str
+    train_scenes: tuple[Path, ...]
+    train_boxes: Path
+    train_masks: Path
+    classes: tuple[str, ...]
+    val_scenes: tuple[Path, ...]
+    val_truth: Path
+
+    def truth(self) -> TruthCache:
+        """The validation scenes' truth (the layer, or each scene's own class raster)."""
+        folder = self.val_truth.is_dir()
+        return TruthCache(
+            lambda s: self.val_truth / f"{Path(s.path).stem}.tif" if folder else self.val_truth,
+            classes=self.classes,
+        )
+
+
+def nwpu_part(work: Path, limit: tuple[int, int] | None = None) -> Part:
+    """NWPU imported and split 80/20 by image (``split_images``, stratified, seed 0; written to
+    ``WORK/split.json``), its train boxes and masks written; ``limit`` (n_train, n_val) keeps
+    the first images of each half."""
+    work.mkdir(parents=True, exist_ok=True)
+    boxes, truth = nwpu_layers(SHARED, work)
+    classes = layer_classes(boxes)
+    train, val = split_images(gpd.read_file(boxes).groupby("image")["class"].apply(set).to_dict())
+    split = {"train": train, "val": val, "classes": list(classes)}
+    (work / "split.json").write_text(json.dumps(split, indent=1))
+    suffix = ""
+    if limit:
+        (train, val), suffix = (train[: limit[0]], val[: limit[1]]), f"_{limit[0]}"
+    layers = [work / f"{name}{suffix}.gpkg" for name in ("train_boxes", "train_truth")]
+    for source, out in zip((boxes, truth), layers, strict=True):
+        if not out.exists():
+            layer_subset(source, train, out)
+    imgs = SHARED / "nwpu_vhr10_train" / "imgs"
+    scenes = [tuple(imgs / name for name in names) for names in (train, val)]
+    return Part("nwpu", scenes[0], *layers, classes, scenes[1], truth)
+
+
+def isaid_part(work: Path) -> Part:
+    """The devkit's split: P0005 (train folder) to train, P0003 and P0004 (val) to score."""
+    folder = work / "isaid"
+    folder.mkdir(parents=True, exist_ok=True)
+    boxes, masks, rasters = isaid_layers(SHARED, folder)
+    train, val = isaid_split(SHARED)
+    train_boxes = layer_subset(boxes, train, folder / "train_boxes.gpkg")
+    train_masks = layer_subset(masks, train, folder / "train_masks.gpkg")
+    return Part("isaid", tuple(train), train_boxes, train_masks, layer_classes(boxes), tuple(val),
+                rasters)  # fmt: skip
+
+
+def spacenet_part(work: Path) -> Part:
+    """West half to train (boxes of its buildings), east half to score."""
+    from rasterio.windows import Window, bounds, transform
+
+    source = SHARED / "spacenet_solaris_sample"
+    folder = work / "spacenet"
+    folder.mkdir(parents=True, exist_ok=True)
+    polygons = gpd.read_file(source / "geotiff_labels.geojson")
+    halves = {}
+    with rasterio.open(source / "sample_geotiff.tif") as src:
+        polygons, half = polygons.to_crs(src.crs), src.width // 2
+        for name, window in (("west", Window(0, 0, half, src.height)),
+                             ("east", Window(half, 0, src.width - half, src.height))):  # fmt: skip
+            path = folder / f"spacenet_{name}.tif"
+            profile = {"width": window.width, "height": window.height,
+                       "transform": transform(window, src.transform)}  # fmt: skip
+            with rasterio.open(path, "w", **(src.profile | profile)) as dst:
+                dst.write(src.read(window=window))
+            clipped = polygons.clip(shapely_box(*bounds(window, src.transform)))
+            clipped = clipped[~clipped.is_empty & (clipped.area > 0)].explode(index_parts=False)
+            geometry = list(clipped.geometry)
+            halves[name] = path, gpd.GeoDataFrame({"class": ["building"] * len(geometry)},
+                                                  geometry=geometry, crs=src.crs)  # fmt: skip
+    (west, train), (east, val) = halves["west"], halves["east"]
+    layers = [folder / f"{n}.gpkg" for n in ("train_boxes", "train_masks", "val_truth")]
+    for frame, out in zip((train.set_geometry(train.envelope), train, val), layers, strict=True):
+        frame.to_file(out, driver="GPKG")
+    return Part("spacenet", (west,), layers[0], layers[1], ("building",), (east,), layers[2])
 
 
 @dataclass
