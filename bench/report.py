@@ -20,7 +20,6 @@ import re
 import resource
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,13 +66,13 @@ def package_versions(names: Sequence[str]) -> str:
 
 
 def code_version() -> str:
-    """The repository's commit (short hash), with a note when the working tree has changes."""
-    try:
-        commit = _git("rev-parse", "--short", "HEAD")
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.CalledProcessError):
+    """The checkout's commit (short hash), with a note when the working tree has changes."""
+    from jmlnet_geo.model_file import code_commit  # the one the model cards record
+
+    commit = code_commit()
+    if commit is None:
         return "unknown (not a git checkout)"
-    return f"{commit} + uncommitted changes" if dirty else commit
+    return commit[:7] + (" + uncommitted changes" if commit.endswith("+dirty") else "")
 
 
 def update_section(
@@ -273,13 +272,6 @@ def _package_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _git(*args: str) -> str:
-    out = subprocess.run(
-        ["git", *args], cwd=REPO, check=True, capture_output=True, text=True, timeout=30
-    )
-    return out.stdout.strip()
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from jmlnet_geo.io.write import save_safetensors
 FORMAT_VERSION = 1
 
 __all__ = ["FORMAT_VERSION", "FileKind", "load_weights", "read_model_file", "save_model_file"]
-__all__ += ["writer_versions"]
+__all__ += ["code_commit", "writer_versions"]
 
 Card = TypeVar("Card")
 
@@ -197,7 +197,7 @@ def writer_versions() -> dict[str, str | None]:
 
     return {
         "jmlnet_geo": __version__,
-        "jmlnet_geo_commit": _git_commit(),
+        "jmlnet_geo_commit": code_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
@@ -208,7 +208,7 @@ def writer_versions() -> dict[str, str | None]:
     }
 
 
-def _git_commit() -> str | None:
+def code_commit() -> str | None:
     """The commit of the checkout this package runs from (``+dirty`` when edited), or None."""
     import subprocess
 
