@@ -56,6 +56,12 @@ def train(
         min=0.0,
         help="Box loss's pairwise term (0, default: projection only).",
     ),
+    box_margin: float | None = typer.Option(
+        None,
+        "--box-margin",
+        min=0.0,
+        help="Box loss's projection window beside a box, fraction of its side (default 0.5).",
+    ),
     rounds: int | None = typer.Option(
         None, "--rounds", min=1, help="Stage-2 rounds, each refreshing the model proposal."
     ),
@@ -145,6 +151,7 @@ def train(
         box_tiles=box_tiles,
         box_loss_weight=box_loss_weight,
         box_pairwise_weight=box_pairwise_weight,
+        box_margin=box_margin,
         rounds=rounds,
         loader_workers=loader_workers,
         val_every=val_every,

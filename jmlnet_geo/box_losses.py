@@ -187,6 +187,7 @@ def box_consistency_loss(
     similarity: Tensor | None,
     valid: Tensor,
     pairwise_weight: float = 1.0,
+    margin: float = 0.5,
 ) -> Tensor:
     """BoxInst's box-consistency loss for semantic maps, needing no proposal.
 
@@ -204,6 +205,7 @@ def box_consistency_loss(
         valid: (N, H, W) bool, False at nodata.
         pairwise_weight: Weight of the pairwise term (BoxInst: 1; 0: projection and outside
             terms only, the pairwise term is not computed).
+        margin: The projection term's ``margin`` (:func:`box_projection_loss`).
 
     Returns:
         Scalar.
@@ -216,7 +218,7 @@ def box_consistency_loss(
     log_probs = F.log_softmax(logits, dim=1)
     probs = log_probs.exp()
     box_mask, valid = box_mask.bool(), valid.bool()
-    projection = box_projection_loss(probs, boxes, labels)
+    projection = box_projection_loss(probs, boxes, labels, margin)
     pairwise = 0.0
     if pairwise_weight:
         pairwise = pairwise_weight * box_pairwise_loss(probs, similarity, box_mask & valid)

@@ -86,6 +86,10 @@ class SegmenterConfig:
         box_pairwise_weight: Weight of the pairwise term inside the box-consistency loss
             (BoxInst's 1; 0, the default: its projection and outside terms only). Runs made
             before the option existed had 1.
+        box_margin: Growth of the projection term's window beside each box, as a fraction of
+            the box's side, where the box's class is scored against 0 (BoxInst: the whole
+            image, one instance per map; 0.5, the default; 0: inside the box only, so
+            neighbouring boxes of the same class never pull against each other).
         rounds: Stage-2 rounds: each round after the first finetunes the previous round's
             model with the ``model`` proposal refreshed from it (1: one stage 2, as the paper).
         drop_doubtful: Share of the boxes, the most doubtful by the proposals-only audit, that
@@ -117,6 +121,7 @@ class SegmenterConfig:
     box_tiles: float = 0.0
     box_loss_weight: float = 1.0
     box_pairwise_weight: float = 0.0
+    box_margin: float = 0.5
     rounds: int = 1
     drop_doubtful: float = 0.0
 

@@ -52,6 +52,20 @@ def test_projection_by_hand_with_the_margin_window():
     assert spill.item() == pytest.approx(1 - 2 * 3 / (4 + 3), rel=1e-4)
 
 
+def test_projection_without_margin_scores_inside_the_box_only():
+    # margin 0: the window is the box; p = 0.5 over it gives Dice 1 - 2 (0.5 n) / (0.25 n + n)
+    loss = box_projection_loss(_probs(torch.full((8, 8), 0.5)), BOX, CLASS, margin=0.0)
+    assert loss.item() == pytest.approx(2 * (1 - 1 / 1.25), rel=1e-4)
+    # the class beside the box costs nothing: a same-class neighbour is not pushed to 0
+    fg = torch.zeros(8, 8)
+    fg[2:6, 2:8] = 1
+    assert box_projection_loss(_probs(fg), BOX, CLASS, margin=0.0).item() == pytest.approx(
+        0, abs=1e-5
+    )
+    # with the margin it does: columns 0..6 hold 5 of it against the box's 3: 1 - 2 * 3 / (5 + 3)
+    assert box_projection_loss(_probs(fg), BOX, CLASS).item() == pytest.approx(0.25, rel=1e-4)
+
+
 def test_projection_means_over_boxes_and_skips_empty_ones():
     fg = torch.zeros(8, 8)
     fg[2:6, 2:5] = 1
@@ -128,6 +142,11 @@ def test_consistency_is_the_sum_of_its_terms_and_backpropagates():
     assert half.item() == pytest.approx(expected.item() - 0.5 * pairwise, rel=1e-9)
     none = box_consistency_loss(logits, boxes, labels, box_mask, None, valid, 0.0)
     assert none.item() == pytest.approx(expected.item() - pairwise, rel=1e-9)
+    inside = box_consistency_loss(logits, boxes, labels, box_mask, None, valid, 0.0, 0.0)
+    margin = box_projection_loss(probs, boxes, labels, 0.0) - box_projection_loss(
+        probs, boxes, labels
+    )
+    assert inside.item() == pytest.approx(none.item() + margin.item(), rel=1e-9)
     with pytest.raises(ValueError, match="do not match"):
         box_consistency_loss(logits, boxes, labels, box_mask[:, :4], similarity, valid)
 
@@ -166,3 +185,10 @@ def test_box_loss_weight_trains_end_to_end_and_enters_the_fingerprints(jmlgeo, t
     assert projection.code == 0, projection.err
     reused = projection.err.split("reused finished stages:")[1].splitlines()[0]
     assert "stage1" not in reused and "stage2" not in reused
+    # the margin's default (0.5) is that same run; another margin is another stage 1
+    same = jmlgeo(*args, "--box-margin", "0.5", "--resume")
+    reused = same.err.split("reused finished stages:")[1].splitlines()[0]
+    assert same.code == 0 and "stage1" in reused and "stage2" in reused
+    inside = jmlgeo(*args, "--box-margin", "0", "--resume")
+    reused = inside.err.split("reused finished stages:")[1].splitlines()[0]
+    assert inside.code == 0 and "stage1" not in reused and "stage2" not in reused

@@ -65,6 +65,7 @@ def check_config(config: TrainConfig) -> list[str]:
         ("weight_decay", seg.weight_decay),
         ("--box-loss-weight", seg.box_loss_weight),
         ("--box-pairwise-weight", seg.box_pairwise_weight),
+        ("--box-margin", seg.box_margin),
     ):
         if not (math.isfinite(value) and value >= 0):
             raise OptionError(f"{flag} {value}: give a finite value >= 0")

@@ -88,6 +88,7 @@ _OPTIONAL_DEFAULTS = {
     "box_tiles": 0.0,
     "box_loss_weight": 0.0,
     "box_pairwise_weight": 1.0,
+    "box_margin": 0.5,
     "drop_doubtful": 0.0,
 }
 
@@ -242,8 +243,9 @@ def train(
     masks_fp = fps.get(MASK) if masked else None
     stage1_settings = {k: settings[k] for k in _STAGE1_KEYS} | {"stage1_proposal": stage1}
     stage1_settings |= {k: v for k, v in settings.items() if _OPTIONAL_DEFAULTS.get(k, v) != v}
-    if not seg.box_loss_weight:  # the pairwise weight means nothing without the box loss
+    if not seg.box_loss_weight:  # the box loss's settings mean nothing without it
         stage1_settings.pop("box_pairwise_weight", None)
+        stage1_settings.pop("box_margin", None)
     fp1 = fingerprint(fps.get(stage1), masks_fp, stage1_settings, sorted(masked), "stage1",
                       *([drop_fp] if drop_fp else []))  # fmt: skip
     s1 = dict(proposals=[stage1], loss="ce", steps=seg.stage1_steps, lr=seg.lr)

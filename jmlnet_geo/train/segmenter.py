@@ -42,6 +42,7 @@ class SegmenterTask(L.LightningModule):
         seed: int = 0,
         box_loss_weight: float = 0.0,
         box_pairwise_weight: float = 1.0,
+        box_margin: float = 0.5,
     ) -> None:
         """Set up the task.
 
@@ -62,6 +63,7 @@ class SegmenterTask(L.LightningModule):
             box_loss_weight: Weight of the box-consistency loss added to ``loss``
                 (:func:`jmlnet_geo.box_losses.box_consistency_loss`; 0: off).
             box_pairwise_weight: Weight of that loss's pairwise term (0: not computed).
+            box_margin: Its projection term's margin beside each box (fraction of the side).
         """
         super().__init__()
         self.model = model
@@ -71,6 +73,7 @@ class SegmenterTask(L.LightningModule):
         self.loss_name = loss
         self.box_loss_weight = box_loss_weight
         self.box_pairwise_weight = box_pairwise_weight
+        self.box_margin = box_margin
         self.optimizer_settings = OptimizerSettings(
             optimizer, lr, steps, momentum, weight_decay, poly_power, warmup
         )
@@ -95,7 +98,7 @@ class SegmenterTask(L.LightningModule):
                 similarity = colour_similarity(lab_colours(batch["image"], batch["valid"]))
             box_loss = box_consistency_loss(
                 logits.float(), batch["boxes"], batch["labels"], inside, similarity,
-                batch["valid"], self.box_pairwise_weight,
+                batch["valid"], self.box_pairwise_weight, self.box_margin,
             )  # fmt: skip
             loss = loss + self.box_loss_weight * box_loss
         if not torch.isfinite(loss.detach()).all():
