@@ -21,11 +21,11 @@ convolutional, so a larger window forwards fewer pixels twice and has fewer seam
   keeps the old 64 px).
 - **panels**: when the buffer one window high across the scene would pass :data:`BUFFER_BYTES`
   (at :data:`MIN_WINDOW`, a scene wider than 256 MiB / (4 B x (K + 2) x 512): 26 214 px for 3
-  classes, 10 922 for 10; or a large window given by hand), it spans
-  one panel of columns instead (cut at multiples of :data:`PANEL_ALIGN` px, at least two windows
-  wide), and the scene is blended panel by panel (:func:`panel_columns`, :func:`panel_order`), the
-  windows straddling a cut forwarded once per panel. So memory stays flat with the scene's width
-  as with its height, and the window never shrinks below :data:`MIN_WINDOW`.
+  classes, 10 922 for 10; or a large window given by hand), it spans one panel of columns
+  instead (cut at multiples of :data:`PANEL_ALIGN` px, at least two windows wide), and the scene
+  is blended panel by panel (:func:`panel_columns`, :func:`panel_order`), the windows straddling
+  a cut forwarded once per panel. So memory stays flat with the scene's width as with its
+  height, and the window never shrinks below :data:`MIN_WINDOW`.
 - **batch size**: about :data:`BATCH_PIXELS` pixels per forward on CPU (8 windows of 256²), from
   free memory on CUDA.
 - **weights**: :func:`weight_window` ``"ramp"`` (linear over the overlap) or ``"cosine"`` (flat
