@@ -20,6 +20,7 @@ import numpy as np
 import rasterio
 from shapely.geometry import box as shapely_box
 
+from bench.report import SHARED
 from jmlnet_geo.evaluate import TruthCache, score_scenes, scores, split_images
 from jmlnet_geo.io.importers import import_coco
 from jmlnet_geo.io.isaid import import_isaid, isaid_images
@@ -27,9 +28,6 @@ from jmlnet_geo.io.raster import Scene, open_scene, open_scenes
 from jmlnet_geo.io.vector import SceneBoxes, boxes_for_scenes, read_boxes
 from jmlnet_geo.proposals.compose import SceneSummary, pixel_boxes, proposal_path, write_proposals
 from jmlnet_geo.proposals.options import ProposalOptions
-
-#: ``../shared/data`` beside the checkout.
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @dataclass

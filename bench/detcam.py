@@ -27,9 +27,8 @@ import torch
 if __package__ in (None, ""):  # run as a file (python bench/detcam.py)
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
 
-from bench.data import Dataset, Score, classic_scores, load_nwpu, score_folder
+from bench.data import SHARED, Dataset, Score, classic_scores, load_nwpu, score_folder
 from bench.report import (
-    REPO,
     SHARED_CORES,
     Results,
     Run,
@@ -58,7 +57,6 @@ from jmlnet_geo.train.detector import train_detector
 SECTION = "detcam"
 PARTS = ("nwpu",)
 VERSIONS = ["torch", "torchvision", "lightning", "opencv-python-headless"]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
 #: CAMCut's start below tau_l: the paper's ``sure`` background, and ``probable`` beside it.
 LOWS = {"camcut": "sure", "camcut-probable": "probable"}
 LABEL = {"box": "BOX", "crf": "CRF", "grabcut": "GrabCut", "detcam": "DetCAM", "camcut": "CAMCut",
@@ -237,7 +235,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "Folder for the detector and rasters, kept (default: temporary).",
     )
     add = parser.add_argument
-    add("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
+    add("--data", type=Path, default=SHARED, help="The shared data folder.")
     add("--limit", type=int, help="Only the first N NWPU training images.")
     add("--heldout", type=int, default=30, help="Held-out images.")
     add("--fit-images", type=int, default=20, help="Training images for fit mAP.")

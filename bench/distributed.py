@@ -38,9 +38,8 @@ if __package__ in (None, ""):  # run as a script: the repository root on the pat
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
 
-from bench.data import load_nwpu  # noqa: E402
+from bench.data import SHARED, load_nwpu  # noqa: E402
 from bench.report import (  # noqa: E402
-    REPO,
     code_version,
     command_line,
     load_text,
@@ -52,7 +51,6 @@ from bench.report import (  # noqa: E402
 from jmlnet_geo.children import tune_malloc  # noqa: E402
 from jmlnet_geo.evaluate.report import markdown_table  # noqa: E402
 
-DEFAULT_DATA = REPO.parent / "shared" / "data"
 ISAID_BOXES = 655_451  # iSAID train + val instances (the paper's scale)
 MOSAIC = 100_000  # px per side of the mosaic estimate
 WORKERS = 64
@@ -217,7 +215,7 @@ def estimates(prop: dict, pred: dict) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=SHARED)
     parser.add_argument("--work", type=Path, help="Kept folder for the files (default: temp).")
     parser.add_argument("--images", type=int, default=40, help="NWPU images of the proposals.")
     parser.add_argument("--scenes", type=int, default=8, help="NWPU images predicted.")

@@ -41,6 +41,7 @@ if __package__ in (None, ""):  # run as a file (python bench/predict.py)
 
 from bench.report import (
     REPO,
+    SHARED,
     Results,
     Run,
     bench_parser,
@@ -59,8 +60,7 @@ PARTS = ("throughput", "memory", "seams")
 CLASSES = ["building", "storage_tank", "vehicle"]
 COLOURS = [[230, 159, 0], [86, 180, 233], [0, 158, 115]]
 TRAINED = REPO / "demo" / "run" / "model.safetensors"
-ISAID_IMAGE = REPO.parent / "shared" / "data" / "isaid_devkit_samples" / "val" / "images"
-ISAID_IMAGE = ISAID_IMAGE / "P0003.png"
+ISAID_IMAGE = SHARED / "isaid_devkit_samples" / "val" / "images" / "P0003.png"
 PIXEL = 0.5  # metres; the synthetic scenes and the random bundle agree on it
 
 

@@ -21,9 +21,8 @@ from jmlnet_geo.proposals.options import CLASSIC_METHODS, ProposalOptions
 if __package__ in (None, ""):  # run as a file (python bench/proposals.py)
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
 
-from bench.data import classic_scores, load_isaid, load_nwpu, load_spacenet
+from bench.data import SHARED, classic_scores, load_isaid, load_nwpu, load_spacenet
 from bench.report import (
-    REPO,
     SHARED_CORES,
     Results,
     Run,
@@ -43,7 +42,6 @@ from jmlnet_geo.evaluate.report import markdown_table
 
 SECTION = "proposals"
 PARTS = ("quality",)
-DEFAULT_DATA = REPO.parent / "shared" / "data"
 METHOD_LABEL = {"box": "BOX", "crf": "CRF", "grabcut": "GrabCut"}
 
 
@@ -91,7 +89,7 @@ def parse_args(argv: Sequence[str] | None = None):
         "Folder for intermediate files, kept (default: a temporary folder, deleted).",
     )
     add = parser.add_argument
-    add("--data", type=Path, default=DEFAULT_DATA, help="The shared data folder.")
+    add("--data", type=Path, default=SHARED, help="The shared data folder.")
     add("--limit", type=int, help="Only the first N NWPU images in sorted order (default: all).")
     add("--workers", type=int, default=2, help="Processes of write_proposals.")
     args = parser.parse_args(argv)

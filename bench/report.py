@@ -33,6 +33,8 @@ from jmlnet_geo.io.write import atomic_output
 
 #: The repository root (bench/ lives directly under it).
 REPO = Path(__file__).resolve().parents[1]
+#: The real data sets: ``../shared/data`` beside the checkout.
+SHARED = REPO.parent / "shared" / "data"
 
 _START = time.perf_counter()
 

@@ -200,7 +200,7 @@ def plan_windows(
         panel = BUFFER_BYTES // (planes_bytes * window) // PANEL_ALIGN * PANEL_ALIGN
         panel = max(panel, -(-2 * window // PANEL_ALIGN) * PANEL_ALIGN)
     elif panel is not None and panel < 1:
-        raise OptionError(f"panel {panel}: give a width of at least 1 px")
+        raise OptionError(f"PredictOptions.panel {panel}: give a width of at least 1 px")
     return WindowPlan(window, overlap, batch_size, panel if panel and panel < width else None)
 
 
