@@ -17,6 +17,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,8 @@ from rasterio.windows import Window
 
 from jmlnet_geo.io.class_raster import class_raster_profile, class_raster_writer
 from jmlnet_geo.io.raster import Scene, open_dataset, read_valid
-from jmlnet_geo.predict_windows import weight_window
+from jmlnet_geo.predict_windows import panel_columns, panel_order, weight_window
+from jmlnet_geo.tiling import GridTiles, ScenesTiles, SceneTiles, window_of
 from jmlnet_geo.vocabulary import IGNORE
 
 if TYPE_CHECKING:
@@ -39,7 +41,42 @@ __all__ = [
     "strip_outputs",
     "submit_strip",
     "timed_strips",
+    "window_order",
 ]
+
+
+@dataclass(frozen=True)
+class WindowOrder:
+    """A scene's window grid and the order a prediction forwards it in (:func:`window_order`).
+
+    Attributes:
+        data: The scene as the DataLoader's dataset.
+        grid: Its sampler items ``(scene index, query)``, row by row from the top-left.
+        windows: The pixel ``Window`` of each grid item.
+        panels: The panels' column ranges (:func:`jmlnet_geo.predict_windows.panel_columns`).
+        order: ``(panel index, grid index)`` in forwarding order, panel by panel
+            (:func:`jmlnet_geo.predict_windows.panel_order`).
+    """
+
+    data: ScenesTiles
+    grid: list
+    windows: list[Window]
+    panels: list[tuple[int, int]]
+    order: list[tuple[int, int]]
+
+
+def window_order(scene: Scene, plan: Any) -> WindowOrder:
+    """The windows of a :class:`jmlnet_geo.predict_windows.WindowPlan` and their order.
+
+    One order for the local run and for the cluster's row blocks, so both sum every pixel's
+    logits alike.
+    """
+    data = ScenesTiles([SceneTiles(scene)])
+    grid = list(GridTiles(data, plan.window, plan.window - plan.overlap))
+    windows = [window_of(scene, query) for _, query in grid]
+    panels = panel_columns(scene.width, plan.panel)
+    order = panel_order([int(w.col_off) for w in windows], plan.window, panels)
+    return WindowOrder(data, grid, windows, panels, order)
 
 
 class Blender:

@@ -130,19 +130,11 @@ def scene_plan(bundle: str, scene: str, options: PredictOptions, amp: str):
     return cached_predictor(bundle, options.device, amp).plan(open_scene(scene), options)
 
 
-def window_grid(scene: Any, plan: Any) -> tuple[Any, list, list]:
-    """The local run's windows: (dataset, sampler items, ``Window`` of each), in its order."""
-    from jmlnet_geo.tiling import GridTiles, ScenesTiles, SceneTiles, window_of
-
-    data = ScenesTiles([SceneTiles(scene)])
-    items = list(GridTiles(data, plan.window, plan.window - plan.overlap))
-    return data, items, [window_of(scene, query) for _, query in items]
-
-
 def row_blocks(scene: Any, plan: Any, split_pixels: int) -> list[tuple[int, int]]:
     """Owned output rows ``(top, bottom)`` of each block: whole window rows of the grid."""
-    _, _, windows = window_grid(scene, plan)
-    rows = sorted({int(w.row_off) for w in windows})
+    from jmlnet_geo.blending import window_order
+
+    rows = sorted({int(w.row_off) for w in window_order(scene, plan).windows})
     count = min(len(rows), max(1, -(-scene.width * scene.height // split_pixels)))
     firsts = [rows[len(rows) * b // count] for b in range(count)]
     firsts[0] = 0
@@ -164,15 +156,16 @@ def predict_block(
         Class ids uint8 (rows, width) and probabilities uint8 (K+1, rows, width) or None
         (see the module docstring).
     """
-    from jmlnet_geo.blending import Blender, strip_outputs
-    from jmlnet_geo.predict_windows import panel_columns, panel_order, reflect_outside
+    from jmlnet_geo.blending import Blender, strip_outputs, window_order
+    from jmlnet_geo.predict_windows import reflect_outside
     from jmlnet_geo.tiling import collate_tiles
 
     predictor = cached_predictor(bundle, options.device, amp)
     scene = open_scene(scene_path)
-    data, items, windows = window_grid(scene, plan)
-    panels = panel_columns(scene.width, plan.panel)
-    order = panel_order([int(w.col_off) for w in windows], plan.window, panels)
+    grid = window_order(scene, plan)
+    data, items, windows, panels, order = (
+        grid.data, grid.grid, grid.windows, grid.panels, grid.order
+    )  # fmt: skip
     needed = {
         i
         for i, (_, k) in enumerate(order)

@@ -43,6 +43,7 @@ from jmlnet_geo.blending import (
     strip_writers,
     submit_strip,
     timed_strips,
+    window_order,
 )
 from jmlnet_geo.bundle import build_model, load_bundle
 from jmlnet_geo.devices import resolve_device
@@ -65,13 +66,11 @@ from jmlnet_geo.predict_windows import (
     amp_dtype,
     gdal_cache_bytes,
     limit_gdal_cache,
-    panel_columns,
-    panel_order,
     plan_windows,
     reflect_outside,
     tta_mode,
 )
-from jmlnet_geo.tiling import GridTiles, ScenesTiles, SceneTiles, collate_tiles, window_of
+from jmlnet_geo.tiling import collate_tiles
 from jmlnet_geo.vocabulary import Progress, ShouldStop
 
 __all__ = ["Blender", "PredictOptions", "Prediction", "Predictor", "ResolutionWarning"]
@@ -301,19 +300,14 @@ class Predictor:
         progress: Progress | None,
         should_stop: ShouldStop | None,
     ) -> None:
-        data = ScenesTiles([SceneTiles(scene)])
-        window, overlap = plan.window, plan.overlap
-        grid = list(GridTiles(data, window, window - overlap))
-        panels = panel_columns(scene.width, plan.panel)
-        columns = [window_of(scene, query).col_off for _, query in grid]
-        order = panel_order(columns, window, panels)
-        sampler = [grid[k] for _, k in order]
+        windows = window_order(scene, plan)
+        sampler = [windows.grid[k] for _, k in windows.order]
         cuda = self.device.type == "cuda"
         workers = options.loader_workers
         if workers is None:
             workers = 1 if cuda else 0
         loader = torch.utils.data.DataLoader(
-            data,
+            windows.data,
             sampler=sampler,
             batch_size=plan.batch_size,
             num_workers=workers,
@@ -326,8 +320,8 @@ class Predictor:
         self._windows, self._height, self._width = total, scene.height, scene.width
         outputs = functools.partial(strip_outputs, probabilities=probs_path is not None)
         buffer = PanelBlender(
-            scene, self.card.num_classes, plan, panels, [p for p, _ in order], outputs,
-            options.weights,
+            scene, self.card.num_classes, plan, windows.panels, [p for p, _ in windows.order],
+            outputs, options.weights,
         )  # fmt: skip
         with (
             strip_writers(scene, self.card, classes_path, probs_path, self._phases) as write,
