@@ -62,6 +62,11 @@ def train(
         min=0.0,
         help="Box loss's projection window beside a box, fraction of its side (default 0.5).",
     ),
+    box_skip_neighbours: bool | None = typer.Option(
+        None,
+        "--box-skip-neighbours/--box-score-neighbours",
+        help="Leave other boxes of a box's class out of its projection window.",
+    ),
     rounds: int | None = typer.Option(
         None, "--rounds", min=1, help="Stage-2 rounds, each refreshing the model proposal."
     ),
@@ -152,6 +157,7 @@ def train(
         box_loss_weight=box_loss_weight,
         box_pairwise_weight=box_pairwise_weight,
         box_margin=box_margin,
+        box_skip_neighbours=box_skip_neighbours,
         rounds=rounds,
         loader_workers=loader_workers,
         val_every=val_every,

@@ -36,13 +36,31 @@ def _box_pixels(box: Tensor, height: int, width: int) -> tuple[int, int, int, in
     return c0, c1, r0, r1
 
 
+def _class_box_counts(
+    pixels: Sequence[tuple[int, int, int, int]],
+    labels: Tensor,
+    shape: Sequence[int],
+    device: torch.device,
+) -> dict[int, Tensor]:
+    """Per class id, an int32 (H, W) count of that class's boxes holding each pixel centre."""
+    counts: dict[int, Tensor] = {}
+    for (c0, c1, r0, r1), k in zip(pixels, labels.tolist(), strict=True):
+        count = counts.setdefault(k, torch.zeros(tuple(shape), dtype=torch.int32, device=device))
+        count[r0:r1, c0:c1] += 1
+    return counts
+
+
 def _dice(pred: Tensor, target: Tensor, eps: float = 1e-5) -> Tensor:
     """BoxInst's Dice loss ``1 - 2 sum(p t) / (sum(p^2) + sum(t^2))`` of two 1-D profiles."""
     return 1 - 2 * (pred * target).sum() / ((pred**2).sum() + (target**2).sum() + eps)
 
 
 def box_projection_loss(
-    probs: Tensor, boxes: Sequence[Tensor], labels: Sequence[Tensor], margin: float = 0.5
+    probs: Tensor,
+    boxes: Sequence[Tensor],
+    labels: Sequence[Tensor],
+    margin: float = 0.5,
+    skip_neighbours: bool = False,
 ) -> Tensor:
     """Projection term: each box's class map, projected on each axis, should match the box.
 
@@ -51,7 +69,10 @@ def box_projection_loss(
     the prediction is the largest ``probs[k]`` over the box's rows; the target is 1 on the
     box's columns and 0 on the others. Along y the same with rows and columns swapped. Each
     axis scores BoxInst's Dice loss; a box scores the sum of both (0 when the class fills the
-    box exactly and is absent beside it, 2 when the box is empty).
+    box exactly and is absent beside it, 2 when the box is empty). With ``skip_neighbours``,
+    the window's pixels inside another box of the same class (and not inside this one) count
+    as 0 before the projection, so parked neighbours of one class are not pushed out of each
+    other's margin.
 
     Args:
         probs: (N, C, H, W) float class probabilities (softmax of the logits).
@@ -59,6 +80,7 @@ def box_projection_loss(
             pixel belongs to a box when its centre is inside.
         labels: Per tile, int64 (n_i,) class ids 1..C-1 of those boxes.
         margin: Growth of the window on each side, as a fraction of the box's side.
+        skip_neighbours: Leave the pixels of other boxes of the same class out of the window.
 
     Returns:
         Scalar: the mean over the boxes holding at least one pixel centre; 0 (connected to
@@ -67,16 +89,25 @@ def box_projection_loss(
     height, width = probs.shape[-2:]
     terms = []
     for n, (tile_boxes, tile_labels) in enumerate(zip(boxes, labels, strict=True)):
-        for box, k in zip(tile_boxes, tile_labels.tolist(), strict=True):
-            c0, c1, r0, r1 = _box_pixels(box, height, width)
+        pixels = [_box_pixels(box, height, width) for box in tile_boxes]
+        counts = (
+            _class_box_counts(pixels, tile_labels, probs.shape[-2:], probs.device)
+            if skip_neighbours
+            else {}
+        )
+        for (c0, c1, r0, r1), k in zip(pixels, tile_labels.tolist(), strict=True):
             if c1 <= c0 or r1 <= r0:
                 continue
             gx, gy = math.ceil(margin * (c1 - c0)), math.ceil(margin * (r1 - r0))
             w0, w1 = max(c0 - gx, 0), min(c1 + gx, width)
             v0, v1 = max(r0 - gy, 0), min(r1 + gy, height)
-            p = probs[n, k]
-            along_x = p[r0:r1, w0:w1].amax(dim=0)  # (columns of the window,)
-            along_y = p[v0:v1, c0:c1].amax(dim=1)  # (rows of the window,)
+            window = probs[n, k, v0:v1, w0:w1]
+            if k in counts:  # zero the window's pixels that only other boxes of class k hold
+                others = counts[k][v0:v1, w0:w1].clone()
+                others[r0 - v0 : r1 - v0, c0 - w0 : c1 - w0] -= 1
+                window = window * (others == 0)
+            along_x = window[r0 - v0 : r1 - v0].amax(dim=0)  # (columns of the window,)
+            along_y = window[:, c0 - w0 : c1 - w0].amax(dim=1)  # (rows of the window,)
             target_x = torch.zeros_like(along_x)
             target_x[c0 - w0 : c1 - w0] = 1
             target_y = torch.zeros_like(along_y)
@@ -188,6 +219,7 @@ def box_consistency_loss(
     valid: Tensor,
     pairwise_weight: float = 1.0,
     margin: float = 0.5,
+    skip_neighbours: bool = False,
 ) -> Tensor:
     """BoxInst's box-consistency loss for semantic maps, needing no proposal.
 
@@ -206,6 +238,8 @@ def box_consistency_loss(
         pairwise_weight: Weight of the pairwise term (BoxInst: 1; 0: projection and outside
             terms only, the pairwise term is not computed).
         margin: The projection term's ``margin`` (:func:`box_projection_loss`).
+        skip_neighbours: Its ``skip_neighbours``: other boxes of a box's class are left out of
+            its window.
 
     Returns:
         Scalar.
@@ -218,7 +252,7 @@ def box_consistency_loss(
     log_probs = F.log_softmax(logits, dim=1)
     probs = log_probs.exp()
     box_mask, valid = box_mask.bool(), valid.bool()
-    projection = box_projection_loss(probs, boxes, labels, margin)
+    projection = box_projection_loss(probs, boxes, labels, margin, skip_neighbours)
     pairwise = 0.0
     if pairwise_weight:
         pairwise = pairwise_weight * box_pairwise_loss(probs, similarity, box_mask & valid)

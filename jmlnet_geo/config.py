@@ -90,6 +90,8 @@ class SegmenterConfig:
             the box's side, where the box's class is scored against 0 (BoxInst: the whole
             image, one instance per map; 0.5, the default; 0: inside the box only, so
             neighbouring boxes of the same class never pull against each other).
+        box_skip_neighbours: Leave the pixels inside other boxes of a box's class out of its
+            projection window (False, the default: scored against 0 like any pixel beside it).
         rounds: Stage-2 rounds: each round after the first finetunes the previous round's
             model with the ``model`` proposal refreshed from it (1: one stage 2, as the paper).
         drop_doubtful: Share of the boxes, the most doubtful by the proposals-only audit, that
@@ -122,6 +124,7 @@ class SegmenterConfig:
     box_loss_weight: float = 1.0
     box_pairwise_weight: float = 0.0
     box_margin: float = 0.5
+    box_skip_neighbours: bool = False
     rounds: int = 1
     drop_doubtful: float = 0.0
 

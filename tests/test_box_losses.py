@@ -66,6 +66,29 @@ def test_projection_without_margin_scores_inside_the_box_only():
     assert box_projection_loss(_probs(fg), BOX, CLASS).item() == pytest.approx(0.25, rel=1e-4)
 
 
+def test_projection_can_skip_same_class_neighbours_in_the_margin():
+    # two boxes of class 1 side by side (columns 2..4 and 5..7), their class filling both:
+    # each box's margin holds 2 columns of the other's object (Dice 1 - 2 * 3 / (5 + 3))
+    fg = torch.zeros(8, 8)
+    fg[2:6, 2:8] = 1
+    pair = [torch.tensor([[2.0, 2.0, 5.0, 6.0], [5.0, 2.0, 8.0, 6.0]])]
+    ones = [torch.tensor([1, 1])]
+    assert box_projection_loss(_probs(fg), pair, ones).item() == pytest.approx(0.25, rel=1e-4)
+    skipped = box_projection_loss(_probs(fg), pair, ones, skip_neighbours=True)
+    assert skipped.item() == pytest.approx(0, abs=1e-5)
+    # a neighbour of another class is no excuse: class 1 inside it still scores against 0
+    three = torch.cat([_probs(fg), torch.zeros(1, 1, 8, 8, dtype=torch.double)], dim=1)
+    mixed = box_projection_loss(three, pair, [torch.tensor([1, 2])], skip_neighbours=True)
+    # box 1 as above (0.25); box 2 (class 2 absent): Dice 1 on both axes
+    assert mixed.item() == pytest.approx((0.25 + 2) / 2, rel=1e-4)
+    # only the neighbour's pixels are skipped: class 1 in the margin outside both boxes counts
+    fg[2:6, 0:2] = 1  # columns 0..1 beside box 1: 2 more columns against its 3
+    alone = box_projection_loss(_probs(fg), [pair[0][:1]], [ones[0][:1]])
+    both = box_projection_loss(_probs(fg), pair, ones, skip_neighbours=True)
+    assert alone.item() == pytest.approx(1 - 2 * 3 / (7 + 3), rel=1e-4)
+    assert both.item() == pytest.approx((1 - 2 * 3 / (5 + 3) + 0) / 2, rel=1e-4)
+
+
 def test_projection_means_over_boxes_and_skips_empty_ones():
     fg = torch.zeros(8, 8)
     fg[2:6, 2:5] = 1
@@ -192,3 +215,7 @@ def test_box_loss_weight_trains_end_to_end_and_enters_the_fingerprints(jmlgeo, t
     inside = jmlgeo(*args, "--box-margin", "0", "--resume")
     reused = inside.err.split("reused finished stages:")[1].splitlines()[0]
     assert inside.code == 0 and "stage1" not in reused and "stage2" not in reused
+    # so is a window that skips same-class neighbours
+    skip = jmlgeo(*args, "--box-skip-neighbours", "--resume")
+    reused = skip.err.split("reused finished stages:")[1].splitlines()[0]
+    assert skip.code == 0 and "stage1" not in reused and "stage2" not in reused

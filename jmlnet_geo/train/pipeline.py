@@ -89,6 +89,7 @@ _OPTIONAL_DEFAULTS = {
     "box_loss_weight": 0.0,
     "box_pairwise_weight": 1.0,
     "box_margin": 0.5,
+    "box_skip_neighbours": False,
     "drop_doubtful": 0.0,
 }
 
@@ -246,6 +247,7 @@ def train(
     if not seg.box_loss_weight:  # the box loss's settings mean nothing without it
         stage1_settings.pop("box_pairwise_weight", None)
         stage1_settings.pop("box_margin", None)
+        stage1_settings.pop("box_skip_neighbours", None)
     fp1 = fingerprint(fps.get(stage1), masks_fp, stage1_settings, sorted(masked), "stage1",
                       *([drop_fp] if drop_fp else []))  # fmt: skip
     s1 = dict(proposals=[stage1], loss="ce", steps=seg.stage1_steps, lr=seg.lr)

@@ -43,6 +43,7 @@ class SegmenterTask(L.LightningModule):
         box_loss_weight: float = 0.0,
         box_pairwise_weight: float = 1.0,
         box_margin: float = 0.5,
+        box_skip_neighbours: bool = False,
     ) -> None:
         """Set up the task.
 
@@ -64,6 +65,7 @@ class SegmenterTask(L.LightningModule):
                 (:func:`jmlnet_geo.box_losses.box_consistency_loss`; 0: off).
             box_pairwise_weight: Weight of that loss's pairwise term (0: not computed).
             box_margin: Its projection term's margin beside each box (fraction of the side).
+            box_skip_neighbours: Leave other boxes of a box's class out of that margin.
         """
         super().__init__()
         self.model = model
@@ -74,6 +76,7 @@ class SegmenterTask(L.LightningModule):
         self.box_loss_weight = box_loss_weight
         self.box_pairwise_weight = box_pairwise_weight
         self.box_margin = box_margin
+        self.box_skip_neighbours = box_skip_neighbours
         self.optimizer_settings = OptimizerSettings(
             optimizer, lr, steps, momentum, weight_decay, poly_power, warmup
         )
@@ -99,6 +102,7 @@ class SegmenterTask(L.LightningModule):
             box_loss = box_consistency_loss(
                 logits.float(), batch["boxes"], batch["labels"], inside, similarity,
                 batch["valid"], self.box_pairwise_weight, self.box_margin,
+                self.box_skip_neighbours,
             )  # fmt: skip
             loss = loss + self.box_loss_weight * box_loss
         if not torch.isfinite(loss.detach()).all():

@@ -238,7 +238,7 @@ def _fit(name, init, proposals, loss, steps, lr, inputs: StageInputs):
         optimizer=seg.optimizer, momentum=seg.momentum, weight_decay=seg.weight_decay,
         poly_power=seg.poly_power, warmup=seg.warmup, seed=seg.seed,
         box_loss_weight=seg.box_loss_weight, box_pairwise_weight=seg.box_pairwise_weight,
-        box_margin=seg.box_margin,
+        box_margin=seg.box_margin, box_skip_neighbours=seg.box_skip_neighbours,
     )  # fmt: skip
     accelerator = resolve_device(config.device).type
     settings = FitSettings(
