@@ -1,7 +1,8 @@
 """Audit a box layer: how doubtful each box is, and which objects no box covers.
 
-Every box gets independent opinions: the proposals' masks inside it (:mod:`jmlnet_geo.proposals`)
-and, with a model, the predicted class map around it. Where they disagree with each other or
+Every box gets independent opinions: the proposals' masks inside it (:mod:`jmlnet_geo.proposals`),
+its look-alikes among the other boxes (:mod:`jmlnet_geo.audit_appearance`) and, with a model,
+the predicted class map around it. Where they disagree with each other or
 with the box, the box is doubtful. The pure functions here score one box from arrays; the
 orchestration (reading scenes, boxes, proposal and prediction rasters, writing the GeoPackage)
 is in :mod:`jmlnet_geo.audit_run`.
@@ -13,8 +14,10 @@ background, 1..K classes, 255 ignore / nodata).
 
 The doubt of a box is the largest of three parts, each in [0, 1]; its reason names the largest:
 
-- ``class?``: the model calls the object inside the box another class: the share of the
-  dominant other class over the object pixels of the box's and that class (model only).
+- ``class?``: the box looks like another class: the share of its look-alikes labelled with
+  another class (appearance); with a model, the larger of that and the model's share of the
+  dominant other class over the object pixels of the box's and that class (either opinion
+  alone may see it: a layer of one class has no look-alike of another).
 - ``empty?``: little inside the box is object: ``1 - object share / empty_share``, clipped;
   with proposals only, at least the share of the proposals that found nothing (below).
 - ``extent?``: the object's extent is not the box's: ``1 -`` the IoU of the envelope of the
@@ -60,6 +63,10 @@ class AuditOptions:
         min_pixels: ``missing``: smallest predicted component in pixels (None: a quarter of
             the 5th percentile of the box areas, at least 4).
         min_score: ``missing``: smallest mean probability of the component's class (0-1).
+        appearance: Ask the appearance opinion (``class?`` without a model).
+        look_alikes: Its look-alikes per box (``k`` of
+            :func:`jmlnet_geo.audit_appearance.look_alike_votes`).
+        size_weight: Its weight of the box size against the look.
     """
 
     margin: float = 0.5
@@ -67,6 +74,9 @@ class AuditOptions:
     model_weight: float = 0.75
     min_pixels: int | None = None
     min_score: float = 0.5
+    appearance: bool = True
+    look_alikes: int = 10
+    size_weight: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -212,6 +222,7 @@ def doubt(
     extent: float = math.nan,
     options: AuditOptions = AuditOptions(),
     fallback: float = math.nan,
+    appearance: float = math.nan,
 ) -> tuple[float, str]:
     """A box's doubt in [0, 1] and its reason (see the module docstring).
 
@@ -223,6 +234,7 @@ def doubt(
         options: Thresholds and weights.
         fallback: :func:`proposal_fallback` (NaN: not known); 1 (every proposal is the
             filled box) makes the proposals' parts 1.
+        appearance: Share of the box's look-alikes with another class (NaN: no opinion).
 
     Returns:
         (doubt, reason); (NaN, "") when nothing had an opinion.
@@ -237,9 +249,12 @@ def doubt(
     if nothing:  # every proposal fell back to the filled box
         prop_part = 1.0
     parts = {}
+    if not math.isnan(appearance):
+        parts["class?"] = appearance
     if model is not None:
         pair = model.class_share + model.other_share
-        parts["class?"] = model.other_share / pair if pair > 0.02 else 0.0
+        model_class = model.other_share / pair if pair > 0.02 else 0.0
+        parts["class?"] = max(known(model_class, appearance))
         parts["empty?"] = _empty(model.object_share, options.empty_share)
         model_part = 1.0 - model.extent_iou if model.object_share > 0 else 0.0
         if math.isnan(prop_part):

@@ -25,8 +25,11 @@ if TYPE_CHECKING:
     from jmlnet_geo.audit_run import SceneAudit
 
 #: Columns the audit adds to the box layer.
-COLUMNS = ("feature", "scene", "agreement", "fill", "proposal_extent", "fallback", "class_share",
-           "other_class", "other_share", "extent_iou", "doubt", "reason")  # fmt: skip
+COLUMNS = ("feature", "scene", "agreement", "fill", "proposal_extent", "fallback", "appearance",
+           "appearance_class", "class_share", "other_class", "other_share", "extent_iou",
+           "doubt", "reason")  # fmt: skip
+#: Columns holding a class id (written as the class's name, "" for 0).
+CLASS_COLUMNS = ("other_class", "appearance_class")
 BOXES_LAYER, MISSING_LAYER = "boxes", "missing"
 
 
@@ -45,7 +48,8 @@ def audit_frame(
     columns["feature"] = list(range(n))
     columns["scene"] = [""] * n
     columns["reason"] = [""] * n
-    columns["other_class"] = [""] * n
+    for key in CLASS_COLUMNS:
+        columns[key] = [""] * n
     best = np.full(n, -1.0)
     for sb, audit in zip(scene_boxes, audits, strict=True):
         areas = (sb.xyxy[:, 2] - sb.xyxy[:, 0]) * (sb.xyxy[:, 3] - sb.xyxy[:, 1])
@@ -55,7 +59,7 @@ def audit_frame(
             best[feature] = area
             columns["scene"][feature] = sb.scene.name
             for key, value in row.items():
-                if key == "other_class":
+                if key in CLASS_COLUMNS:
                     value = class_names[value - 1] if value else ""
                 columns[key][feature] = value
     frame = original.drop(columns=[c for c in COLUMNS if c in original.columns])

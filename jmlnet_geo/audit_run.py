@@ -18,7 +18,9 @@ column for plain images).
 Columns of ``boxes``: ``feature`` (0-based row in the input), ``scene`` (file name),
 ``agreement`` and ``fill`` and ``proposal_extent`` (proposals, 0-1; not computed, fill 0, when
 every proposal is the filled box), ``fallback`` (share of the proposals that are the filled
-box, their fallback when they find nothing), ``class_share``,
+box, their fallback when they find nothing), ``appearance`` and ``appearance_class`` (share of
+the box's look-alikes with another class, and the dominant one:
+:mod:`jmlnet_geo.audit_appearance`), ``class_share``,
 ``other_class``, ``other_share``, ``extent_iou`` (model), ``doubt`` (0-1) and ``reason``
 (:mod:`jmlnet_geo.audit`). Features on no scene keep NaN scores and sort last.
 """
@@ -48,6 +50,7 @@ from jmlnet_geo.audit import (
     proposal_fallback,
     proposal_fill,
 )
+from jmlnet_geo.audit_appearance import Appearance, scene_appearance
 from jmlnet_geo.audit_layers import audit_frame, missing_frame
 from jmlnet_geo.errors import InputFileError, OptionError, display_path
 from jmlnet_geo.io.raster import Scene
@@ -161,6 +164,7 @@ def score_scene(
     prediction: tuple[Path, Path | None] | None,
     options: AuditOptions | None = None,
     progress: Callable[[int], None] | None = None,
+    looks: Appearance | None = None,
 ) -> SceneAudit:
     """Score the boxes of one scene (and find its missing objects with a prediction).
 
@@ -170,6 +174,7 @@ def score_scene(
         prediction: (class raster, probability raster or None) on the scene's grid, or None.
         options: Scoring settings.
         progress: Called with the number of boxes scored so far.
+        looks: The appearance opinion of these boxes (:func:`scene_appearance`), or None.
     """
     from jmlnet_geo.proposals.agreement import box_masks_from_raster
 
@@ -194,6 +199,8 @@ def score_scene(
             "proposal_extent": proposal_extent(found),
             "fallback": fallback,
         }
+        if looks is not None:
+            row |= {"appearance": looks.other_share[i], "appearance_class": looks.other_class[i]}
         scores = None
         if classes is not None:
             crop, local = _context(classes, box, options.margin)
@@ -204,9 +211,9 @@ def score_scene(
                 "other_share": scores.other_share,
                 "extent_iou": scores.extent_iou,
             }
-        row["doubt"], row["reason"] = doubt(
-            scores, row["agreement"], row["fill"], row["proposal_extent"], options, fallback
-        )
+        row["doubt"], row["reason"] = doubt(scores, row["agreement"], row["fill"],
+                                            row["proposal_extent"], options, fallback,
+                                            row.get("appearance", math.nan))  # fmt: skip
         result.rows.append(row)
         if progress:
             progress(i + 1)
@@ -338,13 +345,16 @@ def run_audit(
                 )
         audits = []
         total = sum(len(sb) for sb in scene_boxes)
+        with progress_of("appearance", "scenes") as report:
+            looks = scene_appearance(scene_boxes, options, say)
+            report(len(scene_boxes), len(scene_boxes))
         with progress_of("audit", "boxes") as report:
             done = 0
-            for sb in scene_boxes:
+            for sb, look in zip(scene_boxes, looks, strict=True):
                 paths = {m: proposal_path(folder, sb.scene, m) for m in methods}
                 pred = prediction_paths(predictions, sb.scene) if predictions else None
-                audits.append(score_scene(sb, paths, pred, options,
-                                          lambda i, d=done: report(d + i, total)))  # fmt: skip
+                report_box = lambda i, d=done: report(d + i, total)  # noqa: E731
+                audits.append(score_scene(sb, paths, pred, options, report_box, look))
                 done += len(sb)
             report(total, total)
     boxes = audit_frame(original, scene_boxes, audits, names)

@@ -1,7 +1,8 @@
 """``jmlgeo train --drop-doubtful FRACTION``: train without the most doubtful boxes.
 
-After the proposal stage, every box is scored by the proposals-only audit
-(:func:`jmlnet_geo.audit_run.score_scene` on the run's own proposal rasters, no model); the
+After the proposal stage, every box is scored by the audit without a model
+(:func:`jmlnet_geo.audit_run.score_scene` on the run's own proposal rasters, with the
+appearance opinion of :mod:`jmlnet_geo.audit_appearance` over the scored scenes); the
 ``FRACTION`` most doubtful features of the box layer are dropped. A dropped box is *ignore*,
 not background: in every label layer the segmenter stages read, the pixels of its box that no
 kept box covers are 255 (:class:`jmlnet_geo.tiling.SceneTiles`' ``ignore``); it is left out of
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 #: The run-folder stage and file of the dropped boxes.
 STAGE = "drop_doubtful"
 DROPPED_FILE = "dropped_boxes.gpkg"
+#: Enters the stage's fingerprint: choices made before the appearance opinion are made again.
+APPEARANCE = "appearance-1"
 
 
 def check_fraction(fraction: float) -> float:
@@ -57,7 +60,7 @@ class Dropped:
         feature: Its 0-based row in the box layer file.
         scene: File name of the scene whose score dropped it (its largest doubt).
         doubt: Its doubt (0-1).
-        reason: ``empty?`` or ``extent?`` (:mod:`jmlnet_geo.audit`).
+        reason: ``class?``, ``empty?`` or ``extent?`` (:mod:`jmlnet_geo.audit`).
     """
 
     feature: int
@@ -77,6 +80,7 @@ def most_doubtful(
     methods: Sequence[str],
     fraction: float,
     skip_scenes: set[str] = frozenset(),
+    say: Callable[[str], None] = lambda text: None,
 ) -> list[Dropped]:
     """The ``round(fraction x features)`` most doubtful features, most doubtful first.
 
@@ -86,19 +90,22 @@ def most_doubtful(
         methods: The proposals that score the boxes (at least one).
         fraction: Share of the scored features to drop, 0 <= fraction < 1.
         skip_scenes: Paths of scenes not scored (they train on true masks).
+        say: Receives a one-line note (the appearance opinion skipped).
 
     A feature on several scenes counts once, with its largest doubt; features nothing had an
     opinion on (NaN doubt) are never dropped.
     """
+    from jmlnet_geo.audit import AuditOptions
+    from jmlnet_geo.audit_appearance import scene_appearance
     from jmlnet_geo.audit_run import score_scene
     from jmlnet_geo.proposals.compose import proposal_path
 
     best: dict[int, Dropped] = {}
-    for sb in scene_boxes:
-        if sb.scene.path in skip_scenes or len(sb) == 0:
-            continue
+    scored = [sb for sb in scene_boxes if sb.scene.path not in skip_scenes and len(sb)]
+    looks = scene_appearance(scored, AuditOptions(), say)
+    for sb, look in zip(scored, looks, strict=True):
         paths = {m: proposal_path(folder, sb.scene, m) for m in methods}
-        rows = score_scene(sb, paths, None).rows
+        rows = score_scene(sb, paths, None, looks=look).rows
         for feature, row in zip(sb.features, rows, strict=True):
             value = float(row["doubt"])
             if math.isnan(value):
@@ -192,13 +199,14 @@ def drop_doubtful(
             f"--drop-doubtful {fraction:g}: every scene trains on true masks, so no proposal "
             "scores the boxes; drop the option"
         )
-    fp = fingerprint(list(methods), list(method_fps), sorted(mask_scenes), fraction, STAGE)
+    fp = fingerprint(list(methods), list(method_fps), sorted(mask_scenes), fraction, STAGE,
+                     APPEARANCE)  # fmt: skip
     path = run.path / DROPPED_FILE
     if run.reusable(STAGE, fp) and path.exists():
         dropped = [Dropped(**d) for d in run.entry(STAGE).get("dropped", [])]
     else:
         dropped = most_doubtful(scene_boxes, run.path / "proposals", methods, fraction,
-                                mask_scenes)  # fmt: skip
+                                mask_scenes, say)  # fmt: skip
         if run.primary:
             write_dropped(path, boxes, dropped)
             run.finish(STAGE, fp, fraction=fraction, methods=list(methods),

