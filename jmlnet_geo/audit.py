@@ -22,7 +22,9 @@ The doubt of a box is the largest of three parts, each in [0, 1]; its reason nam
   with proposals only, at least the share of the proposals that found nothing (below).
 - ``extent?``: the object's extent is not the box's: ``1 -`` the IoU of the envelope of the
   predicted object (its connected component, which may reach past the box) with the box; with
-  proposals only, the proposals' part below.
+  proposals only, the proposals' part below; in both cases at least the size part of the
+  appearance opinion, ``|ln(side / look-alikes' side)| / ln 2`` clipped to 1 (a box twice or
+  half the size of the boxes of its class that look like it scores 1).
 
 A proposal that found nothing in a box is the filled box (the fallback of
 :mod:`jmlnet_geo.proposals.compose`). When *every* proposal is the filled box, the box is
@@ -223,6 +225,7 @@ def doubt(
     options: AuditOptions = AuditOptions(),
     fallback: float = math.nan,
     appearance: float = math.nan,
+    log_size_ratio: float = math.nan,
 ) -> tuple[float, str]:
     """A box's doubt in [0, 1] and its reason (see the module docstring).
 
@@ -235,6 +238,7 @@ def doubt(
         fallback: :func:`proposal_fallback` (NaN: not known); 1 (every proposal is the
             filled box) makes the proposals' parts 1.
         appearance: Share of the box's look-alikes with another class (NaN: no opinion).
+        log_size_ratio: ln of the box's side over its same-class look-alikes' (NaN: none).
 
     Returns:
         (doubt, reason); (NaN, "") when nothing had an opinion.
@@ -269,6 +273,9 @@ def doubt(
             parts["empty?"] = 1.0
         if not math.isnan(prop_part):
             parts["extent?"] = prop_part
+    if not math.isnan(log_size_ratio):
+        size_part = min(abs(log_size_ratio) / math.log(2), 1.0)
+        parts["extent?"] = max(parts.get("extent?", 0.0), size_part)
     if not parts:
         return math.nan, ""
     reason = max(REASONS, key=lambda r: (parts.get(r, -1.0), -REASONS.index(r)))

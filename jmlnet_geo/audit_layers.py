@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
 #: Columns the audit adds to the box layer.
 COLUMNS = ("feature", "scene", "agreement", "fill", "proposal_extent", "fallback", "appearance",
-           "appearance_class", "class_share", "other_class", "other_share", "extent_iou",
-           "doubt", "reason")  # fmt: skip
+           "appearance_class", "size_ratio", "class_share", "other_class", "other_share",
+           "extent_iou", "doubt", "reason")  # fmt: skip
 #: Columns holding a class id (written as the class's name, "" for 0).
 CLASS_COLUMNS = ("other_class", "appearance_class")
 BOXES_LAYER, MISSING_LAYER = "boxes", "missing"

@@ -19,8 +19,8 @@ Columns of ``boxes``: ``feature`` (0-based row in the input), ``scene`` (file na
 ``agreement`` and ``fill`` and ``proposal_extent`` (proposals, 0-1; not computed, fill 0, when
 every proposal is the filled box), ``fallback`` (share of the proposals that are the filled
 box, their fallback when they find nothing), ``appearance`` and ``appearance_class`` (share of
-the box's look-alikes with another class, and the dominant one:
-:mod:`jmlnet_geo.audit_appearance`), ``class_share``,
+the box's look-alikes with another class, and the dominant one) and ``size_ratio`` (its side
+over its same-class look-alikes'; :mod:`jmlnet_geo.audit_appearance`), ``class_share``,
 ``other_class``, ``other_share``, ``extent_iou`` (model), ``doubt`` (0-1) and ``reason``
 (:mod:`jmlnet_geo.audit`). Features on no scene keep NaN scores and sort last.
 """
@@ -200,7 +200,8 @@ def score_scene(
             "fallback": fallback,
         }
         if looks is not None:
-            row |= {"appearance": looks.other_share[i], "appearance_class": looks.other_class[i]}
+            row |= {"appearance": looks.other_share[i], "appearance_class": looks.other_class[i],
+                    "size_ratio": math.exp(looks.log_size_ratio[i])}  # fmt: skip
         scores = None
         if classes is not None:
             crop, local = _context(classes, box, options.margin)
@@ -213,7 +214,8 @@ def score_scene(
             }
         row["doubt"], row["reason"] = doubt(scores, row["agreement"], row["fill"],
                                             row["proposal_extent"], options, fallback,
-                                            row.get("appearance", math.nan))  # fmt: skip
+                                            row.get("appearance", math.nan),
+                                            math.log(row.get("size_ratio", math.nan)))  # fmt: skip
         result.rows.append(row)
         if progress:
             progress(i + 1)

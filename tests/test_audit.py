@@ -100,6 +100,9 @@ def test_audit_ranks_the_wrong_class_first_finds_the_missing_box_keeps_crs(jmlge
     assert result.code == 0, result.err
     audited = gpd.read_file(out, layer="boxes")
     assert audited.crs == UTM and len(audited) == 3
+    # one class only: no look-alike of another class, sizes alike (the appearance opinion)
+    assert audited["appearance"].tolist() == [0.0, 0.0, 0.0]
+    assert audited["size_ratio"].between(0.99, 1.01).all()
     assert audited["note"].iloc[0] == "swapped" and audited["reason"].iloc[0] == "class?"
     assert audited["other_class"].iloc[0] == "ship"
     assert list(audited["doubt"]) == sorted(audited["doubt"], reverse=True)

@@ -9,7 +9,14 @@ import pytest
 import torch
 from conftest import pixel_box, write_boxes, write_scene
 
-from jmlnet_geo.audit_appearance import CROP, appearance, box_crops, look_alike_votes
+from jmlnet_geo.audit import doubt
+from jmlnet_geo.audit_appearance import (
+    CROP,
+    appearance,
+    box_crops,
+    look_alike_votes,
+    size_against_look_alikes,
+)
 
 
 def _unit(*rows):
@@ -38,6 +45,22 @@ def test_look_alike_votes_single_box_classes_and_size():
     ids, sides = np.array([1, 2, 1, 2]), np.log([10.0, 40.0, 10.0, 40.0])
     assert look_alike_votes(emb, ids, sides, k=1, size_weight=0.0)[0][0] == 1.0
     assert look_alike_votes(emb, ids, sides, k=1, size_weight=0.3)[0][0] == 0.0
+
+
+def test_size_against_same_class_look_alikes_by_hand():
+    # class 1: three look-alikes of side 10 and one of side 20 (a loose box); class 2 alone
+    emb = _unit([1, 0], [1, 0.1], [1, 0.05], [1, 0.02], [0, 1])
+    ids = np.array([1, 1, 1, 1, 2])
+    sides = np.log([10.0, 10.0, 10.0, 20.0, 50.0])
+    ratio = size_against_look_alikes(emb, ids, sides, k=3)
+    assert ratio[3] == pytest.approx(math.log(2)) and math.isnan(ratio[4])
+    assert ratio[0] == pytest.approx(0.0)  # median of 10, 10, 20
+    # in the doubt: twice the size is extent? 1; 1.19x (a quarter of ln 2) is 0.25
+    assert doubt(None, log_size_ratio=math.log(2)) == (1.0, "extent?")
+    assert doubt(None, log_size_ratio=-0.25 * math.log(2))[0] == pytest.approx(0.25)
+    # the larger of it and the proposals' extent part
+    assert doubt(None, extent=0.2, log_size_ratio=0.0)[0] == pytest.approx(0.8)
+    assert doubt(None, appearance=0.9, log_size_ratio=0.0) == (0.9, "class?")
 
 
 def test_box_crops_read_square_context_at_edges_and_scale(tmp_path):
