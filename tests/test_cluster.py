@@ -157,6 +157,19 @@ def test_workers_keep_freed_buffers_for_reuse(client):
     assert list(client.run(tune_malloc).values()) == [True, True]
 
 
+def test_local_cluster_workers_run_without_the_profiler():
+    from jmlnet_geo.cluster import QUIET_WORKERS, cluster_client
+
+    def settings():
+        import dask
+
+        return {key: dask.config.get(key) for key in QUIET_WORKERS}
+
+    with cluster_client("local:1") as client:
+        assert list(client.run(settings).values()) == [QUIET_WORKERS]
+    assert settings() != QUIET_WORKERS  # this process's configuration is left as it was
+
+
 def test_costlier_tasks_start_first(client):
     # the run should not end with one worker on a long task while the other idles
     def started(cost):  # by value to the workers (a local function)
