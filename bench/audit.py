@@ -41,9 +41,8 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from jmlnet_geo.evaluate import box_iou, roc_auc
-from jmlnet_geo.evaluate.report import markdown_table
-
+# the checkout this file is in first: a worktree's run uses its own jmlnet_geo, not the
+# editable install's
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.data import SHARED, Part, isaid_layers, isaid_part, nwpu_part  # noqa: E402
 from bench.report import (  # noqa: E402
@@ -54,6 +53,8 @@ from bench.report import (  # noqa: E402
     pct,
     update_section,
 )
+from jmlnet_geo.evaluate import box_iou, roc_auc  # noqa: E402
+from jmlnet_geo.evaluate.report import markdown_table  # noqa: E402
 
 TARGETS = {"class": 0.9, "shift": 0.8, "enlarge": 0.7}
 KINDS = ("class", "shift", "enlarge", "delete")

@@ -16,9 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jmlnet_geo.proposals.options import CLASSIC_METHODS, ProposalOptions
-
-if __package__ in (None, ""):  # run as a file (python bench/proposals.py)
+if __package__ in (None, ""):  # run as a file (python bench/proposals.py); this checkout first
     sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
 
 from bench.data import SHARED, classic_scores, load_isaid, load_nwpu, load_spacenet
@@ -39,6 +37,7 @@ from bench.report import (
     work_folder,
 )
 from jmlnet_geo.evaluate.report import markdown_table
+from jmlnet_geo.proposals.options import CLASSIC_METHODS, ProposalOptions  # noqa: E402
 
 SECTION = "proposals"
 PARTS = ("quality",)
