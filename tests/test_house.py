@@ -52,8 +52,9 @@ LAYERS = {
     "cluster": 5,
     "cluster_predict": 6,
     "audit_layers": 5,
-    "audit_run": 6,
-    "train": 7,
+    "audit_appearance": 6,
+    "audit_run": 7,
+    "train": 8,
 }
 
 #: The modules these rules cover (the plugin's tests and the benches' tests are not modules).
