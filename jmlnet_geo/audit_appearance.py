@@ -225,9 +225,12 @@ def appearance(
 
     model = model or load_embedder()
     boxes = [pixel_boxes(sb) for sb in scene_boxes]
-    embeddings = torch.cat(
-        [embed(model, box_crops(sb.scene, b)) for sb, b in zip(scene_boxes, boxes, strict=True)]
-    )
+    # crops read and embedded BATCH at a time: a scene of 10 000 boxes would hold 1.1 GB of them
+    embeddings = torch.cat([
+        embed(model, box_crops(sb.scene, b[i : i + BATCH]))
+        for sb, b in zip(scene_boxes, boxes, strict=True)
+        for i in range(0, max(len(b), 1), BATCH)
+    ])  # fmt: skip
     every = np.concatenate([b.reshape(-1, 4) for b in boxes]) if boxes else np.zeros((0, 4))
     sides = np.log(np.maximum(np.maximum(every[:, 2] - every[:, 0], every[:, 3] - every[:, 1]), 1))
     ids = np.concatenate([np.asarray(sb.class_ids, np.int64) for sb in scene_boxes] or [[]])
