@@ -209,6 +209,7 @@ def appearance(
     k: int = 10,
     size_weight: float = 0.3,
     model: torch.nn.Module | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[Appearance]:
     """The appearance opinion of every box of every scene, look-alikes drawn from all scenes.
 
@@ -217,6 +218,7 @@ def appearance(
         k: Look-alikes per box (:func:`look_alike_votes`).
         size_weight: Weight of the size difference (:func:`look_alike_votes`).
         model: The embedder (default :func:`load_embedder`).
+        progress: Called with the number of scenes embedded so far.
 
     Returns:
         One :class:`Appearance` per scene, in order.
@@ -225,12 +227,14 @@ def appearance(
 
     model = model or load_embedder()
     boxes = [pixel_boxes(sb) for sb in scene_boxes]
-    # crops read and embedded BATCH at a time: a scene of 10 000 boxes would hold 1.1 GB of them
-    embeddings = torch.cat([
-        embed(model, box_crops(sb.scene, b[i : i + BATCH]))
-        for sb, b in zip(scene_boxes, boxes, strict=True)
-        for i in range(0, max(len(b), 1), BATCH)
-    ])  # fmt: skip
+    parts = []
+    for done, (sb, b) in enumerate(zip(scene_boxes, boxes, strict=True), 1):
+        # crops read and embedded BATCH at a time: 10 000 boxes would hold 1.1 GB of them
+        parts += [embed(model, box_crops(sb.scene, b[i : i + BATCH]))
+                  for i in range(0, max(len(b), 1), BATCH)]  # fmt: skip
+        if progress:
+            progress(done)
+    embeddings = torch.cat(parts)
     every = np.concatenate([b.reshape(-1, 4) for b in boxes]) if boxes else np.zeros((0, 4))
     sides = np.log(np.maximum(np.maximum(every[:, 2] - every[:, 0], every[:, 3] - every[:, 1]), 1))
     ids = np.concatenate([np.asarray(sb.class_ids, np.int64) for sb in scene_boxes] or [[]])
@@ -245,14 +249,21 @@ def appearance(
 
 
 def scene_appearance(
-    scene_boxes: Sequence[SceneBoxes], options: AuditOptions, say: Callable[[str], None]
+    scene_boxes: Sequence[SceneBoxes],
+    options: AuditOptions,
+    say: Callable[[str], None],
+    progress: Callable[[int], None] | None = None,
 ) -> list[Appearance | None]:
-    """:func:`appearance` as ``options`` ask; None per scene when off or without the weights."""
+    """:func:`appearance` as ``options`` ask; None per scene when off or without the weights.
+
+    ``progress`` is called with the number of scenes embedded so far.
+    """
     from jmlnet_geo.errors import JmlGeoError
 
     if options.appearance:
         try:
-            return appearance(scene_boxes, options.look_alikes, options.size_weight)
+            return appearance(scene_boxes, options.look_alikes, options.size_weight,
+                              progress=progress)  # fmt: skip
         except JmlGeoError as err:  # the ImageNet weights' package is missing
             say(f"appearance opinion skipped: {err}")
     return [None] * len(scene_boxes)

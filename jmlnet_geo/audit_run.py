@@ -199,9 +199,11 @@ def score_scene(
             "proposal_extent": proposal_extent(found),
             "fallback": fallback,
         }
+        share = log_ratio = math.nan
         if looks is not None:
-            row |= {"appearance": looks.other_share[i], "appearance_class": looks.other_class[i],
-                    "size_ratio": math.exp(looks.log_size_ratio[i])}  # fmt: skip
+            share, log_ratio = looks.other_share[i], looks.log_size_ratio[i]
+            row |= {"appearance": share, "appearance_class": looks.other_class[i],
+                    "size_ratio": math.exp(log_ratio)}  # fmt: skip
         scores = None
         if classes is not None:
             crop, local = _context(classes, box, options.margin)
@@ -213,9 +215,8 @@ def score_scene(
                 "extent_iou": scores.extent_iou,
             }
         row["doubt"], row["reason"] = doubt(scores, row["agreement"], row["fill"],
-                                            row["proposal_extent"], options, fallback,
-                                            row.get("appearance", math.nan),
-                                            math.log(row.get("size_ratio", math.nan)))  # fmt: skip
+                                            row["proposal_extent"], options, fallback, share,
+                                            log_ratio)  # fmt: skip
         result.rows.append(row)
         if progress:
             progress(i + 1)
@@ -348,15 +349,19 @@ def run_audit(
         audits = []
         total = sum(len(sb) for sb in scene_boxes)
         with progress_of("appearance", "scenes") as report:
-            looks = scene_appearance(scene_boxes, options, say)
-            report(len(scene_boxes), len(scene_boxes))
+            looks = scene_appearance(
+                scene_boxes, options, say, lambda done: report(done, len(scene_boxes))
+            )
         with progress_of("audit", "boxes") as report:
             done = 0
             for sb, look in zip(scene_boxes, looks, strict=True):
                 paths = {m: proposal_path(folder, sb.scene, m) for m in methods}
                 pred = prediction_paths(predictions, sb.scene) if predictions else None
-                report_box = lambda i, d=done: report(d + i, total)  # noqa: E731
-                audits.append(score_scene(sb, paths, pred, options, report_box, look))
+
+                def scored(i: int, d: int = done) -> None:
+                    report(d + i, total)
+
+                audits.append(score_scene(sb, paths, pred, options, scored, look))
                 done += len(sb)
             report(total, total)
     boxes = audit_frame(original, scene_boxes, audits, names)

@@ -108,7 +108,9 @@ def test_a_box_that_looks_like_another_class_is_flagged(tmp_path):
     torch.manual_seed(0)
     model = timm.create_model(ENCODER_NAME, pretrained=False, num_classes=0).eval()
     (sb,) = boxes_for_scenes(layer, open_scenes([scene]))
-    (looks,) = appearance([sb], k=3, model=model)
+    seen = []
+    (looks,) = appearance([sb], k=3, model=model, progress=seen.append)
+    assert seen == [1]  # one scene embedded
     share = dict(zip(sb.features.tolist(), looks.other_share, strict=True))
     swapped = sb.features.tolist().index(8)
     assert share.pop(8) == pytest.approx(1.0) and looks.other_class[swapped] == 2  # "b"
