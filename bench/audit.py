@@ -140,10 +140,17 @@ def isaid_everything(work: Path) -> Part:
 
 
 def corrupted_layer(part: Part, work: Path, seed: int) -> tuple[Path, gpd.GeoDataFrame]:
-    """Write the corrupted layer of a part (and return its deleted rows)."""
+    """Write the corrupted layer of a part (and return its deleted rows).
+
+    An existing layer of the same seed is kept: a rewritten GeoPackage has other bytes, and a
+    run's fingerprint of its box layer would then retrain every stage.
+    """
     out, deleted = corrupt(gpd.read_file(part.train_boxes), "class", 0.05, seed)
     path = work / f"{part.name}_corrupted_{part.train_boxes.stem}.gpkg"
-    out.to_file(path, driver="GPKG")
+    made = path.with_suffix(".seed")
+    if not (path.exists() and made.exists() and made.read_text() == str(seed)):
+        out.to_file(path, driver="GPKG")
+        made.write_text(str(seed))
     return path, deleted
 
 

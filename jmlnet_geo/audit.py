@@ -5,7 +5,8 @@ its look-alikes among the other boxes (:mod:`jmlnet_geo.audit_appearance`) and, 
 the predicted class map around it. Where they disagree with each other or
 with the box, the box is doubtful. The pure functions here score one box from arrays; the
 orchestration (reading scenes, boxes, proposal and prediction rasters, writing the GeoPackage)
-is in :mod:`jmlnet_geo.audit_run`.
+is in :mod:`jmlnet_geo.audit_run`; the ``missing`` layer's objects in
+:mod:`jmlnet_geo.audit_missing`.
 
 Coordinate space: everything here is in the pixel space of one scene (or of a crop of it);
 boxes are int (4,) ``col0, row0, col1, row1`` with the end exclusive
@@ -62,9 +63,13 @@ class AuditOptions:
             side (the object's component may reach past a shifted or tight box).
         empty_share: A box whose object share is below this is (partly) ``empty?``.
         model_weight: With a model and proposals, the model's share of the extent doubt.
-        min_pixels: ``missing``: smallest predicted component in pixels (None: a quarter of
-            the 5th percentile of the box areas, at least 4).
+        min_pixels: ``missing``: smallest predicted component in pixels (None: per class, a
+            quarter of the 5th percentile of its box areas, at least 4;
+            :func:`jmlnet_geo.audit_missing.default_min_pixels`).
         min_score: ``missing``: smallest mean probability of the component's class (0-1).
+        max_boxed_share: ``missing``: largest share of a component's pixels inside boxes.
+        min_look_alike: ``missing``, with the appearance opinion: smallest share of a
+            candidate's look-alikes labelled with its class (0-1).
         appearance: Ask the appearance opinion (``class?`` without a model).
         look_alikes: Its look-alikes per box (``k`` of
             :func:`jmlnet_geo.audit_appearance.look_alike_votes`).
@@ -76,6 +81,8 @@ class AuditOptions:
     model_weight: float = 0.75
     min_pixels: int | None = None
     min_score: float = 0.5
+    max_boxed_share: float = 0.5
+    min_look_alike: float = 0.5
     appearance: bool = True
     look_alikes: int = 10
     size_weight: float = 0.3
@@ -284,81 +291,3 @@ def doubt(
 
 def _empty(share: float, empty_share: float) -> float:
     return float(np.clip(1.0 - share / empty_share, 0.0, 1.0)) if empty_share > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class Component:
-    """A predicted object no box touches (a ``missing`` candidate), in scene pixels.
-
-    Attributes:
-        box: int (4,) envelope ``col0, row0, col1, row1``, end exclusive.
-        class_id: Majority class id of its pixels (1..K).
-        score: Mean predicted probability of that class over its pixels (0-1).
-        pixels: Its size in pixels.
-    """
-
-    box: tuple[int, int, int, int]
-    class_id: int
-    score: float
-    pixels: int
-
-
-def missing_components(
-    classes: np.ndarray,
-    probabilities: np.ndarray | None,
-    boxes: np.ndarray,
-    min_pixels: int,
-    min_score: float,
-) -> list[Component]:
-    """Predicted objects that no box touches, large and confident enough; best score first.
-
-    Args:
-        classes: uint8 (H, W) predicted class ids of a scene (0 background, 255 nodata).
-        probabilities: uint8 (K+1, H, W) class probabilities x 255 (background first), or None
-            (each component's score is then 1).
-        boxes: int (N, 4) the scene's boxes, ``col0, row0, col1, row1``, end exclusive.
-        min_pixels: Components with fewer pixels are left out.
-        min_score: Components whose mean class probability is lower are left out.
-    """
-    foreground = (classes != BACKGROUND) & (classes != IGNORE)
-    import cv2
-
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(
-        foreground.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
-    )
-    count -= 1  # label 0 is the background
-    if count == 0:
-        return []
-    boxed = np.zeros(classes.shape, bool)
-    for c0, r0, c1, r1 in np.asarray(boxes, np.int64).reshape(-1, 4):
-        boxed[max(r0, 0) : r1, max(c0, 0) : c1] = True
-    touched = set(np.unique(labels[boxed]).tolist())
-    found = []
-    for index in range(1, count + 1):
-        if index in touched:
-            continue
-        left, top, width, height = (int(v) for v in stats[index, :4])
-        where = (slice(top, top + height), slice(left, left + width))
-        own = labels[where] == index
-        pixels = int(own.sum())
-        if pixels < min_pixels:
-            continue
-        ids = classes[where][own]
-        class_id = int(np.bincount(ids).argmax())
-        score = 1.0
-        if probabilities is not None:
-            score = float(probabilities[class_id][where][own].mean() / 255.0)
-        if score < min_score:
-            continue
-        rows, cols = where
-        box = (cols.start, rows.start, cols.stop, rows.stop)
-        found.append(Component(box, class_id, score, pixels))
-    return sorted(found, key=lambda c: (-c.score, -c.pixels))
-
-
-def default_min_pixels(boxes: np.ndarray) -> int:
-    """A quarter of the 5th percentile of the box areas (int (N, 4) boxes), at least 4 pixels."""
-    areas = [box_area(b) for b in np.asarray(boxes).reshape(-1, 4)]
-    if not areas:
-        return 4
-    return max(4, int(0.25 * np.percentile(areas, 5)))

@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from jmlnet_geo.audit import AuditOptions
+from jmlnet_geo.audit_missing import Component
 from jmlnet_geo.io.raster import Scene
 from jmlnet_geo.io.vector import SceneBoxes
 
@@ -204,13 +205,64 @@ def size_against_look_alikes(
     return out
 
 
+@dataclass(frozen=True)
+class LayerLooks:
+    """The embedded boxes of a whole layer (all scenes, in :class:`SceneBoxes` order).
+
+    Attributes:
+        model: The embedder that made them.
+        embeddings: float32 (n, D) L2-normalised (:func:`embed`).
+        class_ids: int64 (n,) class ids 1..K.
+        log_sides: float64 (n,) natural log of each box's larger side in pixels.
+        counts: Boxes per scene, in order.
+    """
+
+    model: torch.nn.Module
+    embeddings: torch.Tensor
+    class_ids: np.ndarray
+    log_sides: np.ndarray
+    counts: tuple[int, ...]
+
+
+def log_sides(boxes: np.ndarray) -> np.ndarray:
+    """float64 (n,) natural log of the larger side (>= 1 px) of int (n, 4) boxes."""
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    return np.log(np.maximum(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]), 1))
+
+
+def layer_looks(
+    scene_boxes: Sequence[SceneBoxes],
+    model: torch.nn.Module | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> LayerLooks:
+    """Embed every box of every scene (crops read and embedded :data:`BATCH` at a time).
+
+    ``progress`` is called with the number of scenes embedded so far.
+    """
+    from jmlnet_geo.proposals.compose import pixel_boxes
+
+    model = model or load_embedder()
+    boxes = [pixel_boxes(sb) for sb in scene_boxes]
+    parts = []
+    for done, (sb, b) in enumerate(zip(scene_boxes, boxes, strict=True), 1):
+        # 10 000 boxes at once would hold 1.1 GB of crops
+        parts += [embed(model, box_crops(sb.scene, b[i : i + BATCH]))
+                  for i in range(0, max(len(b), 1), BATCH)]  # fmt: skip
+        if progress:
+            progress(done)
+    every = np.concatenate([b.reshape(-1, 4) for b in boxes]) if boxes else np.zeros((0, 4))
+    ids = np.concatenate([np.asarray(sb.class_ids, np.int64) for sb in scene_boxes] or [[]])
+    return LayerLooks(model, torch.cat(parts), ids.astype(np.int64), log_sides(every),
+                      tuple(len(b) for b in boxes))  # fmt: skip
+
+
 def appearance(
     scene_boxes: Sequence[SceneBoxes],
     k: int = 10,
     size_weight: float = 0.3,
     model: torch.nn.Module | None = None,
     progress: Callable[[int], None] | None = None,
-) -> list[Appearance]:
+) -> tuple[list[Appearance], LayerLooks]:
     """The appearance opinion of every box of every scene, look-alikes drawn from all scenes.
 
     Args:
@@ -221,31 +273,55 @@ def appearance(
         progress: Called with the number of scenes embedded so far.
 
     Returns:
-        One :class:`Appearance` per scene, in order.
+        One :class:`Appearance` per scene, in order, and the embedded layer.
     """
-    from jmlnet_geo.proposals.compose import pixel_boxes
-
-    model = model or load_embedder()
-    boxes = [pixel_boxes(sb) for sb in scene_boxes]
-    parts = []
-    for done, (sb, b) in enumerate(zip(scene_boxes, boxes, strict=True), 1):
-        # crops read and embedded BATCH at a time: 10 000 boxes would hold 1.1 GB of them
-        parts += [embed(model, box_crops(sb.scene, b[i : i + BATCH]))
-                  for i in range(0, max(len(b), 1), BATCH)]  # fmt: skip
-        if progress:
-            progress(done)
-    embeddings = torch.cat(parts)
-    every = np.concatenate([b.reshape(-1, 4) for b in boxes]) if boxes else np.zeros((0, 4))
-    sides = np.log(np.maximum(np.maximum(every[:, 2] - every[:, 0], every[:, 3] - every[:, 1]), 1))
-    ids = np.concatenate([np.asarray(sb.class_ids, np.int64) for sb in scene_boxes] or [[]])
-    share, other = look_alike_votes(embeddings, ids, sides, k, size_weight)
-    ratio = size_against_look_alikes(embeddings, ids, sides, k)
+    looks = layer_looks(scene_boxes, model, progress)
+    ids, sides = looks.class_ids, looks.log_sides
+    share, other = look_alike_votes(looks.embeddings, ids, sides, k, size_weight)
+    ratio = size_against_look_alikes(looks.embeddings, ids, sides, k)
     out, start = [], 0
-    for b in boxes:
-        stop = start + len(b)
+    for n in looks.counts:
+        stop = start + n
         out.append(Appearance(share[start:stop], other[start:stop], ratio[start:stop]))
         start = stop
-    return out
+    return out, looks
+
+
+def candidate_look_alikes(
+    looks: LayerLooks,
+    scene: Scene,
+    boxes: np.ndarray,
+    class_ids: np.ndarray,
+    k: int = 10,
+    size_weight: float = 0.3,
+) -> np.ndarray:
+    """Share of each candidate's ``k`` look-alikes among the layer's boxes that have its class.
+
+    A predicted object that no box covers (a ``missing`` candidate) is believed when it looks
+    like the boxes of the class it was predicted as; the look-alikes are ranked as in
+    :func:`look_alike_votes` (cosine less ``size_weight`` x the log side difference).
+
+    Args:
+        looks: The embedded layer (:func:`layer_looks`).
+        scene: The candidates' scene.
+        boxes: int (m, 4) candidate envelopes in its pixels.
+        class_ids: int (m,) their predicted class ids.
+        k: Look-alikes per candidate.
+        size_weight: Weight of the size difference against the cosine similarity.
+
+    Returns:
+        float64 (m,) shares in 0..1 (NaN when the layer has no box).
+    """
+    boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
+    if not len(boxes) or not len(looks.class_ids):
+        return np.full(len(boxes), math.nan)
+    own = torch.cat([embed(looks.model, box_crops(scene, boxes[i : i + BATCH]))
+                     for i in range(0, len(boxes), BATCH)])  # fmt: skip
+    score = own @ looks.embeddings.T
+    gap = np.abs(log_sides(boxes)[:, None] - looks.log_sides[None, :])
+    score -= size_weight * torch.as_tensor(gap, dtype=score.dtype)
+    nearest = score.topk(min(k, score.shape[1]), dim=1).indices.numpy()
+    return (looks.class_ids[nearest] == np.asarray(class_ids)[:, None]).mean(axis=1)
 
 
 def scene_appearance(
@@ -253,8 +329,8 @@ def scene_appearance(
     options: AuditOptions,
     say: Callable[[str], None],
     progress: Callable[[int], None] | None = None,
-) -> list[Appearance | None]:
-    """:func:`appearance` as ``options`` ask; None per scene when off or without the weights.
+) -> tuple[list[Appearance | None], LayerLooks | None]:
+    """:func:`appearance` as ``options`` ask; Nones (and no layer) when off or weightless.
 
     ``progress`` is called with the number of scenes embedded so far.
     """
@@ -266,4 +342,22 @@ def scene_appearance(
                               progress=progress)  # fmt: skip
         except JmlGeoError as err:  # the ImageNet weights' package is missing
             say(f"appearance opinion skipped: {err}")
-    return [None] * len(scene_boxes)
+    return [None] * len(scene_boxes), None
+
+
+def believed(
+    missing: list[Component], scene: Scene, looks: LayerLooks | None, options: AuditOptions
+) -> list[Component]:
+    """The ``missing`` candidates that look like the boxes of their class (all without ``looks``).
+
+    Each keeps its share of look-alikes (:func:`candidate_look_alikes`) in ``looks_like``;
+    those below ``options.min_look_alike`` are left out.
+    """
+    if looks is None or not missing:
+        return missing
+    shares = candidate_look_alikes(
+        looks, scene, np.array([c.box for c in missing]), np.array([c.class_id for c in missing]),
+        options.look_alikes, options.size_weight,
+    )  # fmt: skip
+    return [replace(c, looks_like=float(s)) for c, s in zip(missing, shares, strict=True)
+            if not s < options.min_look_alike]  # fmt: skip

@@ -92,10 +92,11 @@ def missing_frame(
                 "class": class_names[comp.class_id - 1],
                 "score": comp.score,
                 "pixels": comp.pixels,
+                "looks_like": comp.looks_like,
                 "scene": sb.scene.name,
                 "image": sb.scene.name,
             })  # fmt: skip
-    columns = ["class", "score", "pixels", "scene", "image"]
+    columns = ["class", "score", "pixels", "looks_like", "scene", "image"]
     frame = gpd.GeoDataFrame(rows, columns=columns, geometry=geoms, crs=crs or scene_crs)
     if any(sb.scene.georeferenced for sb in scene_boxes):
         frame = frame.drop(columns="image")

@@ -12,8 +12,8 @@ Inputs: scenes, a box layer, and opinions about the boxes:
 Output (written by :func:`jmlnet_geo.audit_layers.write_audit`): layer ``boxes``, one row per
 input feature with its original attributes and geometry (the input's CRS), plus the columns
 below, most doubtful first; and, with a model, layer ``missing``: envelopes of predicted
-objects that no box touches (in the box layer's CRS; pixel coordinates and an ``image``
-column for plain images).
+objects that no box accounts for (:mod:`jmlnet_geo.audit_missing`; in the box layer's CRS;
+pixel coordinates and an ``image`` column for plain images).
 
 Columns of ``boxes``: ``feature`` (0-based row in the input), ``scene`` (file name),
 ``agreement`` and ``fill`` and ``proposal_extent`` (proposals, 0-1; not computed, fill 0, when
@@ -40,18 +40,16 @@ import rasterio
 
 from jmlnet_geo.audit import (
     AuditOptions,
-    Component,
-    default_min_pixels,
     doubt,
-    missing_components,
     model_scores,
     proposal_agreement,
     proposal_extent,
     proposal_fallback,
     proposal_fill,
 )
-from jmlnet_geo.audit_appearance import Appearance, scene_appearance
+from jmlnet_geo.audit_appearance import Appearance, believed, scene_appearance
 from jmlnet_geo.audit_layers import audit_frame, missing_frame
+from jmlnet_geo.audit_missing import Component, layer_min_pixels, missing_components
 from jmlnet_geo.errors import InputFileError, OptionError, display_path
 from jmlnet_geo.io.raster import Scene
 from jmlnet_geo.io.vector import SceneBoxes
@@ -165,6 +163,7 @@ def score_scene(
     options: AuditOptions | None = None,
     progress: Callable[[int], None] | None = None,
     looks: Appearance | None = None,
+    min_pixels: np.ndarray | int | None = None,
 ) -> SceneAudit:
     """Score the boxes of one scene (and find its missing objects with a prediction).
 
@@ -175,6 +174,8 @@ def score_scene(
         options: Scoring settings.
         progress: Called with the number of boxes scored so far.
         looks: The appearance opinion of these boxes (:func:`scene_appearance`), or None.
+        min_pixels: ``missing``'s size floor per class id (default ``options.min_pixels``,
+            else :func:`layer_min_pixels` of this scene's boxes).
     """
     from jmlnet_geo.proposals.agreement import box_masks_from_raster
 
@@ -222,8 +223,10 @@ def score_scene(
             progress(i + 1)
     if classes is not None:
         probs = _Bands(prediction[1]) if prediction[1] is not None else None
-        min_pixels = options.min_pixels or default_min_pixels(boxes)
-        result.missing = missing_components(classes, probs, boxes, min_pixels, options.min_score)
+        if min_pixels is None:
+            min_pixels = options.min_pixels or layer_min_pixels([sb])
+        result.missing = missing_components(classes, probs, boxes, min_pixels, options.min_score,
+                                            options.max_boxed_share)  # fmt: skip
     return result
 
 
@@ -349,9 +352,10 @@ def run_audit(
         audits = []
         total = sum(len(sb) for sb in scene_boxes)
         with progress_of("appearance", "scenes") as report:
-            looks = scene_appearance(
+            looks, layer_looks = scene_appearance(
                 scene_boxes, options, say, lambda done: report(done, len(scene_boxes))
             )
+        floors = options.min_pixels or layer_min_pixels(scene_boxes)
         with progress_of("audit", "boxes") as report:
             done = 0
             for sb, look in zip(scene_boxes, looks, strict=True):
@@ -361,7 +365,9 @@ def run_audit(
                 def scored(i: int, d: int = done) -> None:
                     report(d + i, total)
 
-                audits.append(score_scene(sb, paths, pred, options, scored, look))
+                audit = score_scene(sb, paths, pred, options, scored, look, floors)
+                audit.missing = believed(audit.missing, sb.scene, layer_looks, options)
+                audits.append(audit)
                 done += len(sb)
             report(total, total)
     boxes = audit_frame(original, scene_boxes, audits, names)

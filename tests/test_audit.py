@@ -12,12 +12,12 @@ from conftest import UTM, pixel_box, write_boxes, write_scene
 
 from jmlnet_geo.audit import (
     doubt,
-    missing_components,
     model_scores,
     proposal_agreement,
     proposal_extent,
     proposal_fill,
 )
+from jmlnet_geo.audit_missing import default_min_pixels, missing_components
 
 
 def test_proposal_scores_by_hand():
@@ -57,6 +57,33 @@ def test_missing_components_skip_boxed_small_and_unsure_objects():
     found = missing_components(classes, probs, np.array([[1, 1, 9, 9]]), 10, 0.5)
     assert [(c.box, c.class_id, c.pixels) for c in found] == [((20, 20, 28, 28), 2, 64)]
     assert found[0].score == pytest.approx(230 / 255)
+
+
+def test_missing_components_one_class_at_a_time_and_not_a_boxs_own_object():
+    classes = np.zeros((40, 60), np.uint8)
+    classes[2:12, 2:16] = 1  # a plane ...
+    classes[5:9, 12:16] = 2  # ... whose tail is predicted as class 2: the same object
+    classes[20:30, 2:22] = 1  # a boxed object spilling far out of its box (box 0)
+    classes[20:30, 23:28] = 1  # box 1's object ...
+    classes[20:30, 30:40] = 1  # ... beside an unboxed one, 3 of its 10 columns in box 1
+    classes[10:19, 42:53] = 1  # box 2's object ...
+    classes[21:30, 45:55] = 1  # ... and an unboxed one, 8 of its 10 columns in box 2: left out
+    boxes = np.array([[2, 20, 8, 30], [22, 18, 33, 32], [42, 10, 53, 35]])
+    found = missing_components(classes, None, boxes, 10, 0.5)
+    assert [(c.box, c.class_id, c.pixels) for c in found] == [
+        ((2, 2, 16, 12), 1, 124),
+        ((30, 20, 40, 30), 1, 100),
+    ]  # the tail (12, 5, 16, 9) lies inside the plane's envelope: one object
+    # the tail alone is a candidate when a class-1 object must have 400 pixels
+    tail = missing_components(classes, None, boxes, np.array([0, 400, 10]), 0.5)
+    assert [(c.box, c.class_id) for c in tail] == [((12, 5, 16, 9), 2)]
+
+
+def test_default_min_pixels_per_class_by_hand():
+    boxes = np.array([[0, 0, 10, 10]] * 3 + [[0, 0, 40, 40]] * 2)  # class 1: 100 px, 2: 1600 px
+    floors = default_min_pixels(boxes, np.array([1, 1, 1, 2, 2]))
+    assert floors.tolist() == [25, 25, 400]  # index 0: every box (5th percentile 100)
+    assert default_min_pixels(np.array([[0, 0, 2, 2]])).tolist() == [4, 4]  # at least 4
 
 
 def _scene_with_objects(tmp_path):

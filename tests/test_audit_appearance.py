@@ -14,6 +14,7 @@ from jmlnet_geo.audit_appearance import (
     CROP,
     appearance,
     box_crops,
+    candidate_look_alikes,
     look_alike_votes,
     size_against_look_alikes,
 )
@@ -109,9 +110,13 @@ def test_a_box_that_looks_like_another_class_is_flagged(tmp_path):
     model = timm.create_model(ENCODER_NAME, pretrained=False, num_classes=0).eval()
     (sb,) = boxes_for_scenes(layer, open_scenes([scene]))
     seen = []
-    (looks,) = appearance([sb], k=3, model=model, progress=seen.append)
+    (looks,), layer = appearance([sb], k=3, model=model, progress=seen.append)
     assert seen == [1]  # one scene embedded
     share = dict(zip(sb.features.tolist(), looks.other_share, strict=True))
     swapped = sb.features.tolist().index(8)
     assert share.pop(8) == pytest.approx(1.0) and looks.other_class[swapped] == 2  # "b"
     assert max(share.values()) <= 1 / 3
+    # a candidate over a red square looks like the boxes of "a", not "b"
+    candidate = np.array([[10, 20, 30, 40], [10, 20, 30, 40]])
+    alike = candidate_look_alikes(layer, sb.scene, candidate, np.array([1, 2]), k=3)
+    assert alike[0] == pytest.approx(1.0) and alike[1] == pytest.approx(0.0)

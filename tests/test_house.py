@@ -52,6 +52,7 @@ LAYERS = {
     "cluster": 5,
     "cluster_predict": 6,
     "audit_layers": 5,
+    "audit_missing": 5,
     "audit_appearance": 6,
     "audit_run": 7,
     "train": 8,

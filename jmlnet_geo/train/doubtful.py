@@ -102,7 +102,7 @@ def most_doubtful(
 
     best: dict[int, Dropped] = {}
     scored = [sb for sb in scene_boxes if sb.scene.path not in skip_scenes and len(sb)]
-    looks = scene_appearance(scored, AuditOptions(), say)
+    looks, _ = scene_appearance(scored, AuditOptions(), say)
     for sb, look in zip(scored, looks, strict=True):
         paths = {m: proposal_path(folder, sb.scene, m) for m in methods}
         rows = score_scene(sb, paths, None, looks=look).rows
