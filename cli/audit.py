@@ -26,7 +26,10 @@ def audit(
     class_field: str = typer.Option("class", "--class-field", help="Column with the class."),
     classes: str | None = typer.Option(None, "--classes", help="Fixed class order, a,b,c."),
     min_pixels: int | None = typer.Option(
-        None, "--min-pixels", min=1, help="missing: smallest object, pixels (default: from boxes)."
+        None,
+        "--min-pixels",
+        min=1,
+        help="missing: smallest object, pixels (default: per class, from its boxes).",
     ),
     min_score: float = typer.Option(
         0.5, "--min-score", help="missing: smallest mean class probability.", min=0.0, max=1.0

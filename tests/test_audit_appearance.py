@@ -9,15 +9,17 @@ import pytest
 import torch
 from conftest import pixel_box, write_boxes, write_scene
 
-from jmlnet_geo.audit import doubt
+from jmlnet_geo.audit import AuditOptions, doubt
 from jmlnet_geo.audit_appearance import (
     CROP,
     appearance,
+    believed,
     box_crops,
     candidate_look_alikes,
     look_alike_votes,
     size_against_look_alikes,
 )
+from jmlnet_geo.audit_missing import Component
 
 
 def _unit(*rows):
@@ -120,3 +122,9 @@ def test_a_box_that_looks_like_another_class_is_flagged(tmp_path):
     candidate = np.array([[10, 20, 30, 40], [10, 20, 30, 40]])
     alike = candidate_look_alikes(layer, sb.scene, candidate, np.array([1, 2]), k=3)
     assert alike[0] == pytest.approx(1.0) and alike[1] == pytest.approx(0.0)
+    # so of two missing candidates there, only the one predicted as "a" is believed
+    options = AuditOptions(look_alikes=3)
+    kept = believed([Component((10, 20, 30, 40), c, 0.9, 400) for c in (1, 2)], sb.scene, layer,
+                    options)  # fmt: skip
+    assert [(c.class_id, c.looks_like) for c in kept] == [(1, 1.0)]
+    assert believed(kept, sb.scene, None, options) == kept  # no appearance: all kept
