@@ -70,6 +70,8 @@ class AuditOptions:
         max_boxed_share: ``missing``: largest share of a component's pixels inside boxes.
         min_look_alike: ``missing``, with the appearance opinion: smallest share of a
             candidate's look-alikes labelled with its class (0-1).
+        min_object_share: ``missing``: smallest candidate, as a share of the median size of
+            the objects the model predicts in the boxes of its class (a fragment is smaller).
         appearance: Ask the appearance opinion (``class?`` without a model).
         look_alikes: Its look-alikes per box (``k`` of
             :func:`jmlnet_geo.audit_appearance.look_alike_votes`).
@@ -83,9 +85,21 @@ class AuditOptions:
     min_score: float = 0.5
     max_boxed_share: float = 0.5
     min_look_alike: float = 0.5
+    min_object_share: float = 0.25
     appearance: bool = True
     look_alikes: int = 10
     size_weight: float = 0.3
+
+    def check(self) -> None:
+        """Raise :class:`jmlnet_geo.errors.OptionError` for out-of-range settings."""
+        from jmlnet_geo.errors import OptionError
+
+        if not 0 <= self.min_score <= 1:
+            raise OptionError(f"--min-score {self.min_score}: give a probability in [0, 1]")
+        if self.min_pixels is not None and self.min_pixels < 1:
+            raise OptionError(f"--min-pixels {self.min_pixels}: give at least 1 pixel")
+        if not 0 < self.empty_share <= 1:
+            raise OptionError(f"--empty-share {self.empty_share}: give a share in (0, 1]")
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ mixed blob) that
   object the size of a car) and a mean class probability of at least ``min_score``.
 
 Candidates whose envelopes mostly cover each other (intersection over the smaller envelope
->= :data:`DUPLICATE`) are one object: the better scored is kept. With the appearance opinion,
-:mod:`jmlnet_geo.audit_run` also drops candidates that look like too few boxes of their class
+>= :data:`DUPLICATE`) are one object: the better scored is kept. Over the whole layer,
+:mod:`jmlnet_geo.audit_run` then drops pieces (:func:`drop_fragments`: smaller than a quarter
+of the median object the model predicts in the boxes of the class) and, with the appearance
+opinion, candidates that look like too few boxes of their class
 (:func:`jmlnet_geo.audit_appearance.candidate_look_alikes`).
 
 Measured with ``bench/audit.py`` (corruption seed 0; models trained on the corrupted layers,
@@ -173,3 +175,48 @@ def layer_min_pixels(scene_boxes: Sequence[SceneBoxes]) -> np.ndarray:
         return default_min_pixels(np.zeros((0, 4)))
     boxes = np.concatenate([pixel_boxes(sb).reshape(-1, 4) for sb in scene_boxes])
     return default_min_pixels(boxes, np.concatenate([sb.class_ids for sb in scene_boxes]))
+
+
+def own_object_pixels(classes: np.ndarray, boxes: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
+    """int64 (N,): the pixels of each box's predicted object, 0 when none.
+
+    A box's object is the 8-connected component of its class in ``classes`` (uint8 (H, W))
+    with the most pixels inside the box (int (N, 4) ``col0, row0, col1, row1``), counted whole,
+    wherever it spills.
+    """
+    import cv2
+
+    boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
+    ids = np.asarray(class_ids, np.int64)
+    out = np.zeros(len(boxes), np.int64)
+    for class_id in np.unique(ids):
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(
+            (classes == class_id).astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
+        )
+        for i in np.flatnonzero(ids == class_id):
+            c0, r0, c1, r1 = boxes[i]
+            votes = np.bincount(labels[max(r0, 0) : r1, max(c0, 0) : c1].ravel(), minlength=count)
+            votes[0] = 0
+            out[i] = stats[int(votes.argmax()), cv2.CC_STAT_AREA] if votes.max() > 0 else 0
+    return out
+
+
+def drop_fragments(
+    missing: Sequence[list[Component]],
+    class_ids: Sequence[np.ndarray],
+    own_pixels: Sequence[np.ndarray],
+    share: float,
+) -> list[list[Component]]:
+    """Per scene, the candidates of at least ``share`` x the median object of their class.
+
+    The median is over every scene's boxes of the class whose predicted object was found
+    (:func:`own_object_pixels`); a class with none keeps its candidates. A weak model predicts
+    pieces of objects beside the boxed ones; a piece is much smaller than the model's whole
+    objects of that class.
+    """
+    ids = np.concatenate([np.asarray(c, np.int64) for c in class_ids] or [np.zeros(0, np.int64)])
+    own = np.concatenate([np.asarray(o, np.int64) for o in own_pixels] or [np.zeros(0, np.int64)])
+    typical = {int(c): float(np.median(own[(ids == c) & (own > 0)]))
+               for c in np.unique(ids[own > 0])}  # fmt: skip
+    return [[c for c in scene if c.pixels >= share * typical.get(c.class_id, 0.0)]
+            for scene in missing]  # fmt: skip

@@ -38,6 +38,7 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 
+from jmlnet_geo import audit_missing as missing_objects
 from jmlnet_geo.audit import (
     AuditOptions,
     doubt,
@@ -49,7 +50,7 @@ from jmlnet_geo.audit import (
 )
 from jmlnet_geo.audit_appearance import Appearance, believed, scene_appearance
 from jmlnet_geo.audit_layers import audit_frame, missing_frame
-from jmlnet_geo.audit_missing import Component, layer_min_pixels, missing_components
+from jmlnet_geo.audit_missing import Component
 from jmlnet_geo.errors import InputFileError, OptionError, display_path
 from jmlnet_geo.io.raster import Scene
 from jmlnet_geo.io.vector import SceneBoxes
@@ -66,6 +67,7 @@ class SceneAudit:
 
     rows: list[dict] = field(default_factory=list)
     missing: list[Component] = field(default_factory=list)
+    own_pixels: np.ndarray | None = None  # int64 (n,) each box's predicted object, pixels
 
 
 def proposal_folder(run: str | os.PathLike[str]) -> Path:
@@ -175,7 +177,7 @@ def score_scene(
         progress: Called with the number of boxes scored so far.
         looks: The appearance opinion of these boxes (:func:`scene_appearance`), or None.
         min_pixels: ``missing``'s size floor per class id (default ``options.min_pixels``,
-            else :func:`layer_min_pixels` of this scene's boxes).
+            else :func:`jmlnet_geo.audit_missing.layer_min_pixels` of this scene's boxes).
     """
     from jmlnet_geo.proposals.agreement import box_masks_from_raster
 
@@ -224,9 +226,11 @@ def score_scene(
     if classes is not None:
         probs = _Bands(prediction[1]) if prediction[1] is not None else None
         if min_pixels is None:
-            min_pixels = options.min_pixels or layer_min_pixels([sb])
-        result.missing = missing_components(classes, probs, boxes, min_pixels, options.min_score,
-                                            options.max_boxed_share)  # fmt: skip
+            min_pixels = options.min_pixels or missing_objects.layer_min_pixels([sb])
+        result.missing = missing_objects.missing_components(
+            classes, probs, boxes, min_pixels, options.min_score, options.max_boxed_share
+        )
+        result.own_pixels = missing_objects.own_object_pixels(classes, boxes, sb.class_ids)
     return result
 
 
@@ -245,16 +249,6 @@ def _context(classes: np.ndarray, box: np.ndarray, margin: float):
     y0, x0 = max(0, r0 - pad), max(0, c0 - pad)
     y1, x1 = min(classes.shape[0], r1 + pad), min(classes.shape[1], c1 + pad)
     return classes[y0:y1, x0:x1], (c0 - x0, r0 - y0, c1 - x0, r1 - y0)
-
-
-def check_options(options: AuditOptions) -> None:
-    """Raise :class:`OptionError` for out-of-range settings."""
-    if not 0 <= options.min_score <= 1:
-        raise OptionError(f"--min-score {options.min_score}: give a probability in [0, 1]")
-    if options.min_pixels is not None and options.min_pixels < 1:
-        raise OptionError(f"--min-pixels {options.min_pixels}: give at least 1 pixel")
-    if not 0 < options.empty_share <= 1:
-        raise OptionError(f"--empty-share {options.empty_share}: give a share in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -322,7 +316,7 @@ def run_audit(
     options = options or AuditOptions()
     say = message or (lambda text: None)
     progress_of = stage_progress or no_progress
-    check_options(options)
+    options.check()
     if inputs.model is not None and inputs.predictions is not None:
         raise OptionError("give --model or --predictions, not both")
     methods = list(inputs.methods) if inputs.methods else None
@@ -355,7 +349,7 @@ def run_audit(
             looks, layer_looks = scene_appearance(
                 scene_boxes, options, say, lambda done: report(done, len(scene_boxes))
             )
-        floors = options.min_pixels or layer_min_pixels(scene_boxes)
+        floors = options.min_pixels or missing_objects.layer_min_pixels(scene_boxes)
         with progress_of("audit", "boxes") as report:
             done = 0
             for sb, look in zip(scene_boxes, looks, strict=True):
@@ -373,6 +367,12 @@ def run_audit(
     boxes = audit_frame(original, scene_boxes, audits, names)
     missing = None
     if predictions is not None:
+        kept = missing_objects.drop_fragments(
+            [a.missing for a in audits], [sb.class_ids for sb in scene_boxes],
+            [a.own_pixels for a in audits], options.min_object_share,
+        )  # fmt: skip
+        for audit, found in zip(audits, kept, strict=True):
+            audit.missing = found
         missing = missing_frame(scene_boxes, audits, names, layer.crs)
     return AuditResult(boxes, missing, methods)
 

@@ -17,7 +17,13 @@ from jmlnet_geo.audit import (
     proposal_extent,
     proposal_fill,
 )
-from jmlnet_geo.audit_missing import default_min_pixels, missing_components
+from jmlnet_geo.audit_missing import (
+    Component,
+    default_min_pixels,
+    drop_fragments,
+    missing_components,
+    own_object_pixels,
+)
 
 
 def test_proposal_scores_by_hand():
@@ -77,6 +83,23 @@ def test_missing_components_one_class_at_a_time_and_not_a_boxs_own_object():
     # the tail alone is a candidate when a class-1 object must have 400 pixels
     tail = missing_components(classes, None, boxes, np.array([0, 400, 10]), 0.5)
     assert [(c.box, c.class_id) for c in tail] == [((12, 5, 16, 9), 2)]
+
+
+def test_pieces_smaller_than_a_quarter_of_the_models_objects_are_dropped():
+    classes = np.zeros((30, 60), np.uint8)
+    classes[2:12, 2:12] = 1  # box 0's object, 100 px, spilling past its box
+    classes[2:10, 20:30] = 1  # box 1's object, 80 px
+    classes[20:24, 40:48] = 2  # box 2's object (class 2), 32 px
+    boxes = np.array([[2, 2, 8, 12], [20, 2, 30, 10], [40, 20, 48, 24], [50, 20, 58, 28]])
+    own = own_object_pixels(classes, boxes, np.array([1, 1, 2, 2]))
+    assert own.tolist() == [100, 80, 32, 0]  # box 3 holds nothing of its class
+    piece, whole = Component((0, 0, 4, 5), 1, 0.9, 20), Component((0, 0, 9, 9), 1, 0.9, 23)
+    small = Component((0, 0, 2, 4), 2, 0.9, 7)  # class 2's median is 32: 7 < 8
+    kept = drop_fragments([[piece, whole], [small]], [np.array([1, 1]), np.array([2, 2])],
+                          [own[:2], own[2:]], 0.25)  # fmt: skip
+    assert kept == [[whole], []]  # class 1's median is 90: a quarter is 22.5
+    # a class with no predicted object in its boxes keeps its candidates
+    assert drop_fragments([[small]], [np.array([2])], [np.array([0])], 0.25) == [[small]]
 
 
 def test_default_min_pixels_per_class_by_hand():
