@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
@@ -90,6 +91,19 @@ def test_tiny_run_writes_a_bundle_and_reuses_its_stages(jmlgeo, tmp_path, tiny):
     os.utime(tiny[0], ns=(10**18, 10**18))  # same pixels, new time: a copy, a re-synced share
     touched = jmlgeo(*train_args(tiny, out, *steps))
     assert f"reused finished stages: {reused}" in touched.err
+    before = tiny[1].read_bytes()
+    frame = gpd.read_file(tiny[1])
+    tiny[1].unlink()
+    frame.to_file(tiny[1], driver="GPKG")  # the same features saved again: other bytes
+    assert tiny[1].read_bytes() != before
+    resaved = jmlgeo(*train_args(tiny, out, *steps))
+    assert f"reused finished stages: {reused}" in resaved.err
+    moved = frame.copy()
+    moved.geometry = moved.geometry.translate(2, 0)  # 2 m: 4 pixels of the 0.5 m scene
+    moved.to_file(tmp_path / "moved.gpkg", driver="GPKG")
+    shifted = jmlgeo("train", tiny[0], "--boxes", tmp_path / "moved.gpkg", "--out", out, *FAST,
+                     *steps)  # fmt: skip
+    assert_one_line_error(shifted, "other inputs or settings", "--resume", "--force")
 
     other = jmlgeo(*train_args(tiny, out, *steps, "--loss", "ma"))
     assert_one_line_error(other, "other inputs or settings", "--resume", "--force")

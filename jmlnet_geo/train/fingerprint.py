@@ -8,7 +8,8 @@ multi-gigabyte scene, next to minutes of training), once per process for an unch
 size, modification time).
 
 A stage's fingerprint (:func:`fingerprint`) is a short hash of the JSON of everything that
-changes its result: file stamps, settings, other stages' fingerprints, array digests.
+changes its result: file stamps, settings, other stages' fingerprints, array digests. The box
+layer enters by what it gives the scenes (:func:`boxes_digest`), not by its file's bytes.
 """
 
 from __future__ import annotations
@@ -54,6 +55,20 @@ def array_digest(array: np.ndarray) -> str:
     digest = hashlib.blake2b(f"{data.dtype.str}{data.shape}".encode(), digest_size=16)
     digest.update(data.tobytes())
     return digest.hexdigest()
+
+
+def boxes_digest(scene_boxes: Sequence) -> list[str]:
+    """Digests of what a box layer gives each scene, not of its file's bytes.
+
+    Per :class:`jmlnet_geo.io.vector.SceneBoxes`: its pixel boxes, class ids and feature rows.
+    The same features written again (a GeoPackage re-saved, a layer exported anew from QGIS)
+    have other bytes and must not retrain anything.
+    """
+    return [array_digest(np.concatenate([np.asarray(sb.xyxy, np.float64).reshape(-1, 4),
+                                         np.asarray(sb.class_ids, np.float64).reshape(-1, 1),
+                                         np.asarray(sb.features, np.float64).reshape(-1, 1)],
+                                        axis=1))
+            for sb in scene_boxes]  # fmt: skip
 
 
 def fingerprint(*parts: object) -> str:

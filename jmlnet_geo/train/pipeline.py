@@ -61,7 +61,7 @@ from jmlnet_geo.train.checks import (
     supervision,
 )
 from jmlnet_geo.train.doubtful import drop_doubtful
-from jmlnet_geo.train.fingerprint import file_stamps, fingerprint
+from jmlnet_geo.train.fingerprint import boxes_digest, file_stamps, fingerprint
 from jmlnet_geo.train.fit import CHECKPOINT
 from jmlnet_geo.train.run_folder import RunFolder, RunFolderError, is_primary_process
 from jmlnet_geo.train.self_training import (
@@ -173,8 +173,8 @@ def train(
     full = supervision(masked, scenes) == "full"
     if full:  # every scene learns from the masks: no proposal, no detector
         methods = []
-    files = [*inputs.scenes, inputs.boxes]
-    base = {"files": file_stamps(files), "classes": list(names)}
+    base = {"files": file_stamps(inputs.scenes), "boxes": boxes_digest(scene_boxes),
+            "classes": list(names)}  # fmt: skip
     options = ProposalOptions()
     normalization = scene_normalization(scenes, statistics)
 
