@@ -65,21 +65,39 @@ class Component:
     looks_like: float = float("nan")
 
 
-def missing_components(
+@dataclass(frozen=True)
+class SceneObjects:
+    """What the predicted class map of one scene says about its boxes' objects.
+
+    Attributes:
+        missing: The candidates (:func:`scan_objects`), best score first.
+        own_pixels: int64 (N,) the pixels of each box's predicted object (the component of its
+            class with most pixels in the box, counted whole wherever it spills); 0 when none.
+    """
+
+    missing: list[Component]
+    own_pixels: np.ndarray
+
+
+def scan_objects(
     classes: np.ndarray,
     probabilities: np.ndarray | None,
     boxes: np.ndarray,
+    class_ids: np.ndarray,
     min_pixels: int | Sequence[int] | np.ndarray,
     min_score: float,
     max_boxed_share: float = 0.5,
-) -> list[Component]:
-    """Predicted objects that no box accounts for, large and confident enough; best score first.
+) -> SceneObjects:
+    """Predicted objects that no box accounts for, and the size of each box's own object.
+
+    Each predicted class is labelled once (8-connected components) for both.
 
     Args:
         classes: uint8 (H, W) predicted class ids of a scene (0 background, 255 nodata).
         probabilities: uint8 (K+1, H, W) class probabilities x 255 (background first), or None
             (each component's score is then 1); anything indexable by class id giving (H, W).
         boxes: int (N, 4) the scene's boxes, ``col0, row0, col1, row1``, end exclusive.
+        class_ids: int (N,) their class ids 1..K.
         min_pixels: Components with fewer pixels are left out: one number for every class, or
             int (K+1,) one per class id (:func:`default_min_pixels`).
         min_score: Components whose mean class probability is lower are left out.
@@ -89,9 +107,11 @@ def missing_components(
     import cv2
 
     boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
+    ids = np.asarray(class_ids, np.int64).reshape(-1)
     boxed = np.zeros(classes.shape, bool)
     for c0, r0, c1, r1 in boxes:
         boxed[max(r0, 0) : r1, max(c0, 0) : c1] = True
+    own_pixels = np.zeros(len(boxes), np.int64)
     found = []
     for class_id in np.unique(classes):
         if class_id in (BACKGROUND, IGNORE):
@@ -99,15 +119,14 @@ def missing_components(
         count, labels, stats, _ = cv2.connectedComponentsWithStats(
             (classes == class_id).astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
         )
-        inside = np.bincount(labels[boxed], minlength=count)
-        keep = inside <= max_boxed_share * stats[:, cv2.CC_STAT_AREA]
-        keep &= stats[:, cv2.CC_STAT_AREA] >= _floor(min_pixels, int(class_id))
+        areas = stats[:, cv2.CC_STAT_AREA]
+        owner = _own_labels(labels, boxes)  # each box's own object of this class
+        mine = ids == class_id
+        own_pixels[mine] = np.where(owner[mine] > 0, areas[owner[mine]], 0)
+        keep = np.bincount(labels[boxed], minlength=count) <= max_boxed_share * areas
+        keep &= areas >= _floor(min_pixels, int(class_id))
+        keep[owner] = False  # a box's own object, wherever it spills
         keep[0] = False  # label 0: not this class
-        for c0, r0, c1, r1 in boxes:  # each box's own object
-            votes = np.bincount(labels[max(r0, 0) : r1, max(c0, 0) : c1].ravel(), minlength=count)
-            votes[0] = 0
-            if votes.max() > 0:
-                keep[int(votes.argmax())] = False
         for index in np.flatnonzero(keep):
             left, top, width, height, pixels = (int(v) for v in stats[index])
             where = (slice(top, top + height), slice(left, left + width))
@@ -118,7 +137,20 @@ def missing_components(
             if score >= min_score:
                 box = (left, top, left + width, top + height)
                 found.append(Component(box, int(class_id), score, pixels))
-    return _one_per_object(sorted(found, key=lambda c: (-c.score, -c.pixels)))
+    ranked = sorted(found, key=lambda c: (-c.score, -c.pixels))
+    return SceneObjects(_one_per_object(ranked), own_pixels)
+
+
+def _own_labels(labels: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """int64 (N,): per box, the label (> 0) with most pixels inside it; 0 when none."""
+    out = np.zeros(len(boxes), np.int64)
+    for i, (c0, r0, c1, r1) in enumerate(boxes):
+        region = labels[max(r0, 0) : r1, max(c0, 0) : c1]
+        region = region[region > 0]
+        if region.size:  # counted over the box only, not over every label of the scene
+            values, counts = np.unique(region, return_counts=True)
+            out[i] = values[counts.argmax()]
+    return out
 
 
 def _floor(min_pixels: int | Sequence[int] | np.ndarray, class_id: int) -> int:
@@ -179,30 +211,6 @@ def layer_min_pixels(scene_boxes: Sequence[SceneBoxes]) -> np.ndarray:
     return default_min_pixels(boxes, np.concatenate([sb.class_ids for sb in scene_boxes]))
 
 
-def own_object_pixels(classes: np.ndarray, boxes: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
-    """int64 (N,): the pixels of each box's predicted object, 0 when none.
-
-    A box's object is the 8-connected component of its class in ``classes`` (uint8 (H, W))
-    with the most pixels inside the box (int (N, 4) ``col0, row0, col1, row1``), counted whole,
-    wherever it spills.
-    """
-    import cv2
-
-    boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
-    ids = np.asarray(class_ids, np.int64)
-    out = np.zeros(len(boxes), np.int64)
-    for class_id in np.unique(ids):
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(
-            (classes == class_id).astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
-        )
-        for i in np.flatnonzero(ids == class_id):
-            c0, r0, c1, r1 = boxes[i]
-            votes = np.bincount(labels[max(r0, 0) : r1, max(c0, 0) : c1].ravel(), minlength=count)
-            votes[0] = 0
-            out[i] = stats[int(votes.argmax()), cv2.CC_STAT_AREA] if votes.max() > 0 else 0
-    return out
-
-
 def drop_fragments(
     missing: Sequence[list[Component]],
     class_ids: Sequence[np.ndarray],
@@ -212,7 +220,7 @@ def drop_fragments(
     """Per scene, the candidates of at least ``share`` x the median object of their class.
 
     The median is over every scene's boxes of the class whose predicted object was found
-    (:func:`own_object_pixels`); a class with none keeps its candidates. A weak model predicts
+    (:attr:`SceneObjects.own_pixels`); a class with none keeps its candidates. A weak model predicts
     pieces of objects beside the boxed ones; a piece is much smaller than the model's whole
     objects of that class.
     """

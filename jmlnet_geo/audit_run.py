@@ -227,10 +227,9 @@ def score_scene(
         probs = _Bands(prediction[1]) if prediction[1] is not None else None
         if min_pixels is None:
             min_pixels = options.min_pixels or missing_objects.layer_min_pixels([sb])
-        result.missing = missing_objects.missing_components(
-            classes, probs, boxes, min_pixels, options.min_score, options.max_boxed_share
-        )
-        result.own_pixels = missing_objects.own_object_pixels(classes, boxes, sb.class_ids)
+        scan = missing_objects.scan_objects(classes, probs, boxes, sb.class_ids, min_pixels,
+                                            options.min_score, options.max_boxed_share)  # fmt: skip
+        result.missing, result.own_pixels = scan.missing, scan.own_pixels
     return result
 
 
@@ -359,9 +358,7 @@ def run_audit(
                 def scored(i: int, d: int = done) -> None:
                     report(d + i, total)
 
-                audit = score_scene(sb, paths, pred, options, scored, look, floors)
-                audit.missing = believed(audit.missing, sb.scene, layer_looks, options)
-                audits.append(audit)
+                audits.append(score_scene(sb, paths, pred, options, scored, look, floors))
                 done += len(sb)
             report(total, total)
     boxes = audit_frame(original, scene_boxes, audits, names)
@@ -371,8 +368,8 @@ def run_audit(
             [a.missing for a in audits], [sb.class_ids for sb in scene_boxes],
             [a.own_pixels for a in audits], options.min_object_share,
         )  # fmt: skip
-        for audit, found in zip(audits, kept, strict=True):
-            audit.missing = found
+        for sb, audit, found in zip(scene_boxes, audits, kept, strict=True):  # pieces first
+            audit.missing = believed(found, sb.scene, layer_looks, options)
         missing = missing_frame(scene_boxes, audits, names, layer.crs)
     return AuditResult(boxes, missing, methods)
 

@@ -21,8 +21,7 @@ from jmlnet_geo.audit_missing import (
     Component,
     default_min_pixels,
     drop_fragments,
-    missing_components,
-    own_object_pixels,
+    scan_objects,
 )
 
 
@@ -51,7 +50,7 @@ def test_model_scores_and_reasons():
     assert doubt(empty) == (1.0, "empty?")
 
 
-def test_missing_components_skip_boxed_small_and_unsure_objects():
+def test_scan_objects_skip_boxed_small_and_unsure_objects():
     classes = np.zeros((30, 30), np.uint8)
     classes[2:8, 2:8] = 1  # boxed
     classes[20:28, 20:28] = 2  # unboxed, confident
@@ -60,12 +59,18 @@ def test_missing_components_skip_boxed_small_and_unsure_objects():
     probs = np.zeros((3, 30, 30), np.uint8)
     probs[1], probs[2] = 255, 230
     probs[1, 12:18, 2:8] = 100
-    found = missing_components(classes, probs, np.array([[1, 1, 9, 9]]), 10, 0.5)
+    found = scan_objects(classes, probs, np.array([[1, 1, 9, 9]]), np.array([1]), 10, 0.5).missing
     assert [(c.box, c.class_id, c.pixels) for c in found] == [((20, 20, 28, 28), 2, 64)]
     assert found[0].score == pytest.approx(230 / 255)
+    # without boxes every object is a candidate, and the background (label 0) never is
+    bare = scan_objects(classes, None, np.zeros((0, 4)), np.zeros(0), 1, 0.0)
+    assert sorted(c.box for c in bare.missing) == [
+        (2, 2, 8, 8), (2, 12, 8, 18), (20, 2, 22, 4), (20, 20, 28, 28),
+    ]  # fmt: skip
+    assert bare.own_pixels.shape == (0,)
 
 
-def test_missing_components_one_class_at_a_time_and_not_a_boxs_own_object():
+def test_scan_objects_one_class_at_a_time_and_not_a_boxs_own_object():
     classes = np.zeros((40, 60), np.uint8)
     classes[2:12, 2:16] = 1  # a plane ...
     classes[5:9, 12:16] = 2  # ... whose tail is predicted as class 2: the same object
@@ -75,14 +80,14 @@ def test_missing_components_one_class_at_a_time_and_not_a_boxs_own_object():
     classes[10:19, 42:53] = 1  # box 2's object ...
     classes[21:30, 45:55] = 1  # ... and an unboxed one, 8 of its 10 columns in box 2: left out
     boxes = np.array([[2, 20, 8, 30], [22, 18, 33, 32], [42, 10, 53, 35]])
-    found = missing_components(classes, None, boxes, 10, 0.5)
+    found = scan_objects(classes, None, boxes, np.array([1, 1, 1]), 10, 0.5).missing
     assert [(c.box, c.class_id, c.pixels) for c in found] == [
         ((2, 2, 16, 12), 1, 124),
         ((30, 20, 40, 30), 1, 100),
     ]  # the tail (12, 5, 16, 9) lies inside the plane's envelope: one object
     # the tail alone is a candidate when a class-1 object must have 400 pixels
-    tail = missing_components(classes, None, boxes, np.array([0, 400, 10]), 0.5)
-    assert [(c.box, c.class_id) for c in tail] == [((12, 5, 16, 9), 2)]
+    tail = scan_objects(classes, None, boxes, np.array([1, 1, 1]), np.array([0, 400, 10]), 0.5)
+    assert [(c.box, c.class_id) for c in tail.missing] == [((12, 5, 16, 9), 2)]
 
 
 def test_pieces_smaller_than_a_quarter_of_the_models_objects_are_dropped():
@@ -91,7 +96,7 @@ def test_pieces_smaller_than_a_quarter_of_the_models_objects_are_dropped():
     classes[2:10, 20:30] = 1  # box 1's object, 80 px
     classes[20:24, 40:48] = 2  # box 2's object (class 2), 32 px
     boxes = np.array([[2, 2, 8, 12], [20, 2, 30, 10], [40, 20, 48, 24], [50, 20, 58, 28]])
-    own = own_object_pixels(classes, boxes, np.array([1, 1, 2, 2]))
+    own = scan_objects(classes, None, boxes, np.array([1, 1, 2, 2]), 1, 0.0).own_pixels
     assert own.tolist() == [100, 80, 32, 0]  # box 3 holds nothing of its class
     piece, whole = Component((0, 0, 4, 5), 1, 0.9, 20), Component((0, 0, 9, 9), 1, 0.9, 23)
     small = Component((0, 0, 2, 4), 2, 0.9, 7)  # class 2's median is 32: 7 < 8
