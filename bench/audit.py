@@ -142,15 +142,12 @@ def isaid_everything(work: Path) -> Part:
 def corrupted_layer(part: Part, work: Path, seed: int) -> tuple[Path, gpd.GeoDataFrame]:
     """Write the corrupted layer of a part (and return its deleted rows).
 
-    An existing layer of the same seed is kept: a rewritten GeoPackage has other bytes, and a
-    run's fingerprint of its box layer would then retrain every stage.
+    Written anew every run: a run folder recognises the same boxes in a rewritten file (its
+    stages are keyed by the boxes, not by the file's bytes).
     """
     out, deleted = corrupt(gpd.read_file(part.train_boxes), "class", 0.05, seed)
     path = work / f"{part.name}_corrupted_{part.train_boxes.stem}.gpkg"
-    made = path.with_suffix(".seed")
-    if not (path.exists() and made.exists() and made.read_text() == str(seed)):
-        out.to_file(path, driver="GPKG")
-        made.write_text(str(seed))
+    out.to_file(path, driver="GPKG")
     return path, deleted
 
 

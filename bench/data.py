@@ -91,13 +91,7 @@ def isaid_split(data: Path) -> tuple[list[Path], list[Path]]:
 
 
 def layer_subset(layer: Path, images: Sequence[str | Path], out: Path) -> Path:
-    """The rows of ``layer`` on ``images`` (its ``image`` column: file names) written to ``out``.
-
-    An existing ``out`` is kept (like :func:`isaid_layers`): rewritten, its bytes change and a
-    cached run's fingerprint of it retrains every stage.
-    """
-    if out.exists():
-        return out
+    """The rows of ``layer`` on ``images`` (its ``image`` column: file names) written to ``out``."""
     frame = gpd.read_file(layer)
     names = {Path(i).name for i in images}
     frame[frame["image"].isin(names)].reset_index(drop=True).to_file(out, driver="GPKG")
