@@ -82,6 +82,14 @@ def test_the_moved_box_is_dropped_and_ignored(jmlgeo, tmp_path, scene_and_boxes,
     again = jmlgeo("train", scene, "--boxes", boxes, "--out", out, *FAST,
                    "--drop-doubtful", "0.25")  # fmt: skip
     assert "drop_doubtful" in again.err.split("reused finished stages:")[1]
+    frame = gpd.read_file(boxes)
+    frame["note"] = ["a", "b", "c", "checked in the field"]  # same boxes, another column
+    boxes.unlink()
+    frame.to_file(boxes, driver="GPKG")
+    edited = jmlgeo("train", scene, "--boxes", boxes, "--out", out, *FAST,
+                    "--drop-doubtful", "0.25")  # fmt: skip
+    assert "drop_doubtful" in edited.err.split("reused finished stages:")[1]
+    assert list(gpd.read_file(out / "dropped_boxes.gpkg")["note"]) == ["checked in the field"]
 
 
 def test_zero_changes_nothing(jmlgeo, tmp_path, scene_and_boxes, captured):

@@ -204,6 +204,8 @@ def drop_doubtful(
     path = run.path / DROPPED_FILE
     if run.reusable(STAGE, fp) and path.exists():
         dropped = [Dropped(**d) for d in run.entry(STAGE).get("dropped", [])]
+        if run.primary:  # the same boxes (the stage is keyed by them); their other columns
+            write_dropped(path, boxes, dropped)  # may have changed: list them as they are now
     else:
         dropped = most_doubtful(scene_boxes, run.path / "proposals", methods, fraction,
                                 mask_scenes, say)  # fmt: skip
