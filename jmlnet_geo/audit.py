@@ -72,6 +72,9 @@ class AuditOptions:
             candidate's look-alikes labelled with its class (0-1).
         min_object_share: ``missing``: smallest candidate, as a share of the median size of
             the objects the model predicts in the boxes of its class (a fragment is smaller).
+        aspect_slack: ``missing``: a candidate's envelope may be this factor more elongated
+            (either way) than the most elongated box of its class (>= 1;
+            :func:`jmlnet_geo.audit_missing.drop_misshapen`).
         appearance: Ask the appearance opinion (``class?`` without a model).
         look_alikes: Its look-alikes per box (``k`` of
             :func:`jmlnet_geo.audit_appearance.look_alike_votes`).
@@ -86,6 +89,7 @@ class AuditOptions:
     max_boxed_share: float = 0.5
     min_look_alike: float = 0.5
     min_object_share: float = 0.25
+    aspect_slack: float = 1.1
     appearance: bool = True
     look_alikes: int = 10
     size_weight: float = 0.3
@@ -98,6 +102,8 @@ class AuditOptions:
             raise OptionError(f"--min-score {self.min_score}: give a probability in [0, 1]")
         if self.min_pixels is not None and self.min_pixels < 1:
             raise OptionError(f"--min-pixels {self.min_pixels}: give at least 1 pixel")
+        if not self.aspect_slack >= 1:
+            raise OptionError(f"aspect_slack {self.aspect_slack}: give a factor >= 1")
         if not 0 < self.empty_share <= 1:
             raise OptionError(f"--empty-share {self.empty_share}: give a share in (0, 1]")
 

@@ -364,9 +364,9 @@ def run_audit(
     boxes = audit_frame(original, scene_boxes, audits, names)
     missing = None
     if predictions is not None:
-        kept = missing_objects.drop_fragments(
-            [a.missing for a in audits], [sb.class_ids for sb in scene_boxes],
-            [a.own_pixels for a in audits], options.min_object_share,
+        kept = missing_objects.plausible(
+            [a.missing for a in audits], scene_boxes, [a.own_pixels for a in audits],
+            options.min_object_share, options.aspect_slack,
         )  # fmt: skip
         for sb, audit, found in zip(scene_boxes, audits, kept, strict=True):  # pieces first
             audit.missing = believed(found, sb.scene, layer_looks, options)

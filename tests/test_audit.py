@@ -11,6 +11,7 @@ import rasterio
 from conftest import UTM, pixel_box, write_boxes, write_scene
 
 from jmlnet_geo.audit import (
+    AuditOptions,
     doubt,
     model_scores,
     proposal_agreement,
@@ -21,6 +22,7 @@ from jmlnet_geo.audit_missing import (
     Component,
     default_min_pixels,
     drop_fragments,
+    drop_misshapen,
     scan_objects,
 )
 
@@ -105,6 +107,38 @@ def test_pieces_smaller_than_a_quarter_of_the_models_objects_are_dropped():
     assert kept == [[whole], []]  # class 1's median is 90: a quarter is 22.5
     # a class with no predicted object in its boxes keeps its candidates
     assert drop_fragments([[small]], [np.array([2])], [np.array([0])], 0.25) == [[small]]
+
+
+def test_candidates_shaped_like_no_box_of_their_class_are_dropped():
+    # class 1: ten boxes from 20 x 40 (aspect 0.5) to 40 x 20 (aspect 2), over two scenes
+    widths = np.array([20, 24, 28, 30, 32, 34, 36, 38, 40, 40])
+    heights = np.array([40, 30, 30, 30, 30, 30, 30, 25, 25, 20])
+    boxes = np.stack([np.zeros(10), np.zeros(10), widths, heights], 1).astype(int)
+    # class 2: three square boxes, too few to say what it never looks like
+    few = np.array([[0, 0, 10, 10]] * 3)
+    square = Component((5, 5, 35, 35), 1, 0.9, 500)
+    strip = Component((0, 0, 100, 30), 1, 0.9, 900)  # aspect 3.3 > 2 x 1.1
+    wide = Component((0, 0, 43, 20), 1, 0.9, 500)  # aspect 2.15 <= 2.2: the slack keeps it
+    tall = Component((0, 0, 20, 45), 1, 0.9, 500)  # aspect 0.44 < 0.5 / 1.1
+    odd = Component((0, 0, 50, 5), 2, 0.9, 200)
+    kept = drop_misshapen([[square, strip, wide], [tall, odd]],
+                          [boxes[:6], np.concatenate([boxes[6:], few])],
+                          [np.ones(6, int), np.array([1, 1, 1, 1, 2, 2, 2])], 1.1)  # fmt: skip
+    assert kept == [[square, wide], [odd]]
+    # slack 1.5 keeps the tall one (0.44 >= 0.33), not the strip (3.3 > 3)
+    kept = drop_misshapen([[strip, tall]], [boxes], [np.ones(10, int)], 1.5)
+    assert kept == [[tall]]
+
+
+@pytest.mark.parametrize(
+    "bad", [{"aspect_slack": 0.9}, {"min_score": 1.5}, {"min_pixels": 0}, {"empty_share": 0}]
+)
+def test_audit_options_out_of_range_are_refused(bad):
+    from jmlnet_geo.errors import OptionError
+
+    with pytest.raises(OptionError):
+        AuditOptions(**bad).check()
+    AuditOptions().check()  # the defaults pass
 
 
 def test_default_min_pixels_per_class_by_hand():
