@@ -67,6 +67,12 @@ def train(
         "--box-skip-neighbours/--box-score-neighbours",
         help="Leave other boxes of a box's class out of its projection window.",
     ),
+    box_outside_weight: float | None = typer.Option(
+        None,
+        "--box-outside-weight",
+        min=0.0,
+        help="Box loss's background term outside every box (default 1; 0: off).",
+    ),
     rounds: int | None = typer.Option(
         None, "--rounds", min=1, help="Stage-2 rounds, each refreshing the model proposal."
     ),
@@ -158,6 +164,7 @@ def train(
         box_pairwise_weight=box_pairwise_weight,
         box_margin=box_margin,
         box_skip_neighbours=box_skip_neighbours,
+        box_outside_weight=box_outside_weight,
         rounds=rounds,
         loader_workers=loader_workers,
         val_every=val_every,

@@ -220,12 +220,13 @@ def box_consistency_loss(
     pairwise_weight: float = 1.0,
     margin: float = 0.5,
     skip_neighbours: bool = False,
+    outside_weight: float = 1.0,
 ) -> Tensor:
     """BoxInst's box-consistency loss for semantic maps, needing no proposal.
 
     The sum of :func:`box_projection_loss`, ``pairwise_weight`` times :func:`box_pairwise_loss`
-    (inside the boxes) and the CE against background of the valid pixels outside every box (as
-    BMM's L-).
+    (inside the boxes) and ``outside_weight`` times the CE against background of the valid
+    pixels outside every box (as BMM's L-).
 
     Args:
         logits: (N, C, H, W) float.
@@ -240,6 +241,7 @@ def box_consistency_loss(
         margin: The projection term's ``margin`` (:func:`box_projection_loss`).
         skip_neighbours: Its ``skip_neighbours``: other boxes of a box's class are left out of
             its window.
+        outside_weight: Weight of the outside term (0: not computed).
 
     Returns:
         Scalar.
@@ -256,6 +258,9 @@ def box_consistency_loss(
     pairwise = 0.0
     if pairwise_weight:
         pairwise = pairwise_weight * box_pairwise_loss(probs, similarity, box_mask & valid)
-    outside_mask = ~box_mask & valid
-    outside = (-log_probs[:, BACKGROUND])[outside_mask].sum() / outside_mask.sum().clamp_min(1)
+    outside = 0.0
+    if outside_weight:
+        outside_mask = ~box_mask & valid
+        outside = (-log_probs[:, BACKGROUND])[outside_mask].sum() / outside_mask.sum().clamp_min(1)
+        outside = outside_weight * outside
     return projection + pairwise + outside

@@ -92,6 +92,9 @@ class SegmenterConfig:
             neighbouring boxes of the same class never pull against each other).
         box_skip_neighbours: Leave the pixels inside other boxes of a box's class out of its
             projection window (False, the default: scored against 0 like any pixel beside it).
+        box_outside_weight: Weight of the box loss's term that scores the pixels outside every
+            box against background (1, the default, as BMM's L-; the CE on a proposal scores
+            them too, so 0 leaves them to it alone).
         rounds: Stage-2 rounds: each round after the first finetunes the previous round's
             model with the ``model`` proposal refreshed from it (1: one stage 2, as the paper).
         drop_doubtful: Share of the boxes, the most doubtful by the proposals-only audit, that
@@ -125,6 +128,7 @@ class SegmenterConfig:
     box_pairwise_weight: float = 0.0
     box_margin: float = 0.5
     box_skip_neighbours: bool = False
+    box_outside_weight: float = 1.0
     rounds: int = 1
     drop_doubtful: float = 0.0
 

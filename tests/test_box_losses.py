@@ -170,6 +170,14 @@ def test_consistency_is_the_sum_of_its_terms_and_backpropagates():
         probs, boxes, labels
     )
     assert inside.item() == pytest.approx(none.item() + margin.item(), rel=1e-9)
+    # the outside term scaled by its weight; at 0 only the projection (and pairwise) remain
+    background = -logits.log_softmax(1)[:, 0][outside].mean().item()
+    kw = {"pairwise_weight": 0.0, "outside_weight": 0.25}
+    quarter = box_consistency_loss(logits, boxes, labels, box_mask, None, valid, **kw)
+    assert quarter.item() == pytest.approx(none.item() - 0.75 * background, rel=1e-9)
+    kw["outside_weight"] = 0.0
+    alone = box_consistency_loss(logits, boxes, labels, box_mask, None, valid, **kw)
+    assert alone.item() == pytest.approx(box_projection_loss(probs, boxes, labels).item(), 1e-9)
     with pytest.raises(ValueError, match="do not match"):
         box_consistency_loss(logits, boxes, labels, box_mask[:, :4], similarity, valid)
 
@@ -219,3 +227,7 @@ def test_box_loss_weight_trains_end_to_end_and_enters_the_fingerprints(jmlgeo, t
     skip = jmlgeo(*args, "--box-skip-neighbours", "--resume")
     reused = skip.err.split("reused finished stages:")[1].splitlines()[0]
     assert skip.code == 0 and "stage1" not in reused and "stage2" not in reused
+    # and one without the background term outside the boxes
+    alone = jmlgeo(*args, "--box-outside-weight", "0", "--resume")
+    reused = alone.err.split("reused finished stages:")[1].splitlines()[0]
+    assert alone.code == 0 and "stage1" not in reused and "stage2" not in reused

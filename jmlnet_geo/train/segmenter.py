@@ -44,6 +44,7 @@ class SegmenterTask(L.LightningModule):
         box_pairwise_weight: float = 1.0,
         box_margin: float = 0.5,
         box_skip_neighbours: bool = False,
+        box_outside_weight: float = 1.0,
     ) -> None:
         """Set up the task.
 
@@ -66,6 +67,8 @@ class SegmenterTask(L.LightningModule):
             box_pairwise_weight: Weight of that loss's pairwise term (0: not computed).
             box_margin: Its projection term's margin beside each box (fraction of the side).
             box_skip_neighbours: Leave other boxes of a box's class out of that margin.
+            box_outside_weight: Weight of its term scoring pixels outside every box against
+                background.
         """
         super().__init__()
         self.model = model
@@ -77,6 +80,7 @@ class SegmenterTask(L.LightningModule):
         self.box_pairwise_weight = box_pairwise_weight
         self.box_margin = box_margin
         self.box_skip_neighbours = box_skip_neighbours
+        self.box_outside_weight = box_outside_weight
         self.optimizer_settings = OptimizerSettings(
             optimizer, lr, steps, momentum, weight_decay, poly_power, warmup
         )
@@ -102,7 +106,7 @@ class SegmenterTask(L.LightningModule):
             box_loss = box_consistency_loss(
                 logits.float(), batch["boxes"], batch["labels"], inside, similarity,
                 batch["valid"], self.box_pairwise_weight, self.box_margin,
-                self.box_skip_neighbours,
+                self.box_skip_neighbours, self.box_outside_weight,
             )  # fmt: skip
             loss = loss + self.box_loss_weight * box_loss
         if not torch.isfinite(loss.detach()).all():
