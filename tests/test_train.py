@@ -363,7 +363,9 @@ def test_the_box_projection_loss_is_on_in_fast_and_off_in_paper():
     assert (paper.loss, paper.box_loss_weight) == ("bmm", 0.0)  # the paper's recipe, unchanged
 
 
-@pytest.mark.parametrize("key", ["box_loss_weight", "box_pairwise_weight", "box_margin"])
+@pytest.mark.parametrize(
+    "key", ["box_loss_weight", "box_pairwise_weight", "box_margin", "box_outside_weight"]
+)
 @pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
 def test_box_loss_weights_outside_their_range_are_refused(key, value):
     from jmlnet_geo.config import override, preset_config

@@ -66,6 +66,7 @@ def check_config(config: TrainConfig) -> list[str]:
         ("--box-loss-weight", seg.box_loss_weight),
         ("--box-pairwise-weight", seg.box_pairwise_weight),
         ("--box-margin", seg.box_margin),
+        ("--box-outside-weight", seg.box_outside_weight),
     ):
         if not (math.isfinite(value) and value >= 0):
             raise OptionError(f"{flag} {value}: give a finite value >= 0")
