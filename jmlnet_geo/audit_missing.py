@@ -227,8 +227,7 @@ def drop_fragments(
     pieces of objects beside the boxed ones; a piece is much smaller than the model's whole
     objects of that class.
     """
-    ids = np.concatenate([np.asarray(c, np.int64) for c in class_ids] or [np.zeros(0, np.int64)])
-    own = np.concatenate([np.asarray(o, np.int64) for o in own_pixels] or [np.zeros(0, np.int64)])
+    ids, own = _joined(class_ids), _joined(own_pixels)
     typical = {int(c): float(np.median(own[(ids == c) & (own > 0)]))
                for c in np.unique(ids[own > 0])}  # fmt: skip
     return [[c for c in scene if c.pixels >= share * typical.get(c.class_id, 0.0)]
@@ -262,7 +261,7 @@ def drop_misshapen(
     """
     boxes_all = np.concatenate([np.asarray(b, np.float64).reshape(-1, 4) for b in boxes]
                                or [np.zeros((0, 4))])  # fmt: skip
-    ids = np.concatenate([np.asarray(c, np.int64) for c in class_ids] or [np.zeros(0, np.int64)])
+    ids = _joined(class_ids)
     aspect = _log_aspect(boxes_all)
     ranges = {}
     for c in np.unique(ids):
@@ -275,6 +274,12 @@ def drop_misshapen(
         return bool(low <= _log_aspect(np.asarray([comp.box], np.float64))[0] <= high)
 
     return [[c for c in scene if shaped(c)] for scene in missing]
+
+
+def _joined(per_scene: Sequence[np.ndarray]) -> np.ndarray:
+    """int64 (sum of n_i,): per-scene int arrays end to end (empty without scenes)."""
+    return np.concatenate([np.asarray(a, np.int64).reshape(-1) for a in per_scene]
+                          or [np.zeros(0, np.int64)])  # fmt: skip
 
 
 def _log_aspect(boxes: np.ndarray) -> np.ndarray:
