@@ -105,6 +105,12 @@ def train(
         help="Share of the boxes, the most doubtful by the proposals' audit, that training "
         "ignores (0-1, default 0: none; listed in dropped_boxes.gpkg).",
     ),
+    drop_doubtful_by: str | None = typer.Option(
+        None,
+        "--drop-doubtful-by",
+        help="Who picks the boxes stage 2 ignores: proposals (stage 1's choice) or model "
+        "(picked again by the audit with the stage-1 model).",
+    ),
     class_field: str = typer.Option("class", "--class-field", help="Column with the class."),
     classes: str | None = typer.Option(None, "--classes", help="Fixed class order, a,b,c."),
     truth: Path | None = typer.Option(None, "--truth", help="Truth for validation mIoU."),
@@ -170,6 +176,7 @@ def train(
         val_every=val_every,
         checkpoint_every=checkpoint_every,
         drop_doubtful=drop_doubtful,
+        drop_doubtful_by=drop_doubtful_by,
     )
     config = override_detector(
         config,

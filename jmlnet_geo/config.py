@@ -100,6 +100,9 @@ class SegmenterConfig:
         drop_doubtful: Share of the boxes, the most doubtful by the proposals-only audit, that
             both stages ignore (255 in their labels, not background; 0: keep every box;
             :mod:`jmlnet_geo.train.doubtful`). Configs written before it load with 0.
+        drop_doubtful_by: Who chooses the boxes stage 2 ignores: ``proposals`` (the same
+            choice as stage 1's) or ``model`` (chosen again after stage 1 by the audit with
+            the stage-1 model). Configs written before it load with ``proposals``.
     """
 
     preset: str = "fast"
@@ -131,6 +134,7 @@ class SegmenterConfig:
     box_outside_weight: float = 1.0
     rounds: int = 1
     drop_doubtful: float = 0.0
+    drop_doubtful_by: str = "proposals"
 
 
 #: ``stage1_proposal`` value that lets the proposals' agreement choose the stage-1 label.

@@ -92,6 +92,73 @@ def test_the_moved_box_is_dropped_and_ignored(jmlgeo, tmp_path, scene_and_boxes,
     assert list(gpd.read_file(out / "dropped_boxes.gpkg")["note"]) == ["checked in the field"]
 
 
+BOXES = [(14, 14, 34, 34), (60, 14, 80, 34), (50, 60, 70, 80), MOVED]  # features 0..3
+
+
+def test_stage_2_ignores_the_choice_of_the_stage_1_model(
+    jmlgeo, tmp_path, scene_and_boxes, captured
+):
+    scene, boxes = scene_and_boxes
+    out = tmp_path / "run"
+    args = ("train", scene, "--boxes", boxes, "--out", out, *FAST, "--drop-doubtful", "0.25",
+            "--drop-doubtful-by", "model")  # fmt: skip
+    result = jmlgeo(*args)
+    assert result.code == 0, result.err
+    assert "boxes ignored in stage 2, chosen with the stage-1 model" in result.err
+    stages = json.loads((out / "run.json").read_text())["stages"]
+    first = [d["feature"] for d in stages["drop_doubtful"]["dropped"]]
+    second = [d["feature"] for d in stages["drop_doubtful_model"]["dropped"]]
+    assert first == [3] and len(second) == 1
+    for dataset, chosen in zip(captured, (first, second), strict=True):  # stage 1, stage 2
+        for feature, box in enumerate(BOXES):
+            labels, n_boxes = _labels_at(dataset, box)
+            assert (labels == 255).all() == (feature in chosen)
+            assert n_boxes == (feature not in chosen)
+    assert list(gpd.read_file(out / "dropped_boxes.gpkg")["feature"]) == second
+    from jmlnet_geo.bundle import load_bundle
+
+    _, card = load_bundle(out / "model.safetensors")
+    assert card.training_data["drop_doubtful"]["by"] == "model"
+    assert card.training_data["drop_doubtful"]["stage1_dropped"] == 1
+    again = jmlgeo(*args)
+    reused = again.err.split("reused finished stages:")[1]
+    assert "drop_doubtful_model" in reused and "stage2" in reused
+
+
+def test_the_model_opinion_enters_the_choice(tmp_path, scene_and_boxes):
+    import rasterio
+
+    from jmlnet_geo.io.raster import open_scenes
+    from jmlnet_geo.io.vector import boxes_for_scenes, read_boxes
+    from jmlnet_geo.proposals.stage import make_proposals
+    from jmlnet_geo.train.doubtful import most_doubtful
+
+    scene, boxes = scene_and_boxes
+    layer = read_boxes(boxes, "class", ("tank", "car"))
+    scene_boxes = boxes_for_scenes(layer, open_scenes([scene]))
+    methods, folder = ["grabcut", "crf"], tmp_path / "proposals"
+    make_proposals(scene_boxes, layer.classes.names, methods, folder)
+    alone = most_doubtful(scene_boxes, folder, methods, 0.5)
+    assert alone[0].feature == 3 and "class?" not in {d.reason for d in alone}
+    classes = np.zeros((96, 96), np.uint8)  # the model sees a car in box 0, tanks in 1 and 2
+    for value, (c0, r0, c1, r1) in zip((2, 1, 1), BOXES, strict=False):
+        classes[r0 + 4 : r1 - 4, c0 + 4 : c1 - 4] = value
+    with rasterio.open(scene) as ds:
+        profile = ds.profile | {"count": 1, "dtype": "uint8", "nodata": None}
+    path = tmp_path / "tiny.classes.tif"
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(classes, 1)
+    calls = []
+
+    def predict(each):
+        calls.append(len(scene_boxes))
+        each(0, path)
+
+    by_model = {d.feature: d.reason for d in most_doubtful(scene_boxes, folder, methods, 0.5,
+                                                           predict=predict)}  # fmt: skip
+    assert calls == [1] and by_model == {0: "class?", 3: by_model[3]}
+
+
 def test_zero_changes_nothing(jmlgeo, tmp_path, scene_and_boxes, captured):
     scene, boxes = scene_and_boxes
     out = tmp_path / "run"
@@ -101,6 +168,15 @@ def test_zero_changes_nothing(jmlgeo, tmp_path, scene_and_boxes, captured):
     assert "drop_doubtful" not in json.loads((out / "run.json").read_text())["stages"]
     labels, n_boxes = _labels_at(captured[0], MOVED)
     assert not (labels == 255).any() and n_boxes == 1
+
+
+def test_bad_chooser_is_one_line(jmlgeo, tmp_path, scene_and_boxes):
+    scene, boxes = scene_and_boxes
+    out = tmp_path / "run"
+    result = jmlgeo("train", scene, "--boxes", boxes, "--out", out, *FAST, "--drop-doubtful",
+                    "0.1", "--drop-doubtful-by", "detector")  # fmt: skip
+    assert_one_line_error(result, "--drop-doubtful-by detector", "proposals, model")
+    assert not out.exists() or not list(out.rglob("*.tif"))
 
 
 @pytest.mark.parametrize("value", ["-0.1", "1", "2"])

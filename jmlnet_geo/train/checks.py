@@ -12,6 +12,7 @@ from jmlnet_geo.config import AUTO, LOSS_NAMES, MODEL_PROPOSAL, TrainConfig, che
 from jmlnet_geo.errors import InputFileError, OptionError, display_path
 from jmlnet_geo.io.raster import BandStats, Scene, band_statistics
 from jmlnet_geo.proposals.options import CLASSIC_METHODS, DETECTOR_METHODS
+from jmlnet_geo.train.doubtful import BY as DROP_BY
 from jmlnet_geo.train.doubtful import check_fraction
 from jmlnet_geo.train.optim import check_optimizer
 
@@ -71,6 +72,10 @@ def check_config(config: TrainConfig) -> list[str]:
         if not (math.isfinite(value) and value >= 0):
             raise OptionError(f"{flag} {value}: give a finite value >= 0")
     check_fraction(seg.drop_doubtful)
+    if seg.drop_doubtful_by not in DROP_BY:
+        raise OptionError(
+            f"--drop-doubtful-by {seg.drop_doubtful_by}: give one of {', '.join(DROP_BY)}"
+        )
     fraction = config.masks_fraction
     if fraction is not None and not 0.0 <= fraction <= 1.0:
         raise OptionError(f"--masks-fraction {fraction:g}: give a value in 0..1")

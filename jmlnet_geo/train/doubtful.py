@@ -3,7 +3,11 @@
 After the proposal stage, every box is scored by the audit without a model
 (:func:`jmlnet_geo.audit_run.score_scene` on the run's own proposal rasters, with the
 appearance opinion of :mod:`jmlnet_geo.audit_appearance` over the scored scenes); the
-``FRACTION`` most doubtful features of the box layer are dropped. A dropped box is *ignore*,
+``FRACTION`` most doubtful features of the box layer are dropped. With ``drop_doubtful_by``
+``model`` the choice is made again after stage 1, over every box, by the audit *with* the
+stage-1 model (its prediction of each training scene adds the class share, the other class and
+the extent to each box's doubt, as ``jmlgeo audit --model``): stage 1 ignores the first choice,
+stage 2 the second (stage ``drop_doubtful_model`` of ``run.json``). A dropped box is *ignore*,
 not background: in every label layer the segmenter stages read, the pixels of its box that no
 kept box covers are 255 (:class:`jmlnet_geo.tiling.SceneTiles`' ``ignore``); it is left out of
 the boxes the stages see (box tiles, box-consistency loss, the model proposal). Scenes that
@@ -36,6 +40,13 @@ STAGE = "drop_doubtful"
 DROPPED_FILE = "dropped_boxes.gpkg"
 #: Enters the stage's fingerprint: choices made before the appearance opinion are made again.
 APPEARANCE = "appearance-1"
+#: The run-folder stage of the second choice, by the stage-1 model (``drop_doubtful_by``).
+MODEL_STAGE = "drop_doubtful_model"
+#: ``drop_doubtful_by`` values: who chooses the boxes stage 2 ignores.
+BY = ("proposals", "model")
+
+#: ``predict(each)``: calls ``each(i, classes)`` with each scene's predicted class raster.
+Predict = Callable[[Callable[[int, Path], None]], None]
 
 
 def check_fraction(fraction: float) -> float:
@@ -81,6 +92,7 @@ def most_doubtful(
     fraction: float,
     skip_scenes: set[str] = frozenset(),
     say: Callable[[str], None] = lambda text: None,
+    predict: Predict | None = None,
 ) -> list[Dropped]:
     """The ``round(fraction x features)`` most doubtful features, most doubtful first.
 
@@ -91,6 +103,9 @@ def most_doubtful(
         fraction: Share of the scored features to drop, 0 <= fraction < 1.
         skip_scenes: Paths of scenes not scored (they train on true masks).
         say: Receives a one-line note (the appearance opinion skipped).
+        predict: With a model: ``predict(each)`` calls ``each(i, classes)`` for every scene i
+            of ``scene_boxes`` with its predicted class raster (scene grid); the model's
+            opinion (class share, other class, extent) then enters each box's doubt.
 
     A feature on several scenes counts once, with its largest doubt; features nothing had an
     opinion on (NaN doubt) are never dropped.
@@ -101,11 +116,17 @@ def most_doubtful(
     from jmlnet_geo.proposals.compose import proposal_path
 
     best: dict[int, Dropped] = {}
-    scored = [sb for sb in scene_boxes if sb.scene.path not in skip_scenes and len(sb)]
-    looks, _ = scene_appearance(scored, AuditOptions(), say)
-    for sb, look in zip(scored, looks, strict=True):
+    order = [i for i, sb in enumerate(scene_boxes) if sb.scene.path not in skip_scenes and len(sb)]
+    looks, _ = scene_appearance([scene_boxes[i] for i in order], AuditOptions(), say)
+    look_of = dict(zip(order, looks, strict=True))
+
+    def score(i: int, classes: Path | None) -> None:
+        if i not in look_of:
+            return
+        sb = scene_boxes[i]
         paths = {m: proposal_path(folder, sb.scene, m) for m in methods}
-        rows = score_scene(sb, paths, None, looks=look).rows
+        prediction = None if classes is None else (classes, None)
+        rows = score_scene(sb, paths, prediction, looks=look_of[i]).rows
         for feature, row in zip(sb.features, rows, strict=True):
             value = float(row["doubt"])
             if math.isnan(value):
@@ -113,6 +134,12 @@ def most_doubtful(
             seen = best.get(int(feature))
             if seen is None or value > seen.doubt:
                 best[int(feature)] = Dropped(int(feature), sb.scene.name, value, row["reason"])
+
+    if predict is None:
+        for i in order:
+            score(i, None)
+    else:
+        predict(score)
     features = {int(f) for sb in scene_boxes if sb.scene.path not in skip_scenes
                 for f in sb.features}  # fmt: skip
     count = int(round(fraction * len(features)))
@@ -172,22 +199,26 @@ def drop_doubtful(
     boxes: Path,
     fraction: float,
     say: Callable[[str], None],
+    model: tuple[str, Predict] | None = None,
 ) -> tuple[list[SceneBoxes], list[IgnoreBoxes | None], str, dict]:
     """Stage ``drop_doubtful`` of a run: score the boxes on its proposals, drop the worst.
 
     Args:
         run: The run folder (its ``proposals/`` are made; ``run.json`` records the stage).
-        scene_boxes: Each scene with its boxes.
+        scene_boxes: Each scene with its boxes (all of them, also for the second choice).
         methods: The run's proposal methods (the audit reads their rasters).
         method_fps: Their stages' fingerprints (a new proposal redoes the choice).
         mask_scenes: Paths of the scenes on true masks (not scored, not painted).
         boxes: The box layer file (its dropped features are copied to ``dropped_boxes.gpkg``).
         fraction: Share of the boxes to drop, 0 < fraction < 1.
         say: Receives a one-line note.
+        model: For the second choice (stage ``drop_doubtful_model``, the boxes stage 2
+            ignores): the fingerprint of the stage whose model predicts, and its ``predict``
+            (:data:`Predict`); None: the first choice, by the proposals alone.
 
     Returns:
         (kept boxes per scene, ignore boxes per scene, the stage's fingerprint, its summary
-        ``{"fraction", "methods", "boxes", "dropped"}`` for the model card).
+        ``{"fraction", "methods", "boxes", "dropped", "by"}`` for the model card).
 
     Raises:
         OptionError: No proposal to score with (every scene on true masks).
@@ -199,25 +230,28 @@ def drop_doubtful(
             f"--drop-doubtful {fraction:g}: every scene trains on true masks, so no proposal "
             "scores the boxes; drop the option"
         )
-    fp = fingerprint(list(methods), list(method_fps), sorted(mask_scenes), fraction, STAGE,
-                     APPEARANCE)  # fmt: skip
+    stage = STAGE if model is None else MODEL_STAGE
+    fp = fingerprint(list(methods), list(method_fps), sorted(mask_scenes), fraction, stage,
+                     APPEARANCE, *([model[0]] if model else []))  # fmt: skip
     path = run.path / DROPPED_FILE
-    if run.reusable(STAGE, fp) and path.exists():
-        dropped = [Dropped(**d) for d in run.entry(STAGE).get("dropped", [])]
+    if run.reusable(stage, fp) and path.exists():
+        dropped = [Dropped(**d) for d in run.entry(stage).get("dropped", [])]
         if run.primary:  # the same boxes (the stage is keyed by them); their other columns
             write_dropped(path, boxes, dropped)  # may have changed: list them as they are now
     else:
         dropped = most_doubtful(scene_boxes, run.path / "proposals", methods, fraction,
-                                mask_scenes, say)  # fmt: skip
+                                mask_scenes, say, model[1] if model else None)  # fmt: skip
         if run.primary:
             write_dropped(path, boxes, dropped)
-            run.finish(STAGE, fp, fraction=fraction, methods=list(methods),
+            run.finish(stage, fp, fraction=fraction, methods=list(methods),
                        dropped=[d.as_dict() for d in dropped])  # fmt: skip
     features = {d.feature for d in dropped}
     kept, ignore = split_boxes(scene_boxes, features, mask_scenes)
     total = len({int(f) for sb in scene_boxes for f in sb.features})
-    say(f"--drop-doubtful {fraction:g}: {len(dropped)} of {total} boxes ignored "
+    by = BY[0] if model is None else BY[1]
+    which = "" if model is None else " in stage 2, chosen with the stage-1 model"
+    say(f"--drop-doubtful {fraction:g}: {len(dropped)} of {total} boxes ignored{which} "
         f"(listed in {DROPPED_FILE})")  # fmt: skip
     summary = {"fraction": fraction, "methods": list(methods), "boxes": total,
-               "dropped": len(dropped)}  # fmt: skip
+               "dropped": len(dropped), "by": by}  # fmt: skip
     return kept, ignore, fingerprint(fp, sorted(features)), summary

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ from jmlnet_geo.train.self_training import (
     choose_stage1,
     model_proposal,
     model_proposal_fingerprint,
+    predict_stage,
 )
 from jmlnet_geo.train.stage import WEIGHTS, StageInputs, stage_summary, train_stage
 
@@ -262,6 +263,18 @@ def train(
         return scores
 
     scores1 = trained("stage1", fp1, None, **s1)
+    drop_fp2 = None
+    if seg.drop_doubtful > 0 and seg.drop_doubtful_by == "model":  # choose again with stage 1
+        first_dropped = dropped["dropped"]
+        stage1_model = ModelProposalInputs(run, scenes, scene_boxes, names, normalization, config,
+                                           progress_of)  # fmt: skip
+        train_boxes, ignore, drop_fp2, dropped = drop_doubtful(
+            run, scene_boxes, methods, [fps[m] for m in methods], masked, inputs.boxes,
+            seg.drop_doubtful, say,
+            (fp1, lambda each: predict_stage("stage1", stage1_model, "audit with stage 1", each)),
+        )  # fmt: skip
+        dropped["stage1_dropped"] = first_dropped
+        stage_inputs = replace(stage_inputs, scene_boxes=train_boxes, ignore=ignore)
     s2 = dict(
         proposals=[MASK] if full else list(seg.proposals),
         loss=seg.loss,
@@ -277,7 +290,7 @@ def train(
         if self_trained:
             fps[MODEL_PROPOSAL] = model_proposal_fingerprint(last_fp)
         stage2_fps = [fps.get(m) for m in s2["proposals"]]
-        extra = [] if round_ == 1 else [round_]
+        extra = ([] if round_ == 1 else [round_]) + ([drop_fp2] if drop_fp2 else [])
         fp2 = fingerprint(last_fp, stage2_fps, {k: settings[k] for k in _STAGE2_KEYS}, "stage2",
                           *extra)  # fmt: skip
         name = "stage2" if round_ == 1 else f"stage2_round{round_}"

@@ -166,10 +166,35 @@ def model_proposal(stage: str, stage_fp: str, inputs: ModelProposalInputs) -> No
     if run.finished(MODEL_STAGE, fp) and all(p.exists() for p in paths):
         run.reused.append(MODEL_STAGE)
         return
-    from jmlnet_geo.predict import PredictOptions, Predictor
     from jmlnet_geo.proposals.model_proposal import write_model_proposal
+
+    out.mkdir(parents=True, exist_ok=True)
+    predict_stage(
+        stage, inputs, f"model proposal (from {stage})",
+        lambda i, predicted: write_model_proposal(paths[i], inputs.scene_boxes[i], predicted,
+                                                  inputs.names),
+    )  # fmt: skip
+    run.finish(MODEL_STAGE, fp, source=stage)
+
+
+def predict_stage(
+    stage: str, inputs: ModelProposalInputs, title: str, each: Callable[[int, Path], None]
+) -> None:
+    """Predict every training scene with a finished stage's weights, one scene at a time.
+
+    Args:
+        stage: The finished stage whose ``<stage>/weights.safetensors`` predicts (through a
+            temporary bundle in ``<stage>_predictions/``, removed at the end).
+        inputs: The run's scenes and settings.
+        title: The progress bar's title.
+        each: Called with the scene's index in ``inputs.scene_boxes`` and the path of its
+            uint8 class raster (class ids, 0 = background, on the scene's grid), which is
+            deleted when ``each`` returns.
+    """
+    from jmlnet_geo.predict import PredictOptions, Predictor
     from jmlnet_geo.train.card import write_bundle
 
+    run = inputs.run
     work = run.path / f"{stage}_predictions"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -180,12 +205,10 @@ def model_proposal(stage: str, stage_fp: str, inputs: ModelProposalInputs) -> No
     )  # fmt: skip
     predictor = Predictor(bundle, inputs.config.device)
     options = PredictOptions(device=inputs.config.device, loader_workers=0)
-    out.mkdir(parents=True, exist_ok=True)
-    with inputs.progress_of(f"model proposal (from {stage})", "scenes") as report:
-        for i, (sb, path) in enumerate(zip(inputs.scene_boxes, paths, strict=True)):
+    with inputs.progress_of(title, "scenes") as report:
+        for i, sb in enumerate(inputs.scene_boxes):
             predicted = predictor.predict(sb.scene.path, work, options).classes
-            write_model_proposal(path, sb, predicted, inputs.names)
+            each(i, Path(predicted))
             Path(predicted).unlink()
-            report(i + 1, len(paths))
+            report(i + 1, len(inputs.scene_boxes))
     shutil.rmtree(work, ignore_errors=True)
-    run.finish(MODEL_STAGE, fp, source=stage)
