@@ -108,8 +108,8 @@ def train(
     drop_doubtful_by: str | None = typer.Option(
         None,
         "--drop-doubtful-by",
-        help="Who picks the boxes stage 2 ignores: proposals (stage 1's choice) or model "
-        "(picked again by the audit with the stage-1 model).",
+        help="Who picks the ignored boxes: proposals (the audit without a model) or model "
+        "(picked again by the audit with the stage-1 model; stage 1 is then trained again).",
     ),
     class_field: str = typer.Option("class", "--class-field", help="Column with the class."),
     classes: str | None = typer.Option(None, "--classes", help="Fixed class order, a,b,c."),

@@ -100,9 +100,10 @@ class SegmenterConfig:
         drop_doubtful: Share of the boxes, the most doubtful by the proposals-only audit, that
             both stages ignore (255 in their labels, not background; 0: keep every box;
             :mod:`jmlnet_geo.train.doubtful`). Configs written before it load with 0.
-        drop_doubtful_by: Who chooses the boxes stage 2 ignores: ``proposals`` (the same
-            choice as stage 1's) or ``model`` (chosen again after stage 1 by the audit with
-            the stage-1 model). Configs written before it load with ``proposals``.
+        drop_doubtful_by: Who chooses the boxes the bundle's stages ignore: ``proposals``
+            (the audit without a model) or ``model`` (chosen again by the audit with the
+            stage-1 model, then stage 1 trained again without them). Configs written before
+            it load with ``proposals``.
     """
 
     preset: str = "fast"

@@ -95,7 +95,7 @@ def test_the_moved_box_is_dropped_and_ignored(jmlgeo, tmp_path, scene_and_boxes,
 BOXES = [(14, 14, 34, 34), (60, 14, 80, 34), (50, 60, 70, 80), MOVED]  # features 0..3
 
 
-def test_stage_2_ignores_the_choice_of_the_stage_1_model(
+def test_the_stage_1_model_chooses_again_and_stage_1_is_retrained(
     jmlgeo, tmp_path, scene_and_boxes, captured
 ):
     scene, boxes = scene_and_boxes
@@ -104,12 +104,13 @@ def test_stage_2_ignores_the_choice_of_the_stage_1_model(
             "--drop-doubtful-by", "model")  # fmt: skip
     result = jmlgeo(*args)
     assert result.code == 0, result.err
-    assert "boxes ignored in stage 2, chosen with the stage-1 model" in result.err
+    assert "boxes ignored, chosen again with the stage-1 model" in result.err
     stages = json.loads((out / "run.json").read_text())["stages"]
     first = [d["feature"] for d in stages["drop_doubtful"]["dropped"]]
     second = [d["feature"] for d in stages["drop_doubtful_model"]["dropped"]]
     assert first == [3] and len(second) == 1
-    for dataset, chosen in zip(captured, (first, second), strict=True):  # stage 1, stage 2
+    chosen_by_stage = (first, second, second)  # stage 1, stage 1 again, stage 2
+    for dataset, chosen in zip(captured, chosen_by_stage, strict=True):
         for feature, box in enumerate(BOXES):
             labels, n_boxes = _labels_at(dataset, box)
             assert (labels == 255).all() == (feature in chosen)
@@ -120,9 +121,10 @@ def test_stage_2_ignores_the_choice_of_the_stage_1_model(
     _, card = load_bundle(out / "model.safetensors")
     assert card.training_data["drop_doubtful"]["by"] == "model"
     assert card.training_data["drop_doubtful"]["stage1_dropped"] == 1
+    assert [s["name"] for s in card.stages] == ["stage1", "stage1_again", "stage2"]
     again = jmlgeo(*args)
     reused = again.err.split("reused finished stages:")[1]
-    assert "drop_doubtful_model" in reused and "stage2" in reused
+    assert all(s in reused for s in ("drop_doubtful_model", "stage1_again", "stage2"))
 
 
 def test_the_model_opinion_enters_the_choice(tmp_path, scene_and_boxes):

@@ -7,11 +7,12 @@ from pathlib import Path
 from jmlnet_geo.io.write import atomic_output
 
 
-def training_curve(run_path: Path) -> None:
-    """Plot train loss and validation mIoU of both stages to ``training_curve.png``.
+def training_curve(run_path: Path, stages: tuple[str, ...] = ("stage1", "stage2")) -> None:
+    """Plot train loss and validation mIoU of the stages to ``training_curve.png``.
 
-    Reads ``logs/stage1/metrics.csv`` and ``logs/stage2/metrics.csv`` of the run folder; stage 2
-    is drawn after stage 1 on one step axis.
+    Reads ``logs/<stage>/metrics.csv`` of the run folder for each of ``stages`` (the chain that
+    made the bundle: ``stage1``, or ``stage1_again`` with ``--drop-doubtful-by model``, then
+    ``stage2``); each stage is drawn after the one before on one step axis.
     """
     import csv
 
@@ -22,7 +23,7 @@ def training_curve(run_path: Path) -> None:
 
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 4))
     offset = 0
-    for stage in ("stage1", "stage2"):
+    for stage in stages:
         metrics = run_path / "logs" / stage / "metrics.csv"
         if not metrics.exists():
             continue

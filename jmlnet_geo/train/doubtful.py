@@ -6,8 +6,9 @@ appearance opinion of :mod:`jmlnet_geo.audit_appearance` over the scored scenes)
 ``FRACTION`` most doubtful features of the box layer are dropped. With ``drop_doubtful_by``
 ``model`` the choice is made again after stage 1, over every box, by the audit *with* the
 stage-1 model (its prediction of each training scene adds the class share, the other class and
-the extent to each box's doubt, as ``jmlgeo audit --model``): stage 1 ignores the first choice,
-stage 2 the second (stage ``drop_doubtful_model`` of ``run.json``). A dropped box is *ignore*,
+the extent to each box's doubt, as ``jmlgeo audit --model``; stage ``drop_doubtful_model`` of
+``run.json``); stage 1 is then trained again from scratch without the second choice (stage
+``stage1_again``) and stage 2 goes on from it, also without it. A dropped box is *ignore*,
 not background: in every label layer the segmenter stages read, the pixels of its box that no
 kept box covers are 255 (:class:`jmlnet_geo.tiling.SceneTiles`' ``ignore``); it is left out of
 the boxes the stages see (box tiles, box-consistency loss, the model proposal). Scenes that
@@ -249,7 +250,7 @@ def drop_doubtful(
     kept, ignore = split_boxes(scene_boxes, features, mask_scenes)
     total = len({int(f) for sb in scene_boxes for f in sb.features})
     by = BY[0] if model is None else BY[1]
-    which = "" if model is None else " in stage 2, chosen with the stage-1 model"
+    which = "" if model is None else ", chosen again with the stage-1 model"
     say(f"--drop-doubtful {fraction:g}: {len(dropped)} of {total} boxes ignored{which} "
         f"(listed in {DROPPED_FILE})")  # fmt: skip
     summary = {"fraction": fraction, "methods": list(methods), "boxes": total,

@@ -262,10 +262,9 @@ def train(
         records.append(stage_summary(run, name, labels, stage, name in run.reused))
         return scores
 
-    scores1 = trained("stage1", fp1, None, **s1)
-    drop_fp2 = None
-    if seg.drop_doubtful > 0 and seg.drop_doubtful_by == "model":  # choose again with stage 1
-        first_dropped = dropped["dropped"]
+    scores1, first = trained("stage1", fp1, None, **s1), "stage1"
+    if seg.drop_doubtful > 0 and seg.drop_doubtful_by == "model":  # choose again with stage 1,
+        first_dropped = dropped["dropped"]  # then train stage 1 again from scratch without them
         stage1_model = ModelProposalInputs(run, scenes, scene_boxes, names, normalization, config,
                                            progress_of)  # fmt: skip
         train_boxes, ignore, drop_fp2, dropped = drop_doubtful(
@@ -275,6 +274,8 @@ def train(
         )  # fmt: skip
         dropped["stage1_dropped"] = first_dropped
         stage_inputs = replace(stage_inputs, scene_boxes=train_boxes, ignore=ignore)
+        first, fp1 = "stage1_again", fingerprint(fp1, drop_fp2, "stage1_again")
+        scores1 = trained(first, fp1, None, **s1)
     s2 = dict(
         proposals=[MASK] if full else list(seg.proposals),
         loss=seg.loss,
@@ -284,13 +285,13 @@ def train(
     model_inputs = ModelProposalInputs(
         run, scenes, train_boxes, names, normalization, config, progress_of
     )
-    last, last_fp, validation = "stage1", fp1, scores1
+    last, last_fp, validation = first, fp1, scores1
     for round_ in range(1, seg.rounds + 1):  # round 1 is the paper's stage 2
         self_trained = MODEL_PROPOSAL in s2["proposals"]  # from the stage before this round
         if self_trained:
             fps[MODEL_PROPOSAL] = model_proposal_fingerprint(last_fp)
         stage2_fps = [fps.get(m) for m in s2["proposals"]]
-        extra = ([] if round_ == 1 else [round_]) + ([drop_fp2] if drop_fp2 else [])
+        extra = [] if round_ == 1 else [round_]
         fp2 = fingerprint(last_fp, stage2_fps, {k: settings[k] for k in _STAGE2_KEYS}, "stage2",
                           *extra)  # fmt: skip
         name = "stage2" if round_ == 1 else f"stage2_round{round_}"
@@ -311,7 +312,7 @@ def train(
         write_bundle(
             bundle, weights, scenes, scene_boxes, names, normalization, config, validation, record
         )
-        training_curve(run.path)
+        training_curve(run.path, (first, "stage2"))
         run.finish("bundle", fp)
     return TrainResult(bundle, validation, run.reused)
 

@@ -81,7 +81,7 @@ def train_stage(
     """Train one stage (or reuse it).
 
     Args:
-        name: ``stage1`` or ``stage2`` (its folder and ``run.json`` entry).
+        name: ``stage1``, ``stage1_again`` or ``stage2`` (its folder and ``run.json`` entry).
         fp: The stage's fingerprint.
         init: Weights to start from (stage 1's), or None for the preset's initial weights.
         proposals: Names of the Z proposal rasters it learns from.
