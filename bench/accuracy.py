@@ -66,7 +66,6 @@ class Row:
     box_margin: float = 0.5  # its projection window beside each box (0: inside the box only)
     box_skip_neighbours: bool = False  # other boxes of the class left out of that window
     box_outside_weight: float = 1.0  # weight of its background term outside every box
-    box_outside_gap: float = 0.0  # that term skips pixels this share of a side beside a box
 
 
 ROWS = [
@@ -144,11 +143,6 @@ ROWS = [
     Row("ce-grabcut-bpo", "CE, GrabCut, + box projection loss, no outside term", "grabcut", "ce",
         ("grabcut",), ablation=True, box_loss_weight=1.0, box_pairwise_weight=0.0,
         box_outside_weight=0.0),
-    # The default with its outside term beyond each box's projection window only: the pixels
-    # beside a box (gaps between parked vehicles) are left to the CE and the projection term.
-    Row("ce-grabcut-bpg", "CE, GrabCut, + box projection loss, outside term beyond the window",
-        "grabcut", "ce", ("grabcut",), ablation=True, box_loss_weight=1.0,
-        box_pairwise_weight=0.0, box_outside_gap=0.5),
 ]  # fmt: skip
 
 
@@ -161,7 +155,6 @@ EXTRA_ROWS = (
     "ce-grabcut-bm0",
     "ce-grabcut-bpn",
     "ce-grabcut-bpo",
-    "ce-grabcut-bpg",
 )
 PARTS = ("nwpu", "isaid", "spacenet")
 
@@ -194,7 +187,6 @@ def run_row(row: Row, part: Part, work: Path, args, seed: int, truths: TruthCach
         box_margin=row.box_margin,
         box_skip_neighbours=row.box_skip_neighbours,
         box_outside_weight=row.box_outside_weight,
-        box_outside_gap=row.box_outside_gap,
     )
     detector = replace(config.detector, steps=args.detector_steps)
     config = replace(

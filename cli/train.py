@@ -73,12 +73,6 @@ def train(
         min=0.0,
         help="Box loss's background term outside every box (default 1; 0: off).",
     ),
-    box_outside_gap: float | None = typer.Option(
-        None,
-        "--box-outside-gap",
-        min=0.0,
-        help="That term skips pixels within this fraction of a box's side (default 0).",
-    ),
     rounds: int | None = typer.Option(
         None, "--rounds", min=1, help="Stage-2 rounds, each refreshing the model proposal."
     ),
@@ -177,7 +171,6 @@ def train(
         box_margin=box_margin,
         box_skip_neighbours=box_skip_neighbours,
         box_outside_weight=box_outside_weight,
-        box_outside_gap=box_outside_gap,
         rounds=rounds,
         loader_workers=loader_workers,
         val_every=val_every,

@@ -28,9 +28,7 @@ from torch import Tensor
 from jmlnet_geo.vocabulary import BACKGROUND
 
 
-def _box_pixels(
-    box: Tensor | Sequence[float], height: int, width: int
-) -> tuple[int, int, int, int]:
+def _box_pixels(box: Tensor, height: int, width: int) -> tuple[int, int, int, int]:
     """Pixel index ranges (c0, c1, r0, r1), end exclusive, whose centres are inside a box."""
     x0, y0, x1, y1 = (float(v) for v in box)
     c0, c1 = max(math.ceil(x0 - 0.5), 0), min(math.ceil(x1 - 0.5), width)
@@ -118,31 +116,6 @@ def box_projection_loss(
     if not terms:
         return probs.sum() * 0.0
     return torch.stack(terms).mean()
-
-
-def grown_box_mask(
-    shape: Sequence[int], boxes: Sequence[Tensor], gap: float, device: torch.device | None = None
-) -> Tensor:
-    """Where the boxes lie once each is grown by ``gap`` times its width and height per side.
-
-    Args:
-        shape: (N, H, W) of the batch.
-        boxes: Per tile, float (n_i, 4) boxes x_min, y_min, x_max, y_max in tile pixels (a
-            box may run past the tile: it is grown by its whole side, then clipped).
-        gap: Growth on each side, a fraction of the box's side (as the projection's margin).
-        device: Of the result.
-
-    Returns:
-        (N, H, W) bool, True at the pixel centres inside a grown box.
-    """
-    n, height, width = shape
-    out = torch.zeros((n, height, width), dtype=torch.bool, device=device)
-    for i, tile_boxes in enumerate(boxes):
-        for x0, y0, x1, y1 in tile_boxes.tolist():
-            dx, dy = gap * (x1 - x0), gap * (y1 - y0)
-            c0, c1, r0, r1 = _box_pixels((x0 - dx, y0 - dy, x1 + dx, y1 + dy), height, width)
-            out[i, r0:r1, c0:c1] = True
-    return out
 
 
 #: Offsets (dy, dx) of the 8 neighbours of BoxInst's 3 x 3 neighbourhood with dilation 2.
@@ -248,14 +221,12 @@ def box_consistency_loss(
     margin: float = 0.5,
     skip_neighbours: bool = False,
     outside_weight: float = 1.0,
-    outside_gap: float = 0.0,
 ) -> Tensor:
     """BoxInst's box-consistency loss for semantic maps, needing no proposal.
 
     The sum of :func:`box_projection_loss`, ``pairwise_weight`` times :func:`box_pairwise_loss`
     (inside the boxes) and ``outside_weight`` times the CE against background of the valid
-    pixels outside every box (as BMM's L-), or with ``outside_gap`` > 0 outside every box grown
-    by that fraction of its width and height (:func:`grown_box_mask`).
+    pixels outside every box (as BMM's L-).
 
     Args:
         logits: (N, C, H, W) float.
@@ -271,9 +242,6 @@ def box_consistency_loss(
         skip_neighbours: Its ``skip_neighbours``: other boxes of a box's class are left out of
             its window.
         outside_weight: Weight of the outside term (0: not computed).
-        outside_gap: Growth of each box, as a fraction of its side, before the outside term
-            (0: the pixels right beside a box count; 0.5: those of its projection window at
-            the default margin do not).
 
     Returns:
         Scalar.
@@ -292,10 +260,7 @@ def box_consistency_loss(
         pairwise = pairwise_weight * box_pairwise_loss(probs, similarity, box_mask & valid)
     outside = 0.0
     if outside_weight:
-        near = box_mask
-        if outside_gap:
-            near = grown_box_mask(box_mask.shape, boxes, outside_gap, box_mask.device)
-        outside_mask = ~near & valid
+        outside_mask = ~box_mask & valid
         outside = (-log_probs[:, BACKGROUND])[outside_mask].sum() / outside_mask.sum().clamp_min(1)
         outside = outside_weight * outside
     return projection + pairwise + outside

@@ -95,10 +95,6 @@ class SegmenterConfig:
         box_outside_weight: Weight of the box loss's term that scores the pixels outside every
             box against background (1, the default, as BMM's L-; the CE on a proposal scores
             them too, so 0 leaves them to it alone).
-        box_outside_gap: That term leaves out the pixels within this fraction of a box's side
-            beside it (0, the default: every pixel outside every box; 0.5: outside every
-            box's projection window at the default margin). Configs written before it load
-            with 0.
         rounds: Stage-2 rounds: each round after the first finetunes the previous round's
             model with the ``model`` proposal refreshed from it (1: one stage 2, as the paper).
         drop_doubtful: Share of the boxes, the most doubtful by the proposals-only audit, that
@@ -137,7 +133,6 @@ class SegmenterConfig:
     box_margin: float = 0.5
     box_skip_neighbours: bool = False
     box_outside_weight: float = 1.0
-    box_outside_gap: float = 0.0
     rounds: int = 1
     drop_doubtful: float = 0.0
     drop_doubtful_by: str = "proposals"

@@ -13,7 +13,6 @@ from jmlnet_geo.box_losses import (
     box_pairwise_loss,
     box_projection_loss,
     colour_similarity,
-    grown_box_mask,
     lab_colours,
 )
 
@@ -179,15 +178,6 @@ def test_consistency_is_the_sum_of_its_terms_and_backpropagates():
     kw["outside_weight"] = 0.0
     alone = box_consistency_loss(logits, boxes, labels, box_mask, None, valid, **kw)
     assert alone.item() == pytest.approx(box_projection_loss(probs, boxes, labels).item(), 1e-9)
-    # with a gap the outside term leaves out the pixels beside the box (BOX grown by half its
-    # side per side: x 2..5 -> 0.5..6.5, pixel columns 0..5; y 2..6 -> 0..8, every row)
-    grown = grown_box_mask((2, 8, 8), boxes, 0.5)
-    assert grown[0, :, :6].all() and not grown[0, :, 6:].any() and not grown[1].any()
-    beyond = ~grown & valid
-    kw = {"pairwise_weight": 0.0, "outside_gap": 0.5}
-    gapped = box_consistency_loss(logits, boxes, labels, box_mask, None, valid, **kw)
-    far = -logits.log_softmax(1)[:, 0][beyond].mean().item()
-    assert gapped.item() == pytest.approx(alone.item() + far, rel=1e-9)
     with pytest.raises(ValueError, match="do not match"):
         box_consistency_loss(logits, boxes, labels, box_mask[:, :4], similarity, valid)
 
@@ -241,7 +231,3 @@ def test_box_loss_weight_trains_end_to_end_and_enters_the_fingerprints(jmlgeo, t
     alone = jmlgeo(*args, "--box-outside-weight", "0", "--resume")
     reused = alone.err.split("reused finished stages:")[1].splitlines()[0]
     assert alone.code == 0 and "stage1" not in reused and "stage2" not in reused
-    # and one whose background term skips the pixels beside each box
-    gap = jmlgeo(*args, "--box-outside-gap", "0.5", "--resume")
-    reused = gap.err.split("reused finished stages:")[1].splitlines()[0]
-    assert gap.code == 0 and "stage1" not in reused and "stage2" not in reused

@@ -68,7 +68,6 @@ def check_config(config: TrainConfig) -> list[str]:
         ("--box-pairwise-weight", seg.box_pairwise_weight),
         ("--box-margin", seg.box_margin),
         ("--box-outside-weight", seg.box_outside_weight),
-        ("--box-outside-gap", seg.box_outside_gap),
     ):
         if not (math.isfinite(value) and value >= 0):
             raise OptionError(f"{flag} {value}: give a finite value >= 0")

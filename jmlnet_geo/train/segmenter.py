@@ -45,7 +45,6 @@ class SegmenterTask(L.LightningModule):
         box_margin: float = 0.5,
         box_skip_neighbours: bool = False,
         box_outside_weight: float = 1.0,
-        box_outside_gap: float = 0.0,
     ) -> None:
         """Set up the task.
 
@@ -70,8 +69,6 @@ class SegmenterTask(L.LightningModule):
             box_skip_neighbours: Leave other boxes of a box's class out of that margin.
             box_outside_weight: Weight of its term scoring pixels outside every box against
                 background.
-            box_outside_gap: That term leaves out the pixels within this fraction of a box's
-                side beside it (0: none).
         """
         super().__init__()
         self.model = model
@@ -84,7 +81,6 @@ class SegmenterTask(L.LightningModule):
         self.box_margin = box_margin
         self.box_skip_neighbours = box_skip_neighbours
         self.box_outside_weight = box_outside_weight
-        self.box_outside_gap = box_outside_gap
         self.optimizer_settings = OptimizerSettings(
             optimizer, lr, steps, momentum, weight_decay, poly_power, warmup
         )
@@ -110,7 +106,7 @@ class SegmenterTask(L.LightningModule):
             box_loss = box_consistency_loss(
                 logits.float(), batch["boxes"], batch["labels"], inside, similarity,
                 batch["valid"], self.box_pairwise_weight, self.box_margin,
-                self.box_skip_neighbours, self.box_outside_weight, self.box_outside_gap,
+                self.box_skip_neighbours, self.box_outside_weight,
             )  # fmt: skip
             loss = loss + self.box_loss_weight * box_loss
         if not torch.isfinite(loss.detach()).all():
