@@ -22,9 +22,9 @@ image, seed 0), the first ``--nwpu-train`` / ``--nwpu-val`` images of each half 
 Parts: ``proposals`` (no model: GrabCut and CRF proposals of the corrupted layer, scored by
 ``run_audit``) and ``model`` (fast preset, ``--stage1-steps`` + ``--stage2-steps``): train on
 the corrupted layer, audit with that model (proposals from its run folder), then train with
-``--drop-doubtful 0.1`` (stage 2's boxes chosen by the proposals, then by the stage-1 model:
-``--drop-doubtful-by model``, its run folder a copy of the first's without its stage 2) and on
-the clean layer, each scored with ``score_scenes`` (mIoU with
+``--drop-doubtful 0.1`` (the boxes chosen by the proposals; then again by the stage-1 model,
+``--drop-doubtful-by model``, which trains stage 1 again: its run folder starts as a copy of the
+first's without its stage 2) and on the clean layer, each scored with ``score_scenes`` (mIoU with
 background) on the validation images. Targets (issue 20): AUC >= 0.9 class swaps, >= 0.8
 shifts, >= 0.7 enlargements; ``missing`` recall >= 0.6 at precision >= 0.5; the drop recovers at
 least half of the corruption's mIoU loss.
@@ -177,8 +177,8 @@ def proposals_only(part: Part, work: Path, seed: int, workers: int) -> dict:
 def train_and_score(
     part: Part, layer: Path, run_dir: Path, args, drop: float = 0.0, by: str = "proposals"
 ) -> dict:
-    """Train the fast preset on ``layer`` (``drop``: --drop-doubtful, ``by``: its chooser in
-    stage 2) and score its mIoU."""
+    """Train the fast preset on ``layer`` (``drop``: --drop-doubtful, ``by``: --drop-doubtful-by)
+    and score its mIoU, also over the classes in the validation truth (``miou_truth``)."""
     from bench.data import score_bundle
     from jmlnet_geo.config import override, preset_config
     from jmlnet_geo.train.pipeline import TrainInputs, train

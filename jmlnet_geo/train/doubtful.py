@@ -43,8 +43,9 @@ DROPPED_FILE = "dropped_boxes.gpkg"
 APPEARANCE = "appearance-1"
 #: The run-folder stage of the second choice, by the stage-1 model (``drop_doubtful_by``).
 MODEL_STAGE = "drop_doubtful_model"
-#: ``drop_doubtful_by`` values: who chooses the boxes stage 2 ignores.
-BY = ("proposals", "model")
+#: ``drop_doubtful_by`` values: the audit without a model, or again with the stage-1 model.
+BY_PROPOSALS, BY_MODEL = "proposals", "model"
+BY = (BY_PROPOSALS, BY_MODEL)
 
 #: ``predict(each)``: calls ``each(i, classes)`` with each scene's predicted class raster.
 Predict = Callable[[Callable[[int, Path], None]], None]
@@ -249,7 +250,7 @@ def drop_doubtful(
     features = {d.feature for d in dropped}
     kept, ignore = split_boxes(scene_boxes, features, mask_scenes)
     total = len({int(f) for sb in scene_boxes for f in sb.features})
-    by = BY[0] if model is None else BY[1]
+    by = BY_PROPOSALS if model is None else BY_MODEL
     which = "" if model is None else ", chosen again with the stage-1 model"
     say(f"--drop-doubtful {fraction:g}: {len(dropped)} of {total} boxes ignored{which} "
         f"(listed in {DROPPED_FILE})")  # fmt: skip

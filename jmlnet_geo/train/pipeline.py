@@ -60,7 +60,7 @@ from jmlnet_geo.train.checks import (
     stage_labels,
     supervision,
 )
-from jmlnet_geo.train.doubtful import drop_doubtful
+from jmlnet_geo.train.doubtful import BY_MODEL, drop_doubtful
 from jmlnet_geo.train.fingerprint import boxes_digest, file_stamps, fingerprint
 from jmlnet_geo.train.fit import CHECKPOINT
 from jmlnet_geo.train.run_folder import RunFolder, RunFolderError, is_primary_process
@@ -263,7 +263,7 @@ def train(
         return scores
 
     scores1, first = trained("stage1", fp1, None, **s1), "stage1"
-    if seg.drop_doubtful > 0 and seg.drop_doubtful_by == "model":  # choose again with stage 1,
+    if seg.drop_doubtful > 0 and seg.drop_doubtful_by == BY_MODEL:  # choose again with stage 1,
         first_dropped = dropped["dropped"]  # then train stage 1 again from scratch without them
         stage1_model = ModelProposalInputs(run, scenes, scene_boxes, names, normalization, config,
                                            progress_of)  # fmt: skip
