@@ -175,17 +175,25 @@ def proposals_only(part: Part, work: Path, seed: int, workers: int) -> dict:
 
 
 def train_and_score(
-    part: Part, layer: Path, run_dir: Path, args, drop: float = 0.0, by: str = "proposals"
+    part: Part,
+    layer: Path,
+    run_dir: Path,
+    args,
+    drop: float = 0.0,
+    by: str = "proposals",
+    seed: int | None = None,
 ) -> dict:
-    """Train the fast preset on ``layer`` (``drop``: --drop-doubtful, ``by``: --drop-doubtful-by)
-    and score its mIoU, also over the classes in the validation truth (``miou_truth``)."""
+    """Train the fast preset on ``layer`` (``drop``: --drop-doubtful, ``by``: --drop-doubtful-by;
+    training seed ``seed``, default the corruption seed) and score its mIoU, also over the
+    classes in the validation truth (``miou_truth``)."""
     from bench.data import score_bundle
     from jmlnet_geo.config import override, preset_config
     from jmlnet_geo.train.pipeline import TrainInputs, train
 
     config = override(preset_config("fast"), stage1_steps=args.stage1_steps,
                       stage2_steps=args.stage2_steps, loader_workers=0, val_every=10**9,
-                      drop_doubtful=drop, drop_doubtful_by=by, seed=args.seed)  # fmt: skip
+                      drop_doubtful=drop, drop_doubtful_by=by,
+                      seed=args.seed if seed is None else seed)  # fmt: skip
     start = time.perf_counter()
     inputs = TrainInputs(part.train_scenes, layer, part.classes)
     result = train(inputs, config, run_dir, resume=True, workers=args.workers, message=log)
@@ -202,28 +210,47 @@ def model_part(part: Part, work: Path, args) -> dict:
     from jmlnet_geo.audit_run import AuditInputs, run_audit
 
     layer, deleted = corrupted_layer(part, work, args.seed)
-    runs = work / "runs" / f"{part.name}-{args.stage1_steps}-{args.stage2_steps}"
-    corrupted = train_and_score(part, layer, runs / "corrupted", args)
+    runs_dir = work / "runs" / f"{part.name}-{args.stage1_steps}-{args.stage2_steps}"
+    corrupted = train_and_score(part, layer, runs_dir / "corrupted", args)
     log(f"{part.name}: trained on the corrupted layer, mIoU {pct(corrupted['miou'])}")
     inputs = AuditInputs(part.train_scenes, layer, classes=part.classes,
-                         model=Path(corrupted["bundle"]), run=runs / "corrupted")  # fmt: skip
+                         model=Path(corrupted["bundle"]), run=runs_dir / "corrupted")  # fmt: skip
     result = run_audit(inputs, workers=args.workers)
     result.boxes.to_file(work / f"{part.name}_audit_model.gpkg", driver="GPKG")
     scores = audit_scores(result.boxes, result.missing, deleted)
-    dropped = train_and_score(part, layer, runs / "dropped", args, drop=0.1)
-    if not (runs / "dropped-model").exists():  # the same proposals, first choice and stage 1
-        shutil.copytree(runs / "dropped", runs / "dropped-model",
+    dropped = train_and_score(part, layer, runs_dir / "dropped", args, drop=0.1)
+    if not (runs_dir / "dropped-model").exists():  # the same proposals, first choice and stage 1
+        shutil.copytree(runs_dir / "dropped", runs_dir / "dropped-model",
                         ignore=shutil.ignore_patterns("stage2", "predictions"))  # fmt: skip
-    by_model = train_and_score(part, layer, runs / "dropped-model", args, drop=0.1, by="model")
-    clean = train_and_score(part, part.train_boxes, runs / "clean", args)
-    runs = {"corrupted": corrupted, "dropped": dropped, "dropped_model": by_model, "clean": clean}
+    by_model = train_and_score(part, layer, runs_dir / "dropped-model", args, drop=0.1,
+                               by="model")  # fmt: skip
+    clean = train_and_score(part, part.train_boxes, runs_dir / "clean", args)
+    runs = {"corrupted": [corrupted], "dropped": [dropped], "dropped_model": [by_model],
+            "clean": [clean]}  # fmt: skip
+    for seed in (s for s in args.train_seeds if s != args.seed):  # payoff only: no audit
+        for name, path, drop in (("corrupted", layer, 0.0), ("dropped", layer, 0.1),
+                                 ("clean", part.train_boxes, 0.0)):  # fmt: skip
+            runs[name].append(train_and_score(part, path, runs_dir / f"{name}-t{seed}", args,
+                                              drop=drop, seed=seed))  # fmt: skip
+            log(f"{part.name}: {name} at training seed {seed}, mIoU {pct(runs[name][-1]['miou'])}")
+    scores["train_seeds"] = [args.seed] + [s for s in args.train_seeds if s != args.seed]
     for suffix, metric in (("", "miou"), ("_truth", "miou_truth")):
-        scores |= {f"miou_{name}{suffix}": run[metric] for name, run in runs.items()}
-        loss = clean[metric] - corrupted[metric]
-        for key, run in (("recovered", dropped), ("recovered_model", by_model)):
-            gain = run[metric] - corrupted[metric]
-            scores[f"{key}{suffix}"] = gain / loss if loss > 0 else float("nan")
+        for name, trained in runs.items():
+            scores[f"miou_{name}{suffix}_seeds"] = [run[metric] for run in trained]
+            scores[f"miou_{name}{suffix}"] = float(np.mean([run[metric] for run in trained]))
+        means = {name: scores[f"miou_{name}{suffix}"] for name in runs}
+        firsts = {name: trained[0][metric] for name, trained in runs.items()}
+        # the proposals' drop over every training seed; the model's at the corruption seed only
+        for key, name, mious in (("recovered", "dropped", means),
+                                 ("recovered_model", "dropped_model", firsts)):  # fmt: skip
+            scores[f"{key}{suffix}"] = recovered(mious["corrupted"], mious[name], mious["clean"])
     return scores
+
+
+def recovered(corrupted: float, dropped: float, clean: float) -> float:
+    """Share of the corruption's mIoU loss that the drop wins back (NaN without a loss)."""
+    loss = clean - corrupted
+    return (dropped - corrupted) / loss if loss > 0 else float("nan")
 
 
 def met(value: float, target: float) -> str:
@@ -253,12 +280,21 @@ def table(rows: dict[str, dict]) -> str:
 def payoff(rows: dict[str, dict], suffix: str = "") -> str:
     """mIoU trained on the corrupted layer, with --drop-doubtful 0.1 (chosen by the proposals,
     then by the stage-1 model), and on the clean one. ``suffix`` ``_truth``: the mean over the
-    classes the validation truth holds (a class only predicted does not enter it)."""
-    head = ["part", "corrupted", "clean", "drop 0.1 by the proposals", "loss recovered (>= 50 %)",
-            "drop 0.1 by the stage-1 model", "loss recovered (>= 50 %)"]  # fmt: skip
+    classes the validation truth holds (a class only predicted does not enter it). With several
+    training seeds: their mean (each seed's in brackets); the model's drop is trained at the
+    first seed only and compared with that seed's corrupted and clean runs."""
+    head = ["part", "training seeds", "corrupted", "clean", "drop 0.1 by the proposals",
+            "loss recovered (>= 50 %)", "drop 0.1 by the stage-1 model (first seed)",
+            "loss recovered (>= 50 %)"]  # fmt: skip
+
+    def cell(r: dict, name: str) -> str:
+        seeds = r.get(f"miou_{name}{suffix}_seeds", [])
+        mean = pct(r[f"miou_{name}{suffix}"])
+        return f"{mean} ({', '.join(pct(v) for v in seeds)})" if len(seeds) > 1 else mean
+
     body = [
-        [name, pct(r[f"miou_corrupted{suffix}"]), pct(r[f"miou_clean{suffix}"]),
-         pct(r[f"miou_dropped{suffix}"]), met(r[f"recovered{suffix}"], 0.5),
+        [name, ", ".join(str(s) for s in r.get("train_seeds", ["-"])), cell(r, "corrupted"),
+         cell(r, "clean"), cell(r, "dropped"), met(r[f"recovered{suffix}"], 0.5),
          pct(r[f"miou_dropped_model{suffix}"]), met(r[f"recovered_model{suffix}"], 0.5)]
         for name, r in rows.items() if f"miou_clean{suffix}" in r
     ]  # fmt: skip
@@ -275,10 +311,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage2-steps", type=int, default=50)
     parser.add_argument("--nwpu-train", type=int, default=40)
     parser.add_argument("--nwpu-val", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="Corruption (and training) seed.")
+    parser.add_argument("--train-seeds", default="",
+                        help="Comma-separated training seeds for the payoff: the corrupted, "
+                             "dropped (by the proposals) and clean layers are trained at each "
+                             "and the mIoUs averaged (default: --seed alone).")  # fmt: skip
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/jmlgeo-bench-audit"))
     args = parser.parse_args(argv)
+    args.train_seeds = [int(s) for s in args.train_seeds.split(",") if s] or [args.seed]
     if args.smoke:
         args.stage1_steps, args.stage2_steps, args.nwpu_train, args.nwpu_val = 2, 1, 4, 2
     work = args.work / ("smoke" if args.smoke else "full")
