@@ -235,7 +235,9 @@ def box_consistency_loss(
         box_mask: (N, H, W) bool, True inside any box (``jmlnet_geo.train.data.box_masks``).
         similarity: (N, 8, H, W) float, :func:`colour_similarity` of the tiles; unused (may
             be None) when ``pairwise_weight`` is 0.
-        valid: (N, H, W) bool, False at nodata.
+        valid: (N, H, W) bool, False where no term scores: nodata, and (as the segmenter
+            passes it, :func:`jmlnet_geo.train.segmenter.labelled_pixels`) every pixel no
+            proposal labels, such as a box ``--drop-doubtful`` dropped (ignore, not background).
         pairwise_weight: Weight of the pairwise term (BoxInst: 1; 0: projection and outside
             terms only, the pairwise term is not computed).
         margin: The projection term's ``margin`` (:func:`box_projection_loss`).

@@ -199,3 +199,38 @@ def test_ignore_boxes_paint_only_what_no_kept_box_covers():
     assert painted.sum() != layer.sum() and (layer == 1).all()  # the input is untouched
     untouched = ignore.paint(layer, Window(50, 50, 10, 10))
     assert untouched is layer
+
+
+def test_no_loss_scores_a_dropped_box_as_background():
+    """The fast default's box loss leaves out the pixels every proposal ignores: a dropped box
+    (255 in the labels, not among the boxes) gets no gradient, a plain outside pixel does."""
+    import torch
+    from torch import nn
+
+    from jmlnet_geo.normalization import Normalization
+    from jmlnet_geo.train.segmenter import SegmenterTask, labelled_pixels
+
+    class Fixed(nn.Module):  # logits that do not depend on the image, to read their gradient
+        def __init__(self):
+            super().__init__()
+            self.logits = nn.Parameter(torch.zeros(1, 2, 32, 32))
+
+        def forward(self, x):
+            return self.logits
+
+    labels = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    labels[0, 2:8, 2:8] = 1  # the kept box (cols 2..7, rows 2..7) holds its object
+    labels[0, 22:30, 22:30] = 255  # the dropped box, ignore: outside the kept box's window
+    batch = {"image": torch.zeros(1, 3, 32, 32), "valid": torch.ones(1, 32, 32, dtype=torch.bool),
+             "grabcut": labels, "boxes": [torch.tensor([[2.0, 2.0, 8.0, 8.0]])],
+             "labels": [torch.tensor([1])]}  # fmt: skip
+    for box_loss_weight in (1.0, 0.0):
+        model = Fixed()
+        task = SegmenterTask(model, 2, Normalization((0.0,) * 3, (1.0,) * 3), ["grabcut"], "ce",
+                             steps=1, lr=0.1, box_loss_weight=box_loss_weight,
+                             box_pairwise_weight=0.0)  # fmt: skip
+        task.batch_loss(batch).backward()
+        grad = model.logits.grad[0].abs().sum(0)
+        assert (grad[22:30, 22:30] == 0).all()  # dropped: no loss scores it
+        assert (grad[14:18, 14:18] > 0).all()  # outside every box: background
+    assert labelled_pixels(labels[:, None]).sum() == 32 * 32 - 64

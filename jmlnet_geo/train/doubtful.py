@@ -11,8 +11,10 @@ the extent to each box's doubt, as ``jmlgeo audit --model``; stage ``drop_doubtf
 ``stage1_again``) and stage 2 goes on from it, also without it. A dropped box is *ignore*,
 not background: in every label layer the segmenter stages read, the pixels of its box that no
 kept box covers are 255 (:class:`jmlnet_geo.tiling.SceneTiles`' ``ignore``); it is left out of
-the boxes the stages see (box tiles, box-consistency loss, the model proposal). Scenes that
-train on true masks are neither scored nor painted.
+the boxes the stages see (box tiles, box-consistency loss, the model proposal), and no loss
+scores those pixels (the box-consistency loss's outside term, which scores the pixels outside
+every kept box as background, leaves them out since 2026-12-07). Scenes that train on true masks
+are neither scored nor painted.
 
 The dropped features are listed in ``run.json`` (stage ``drop_doubtful``) and written to
 ``dropped_boxes.gpkg`` in the run folder: the input features with all their attributes (the
@@ -36,6 +38,10 @@ if TYPE_CHECKING:
     from jmlnet_geo.tiling import IgnoreBoxes
     from jmlnet_geo.train.run_folder import RunFolder
 
+#: How the stages treat the dropped boxes, in the fingerprint of the stages that train without
+#: them: since 2026-12-07 the box-consistency loss's outside term leaves them out too (before,
+#: it scored them as background), so runs made before train those stages again.
+IGNORED = "ignored-by-every-loss"
 #: The run-folder stage and file of the dropped boxes.
 STAGE = "drop_doubtful"
 DROPPED_FILE = "dropped_boxes.gpkg"
@@ -256,4 +262,4 @@ def drop_doubtful(
         f"(listed in {DROPPED_FILE})")  # fmt: skip
     summary = {"fraction": fraction, "methods": list(methods), "boxes": total,
                "dropped": len(dropped), "by": by}  # fmt: skip
-    return kept, ignore, fingerprint(fp, sorted(features)), summary
+    return kept, ignore, fingerprint(fp, sorted(features), IGNORED), summary

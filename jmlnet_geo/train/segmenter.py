@@ -22,6 +22,16 @@ from jmlnet_geo.train.optim import OptimizerSettings
 from jmlnet_geo.vocabulary import IGNORE
 
 
+def labelled_pixels(labels: torch.Tensor) -> torch.Tensor:
+    """The pixels that at least one proposal labels: bool (N, H, W) of (N, Z, H, W) labels.
+
+    The box-consistency loss scores these only: nodata is 255 in every layer, and so are the
+    boxes ``--drop-doubtful`` dropped (:mod:`jmlnet_geo.train.doubtful`), which are *ignore*:
+    outside every kept box, the loss's outside term would otherwise score them as background.
+    """
+    return (labels != IGNORE).any(dim=1)
+
+
 class SegmenterTask(L.LightningModule):
     """Train a segmenter (logits (N, K+1, H, W)) from proposal rasters named in ``proposals``."""
 
@@ -92,8 +102,26 @@ class SegmenterTask(L.LightningModule):
         return self.model(self.normalization.apply(image, valid))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        """One step: flips, proposal stack (N, Z, H, W), box mask, loss."""
+        """One step: flips, then :meth:`batch_loss`."""
         batch = random_flips(batch, ["valid", *self.proposals], self.flips)
+        loss, n = self.batch_loss(batch), len(batch["image"])
+        if not torch.isfinite(loss.detach()).all():
+            from jmlnet_geo.errors import JmlGeoError
+
+            raise JmlGeoError(
+                f"training diverged: the loss is {float(loss.detach())} at step "
+                f"{self.global_step + 1}; no bundle was written. Lower --lr, or check the scenes "
+                "for extreme values (jmlgeo info SCENE)"
+            )
+        self.log("train_loss", loss, prog_bar=False, on_step=True, batch_size=n)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, batch_size=1)
+        return loss
+
+    def batch_loss(self, batch: dict) -> torch.Tensor:
+        """The loss of a batch: its proposal stack (N, Z, H, W) under ``loss``.
+
+        Plus the box-consistency loss, on the :func:`labelled_pixels`, when its weight is not 0.
+        """
         logits = self(batch["image"], batch["valid"])
         labels = torch.stack([batch[p] for p in self.proposals], dim=1).long()
         labels[~batch["valid"].unsqueeze(1).expand_as(labels)] = IGNORE
@@ -105,20 +133,10 @@ class SegmenterTask(L.LightningModule):
                 similarity = colour_similarity(lab_colours(batch["image"], batch["valid"]))
             box_loss = box_consistency_loss(
                 logits.float(), batch["boxes"], batch["labels"], inside, similarity,
-                batch["valid"], self.box_pairwise_weight, self.box_margin,
+                labelled_pixels(labels), self.box_pairwise_weight, self.box_margin,
                 self.box_skip_neighbours, self.box_outside_weight,
             )  # fmt: skip
             loss = loss + self.box_loss_weight * box_loss
-        if not torch.isfinite(loss.detach()).all():
-            from jmlnet_geo.errors import JmlGeoError
-
-            raise JmlGeoError(
-                f"training diverged: the loss is {float(loss.detach())} at step "
-                f"{self.global_step + 1}; no bundle was written. Lower --lr, or check the scenes "
-                "for extreme values (jmlgeo info SCENE)"
-            )
-        self.log("train_loss", loss, prog_bar=False, on_step=True, batch_size=len(labels))
-        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, batch_size=1)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
