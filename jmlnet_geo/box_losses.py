@@ -61,6 +61,7 @@ def box_projection_loss(
     labels: Sequence[Tensor],
     margin: float = 0.5,
     skip_neighbours: bool = False,
+    scored: Tensor | None = None,
 ) -> Tensor:
     """Projection term: each box's class map, projected on each axis, should match the box.
 
@@ -72,7 +73,8 @@ def box_projection_loss(
     box exactly and is absent beside it, 2 when the box is empty). With ``skip_neighbours``,
     the window's pixels inside another box of the same class (and not inside this one) count
     as 0 before the projection, so parked neighbours of one class are not pushed out of each
-    other's margin.
+    other's margin. Pixels outside ``scored`` count as 0 too (nodata, a dropped box: neither
+    object nor background).
 
     Args:
         probs: (N, C, H, W) float class probabilities (softmax of the logits).
@@ -81,6 +83,7 @@ def box_projection_loss(
         labels: Per tile, int64 (n_i,) class ids 1..C-1 of those boxes.
         margin: Growth of the window on each side, as a fraction of the box's side.
         skip_neighbours: Leave the pixels of other boxes of the same class out of the window.
+        scored: (N, H, W) bool, False where no pixel may be scored (None: every pixel).
 
     Returns:
         Scalar: the mean over the boxes holding at least one pixel centre; 0 (connected to
@@ -102,6 +105,8 @@ def box_projection_loss(
             w0, w1 = max(c0 - gx, 0), min(c1 + gx, width)
             v0, v1 = max(r0 - gy, 0), min(r1 + gy, height)
             window = probs[n, k, v0:v1, w0:w1]
+            if scored is not None:
+                window = window * scored[n, v0:v1, w0:w1]
             if k in counts:  # zero the window's pixels that only other boxes of class k hold
                 others = counts[k][v0:v1, w0:w1].clone()
                 others[r0 - v0 : r1 - v0, c0 - w0 : c1 - w0] -= 1
@@ -256,7 +261,7 @@ def box_consistency_loss(
     log_probs = F.log_softmax(logits, dim=1)
     probs = log_probs.exp()
     box_mask, valid = box_mask.bool(), valid.bool()
-    projection = box_projection_loss(probs, boxes, labels, margin, skip_neighbours)
+    projection = box_projection_loss(probs, boxes, labels, margin, skip_neighbours, valid)
     pairwise = 0.0
     if pairwise_weight:
         pairwise = pairwise_weight * box_pairwise_loss(probs, similarity, box_mask & valid)

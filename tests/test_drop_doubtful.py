@@ -220,7 +220,8 @@ def test_no_loss_scores_a_dropped_box_as_background():
 
     labels = torch.zeros(1, 32, 32, dtype=torch.uint8)
     labels[0, 2:8, 2:8] = 1  # the kept box (cols 2..7, rows 2..7) holds its object
-    labels[0, 22:30, 22:30] = 255  # the dropped box, ignore: outside the kept box's window
+    labels[0, 22:30, 22:30] = 255  # a dropped box, ignore: outside the kept box's window
+    labels[0, 2:8, 9:11] = 255  # another, inside the kept box's projection window (cols 0..10)
     batch = {"image": torch.zeros(1, 3, 32, 32), "valid": torch.ones(1, 32, 32, dtype=torch.bool),
              "grabcut": labels, "boxes": [torch.tensor([[2.0, 2.0, 8.0, 8.0]])],
              "labels": [torch.tensor([1])]}  # fmt: skip
@@ -232,5 +233,7 @@ def test_no_loss_scores_a_dropped_box_as_background():
         task.batch_loss(batch).backward()
         grad = model.logits.grad[0].abs().sum(0)
         assert (grad[22:30, 22:30] == 0).all()  # dropped: no loss scores it
+        assert (grad[2:8, 9:11] == 0).all()  # nor beside a kept box of its class
         assert (grad[14:18, 14:18] > 0).all()  # outside every box: background
-    assert labelled_pixels(labels[:, None]).sum() == 32 * 32 - 64
+        assert (grad[2:8, 8] > 0).all()  # the kept box's margin is scored
+    assert labelled_pixels(labels[:, None]).sum() == 32 * 32 - 64 - 12

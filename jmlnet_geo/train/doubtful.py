@@ -12,9 +12,9 @@ the extent to each box's doubt, as ``jmlgeo audit --model``; stage ``drop_doubtf
 not background: in every label layer the segmenter stages read, the pixels of its box that no
 kept box covers are 255 (:class:`jmlnet_geo.tiling.SceneTiles`' ``ignore``); it is left out of
 the boxes the stages see (box tiles, box-consistency loss, the model proposal), and no loss
-scores those pixels (the box-consistency loss's outside term, which scores the pixels outside
-every kept box as background, leaves them out since 2026-12-07). Scenes that train on true masks
-are neither scored nor painted.
+scores those pixels (since 2026-12-07 the box-consistency loss leaves them out: its outside
+term scored them as background, its projection term as not the class in a kept box's margin).
+Scenes that train on true masks are neither scored nor painted.
 
 The dropped features are listed in ``run.json`` (stage ``drop_doubtful``) and written to
 ``dropped_boxes.gpkg`` in the run folder: the input features with all their attributes (the
@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     from jmlnet_geo.train.run_folder import RunFolder
 
 #: How the stages treat the dropped boxes, in the fingerprint of the stages that train without
-#: them: since 2026-12-07 the box-consistency loss's outside term leaves them out too (before,
-#: it scored them as background), so runs made before train those stages again.
+#: them: since 2026-12-07 the box-consistency loss leaves them out too (before, its outside and
+#: projection terms scored them as background), so runs made before train those stages again.
 IGNORED = "ignored-by-every-loss"
 #: The run-folder stage and file of the dropped boxes.
 STAGE = "drop_doubtful"

@@ -27,7 +27,8 @@ def labelled_pixels(labels: torch.Tensor) -> torch.Tensor:
 
     The box-consistency loss scores these only: nodata is 255 in every layer, and so are the
     boxes ``--drop-doubtful`` dropped (:mod:`jmlnet_geo.train.doubtful`), which are *ignore*:
-    outside every kept box, the loss's outside term would otherwise score them as background.
+    the loss's outside term (outside every kept box) and its projection term (in a kept box's
+    margin) would otherwise score them as background.
     """
     return (labels != IGNORE).any(dim=1)
 
