@@ -50,3 +50,19 @@ def test_scores_missing_recall_and_the_table():
     assert (
         audit_scores(boxes, None, deleted)["recall"] != audit_scores(boxes, None, deleted)["recall"]
     )
+
+
+def test_payoff_over_training_seeds():
+    from bench.audit import payoff, recovered
+
+    assert recovered(30.0, 31.0, 32.0) == pytest.approx(0.5)
+    assert recovered(30.0, 29.0, 32.0) == pytest.approx(-0.5)
+    assert recovered(32.0, 33.0, 31.0) != recovered(32.0, 33.0, 31.0)  # no loss: NaN
+    row = {"train_seeds": [1, 0], "recovered": 0.25, "recovered_model": 0.6,
+           "miou_dropped_model": 0.33}  # fmt: skip
+    for name, seeds in (("corrupted", [0.30, 0.32]), ("clean", [0.34, 0.36]),
+                        ("dropped", [0.31, 0.33])):  # fmt: skip
+        row[f"miou_{name}_seeds"], row[f"miou_{name}"] = seeds, float(np.mean(seeds))
+    text = payoff({"p": row})
+    assert "| p | 1, 0 | 31.0 (30.0, 32.0) | 35.0 (34.0, 36.0) | 32.0 (31.0, 33.0) |" in text
+    assert "25.0 (missed)" in text and "| 33.0 | 60.0 (met) |" in text
