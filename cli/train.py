@@ -102,14 +102,14 @@ def train(
     drop_doubtful: float | None = typer.Option(
         None,
         "--drop-doubtful",
-        help="Share of the boxes, the most doubtful by the proposals' audit, that training "
-        "ignores (0-1, default 0: none; listed in dropped_boxes.gpkg).",
+        help="Share of the boxes, the most doubtful by the audit, that training ignores "
+        "(0-1, default 0: none; listed in dropped_boxes.gpkg).",
     ),
     drop_doubtful_by: str | None = typer.Option(
         None,
         "--drop-doubtful-by",
-        help="Who picks the ignored boxes: proposals (the audit without a model) or model "
-        "(picked again by the audit with the stage-1 model; stage 1 is then trained again).",
+        help="Who picks the ignored boxes: model (default: picked again by the audit with the "
+        "stage-1 model; stage 1 is then trained again) or proposals (the audit without a model).",
     ),
     class_field: str = typer.Option("class", "--class-field", help="Column with the class."),
     classes: str | None = typer.Option(None, "--classes", help="Fixed class order, a,b,c."),

@@ -97,13 +97,13 @@ class SegmenterConfig:
             them too, so 0 leaves them to it alone).
         rounds: Stage-2 rounds: each round after the first finetunes the previous round's
             model with the ``model`` proposal refreshed from it (1: one stage 2, as the paper).
-        drop_doubtful: Share of the boxes, the most doubtful by the proposals-only audit, that
-            both stages ignore (255 in their labels, not background; 0: keep every box;
+        drop_doubtful: Share of the boxes, the most doubtful by the audit (``drop_doubtful_by``),
+            that both stages ignore (255 in their labels, not background; 0: keep every box;
             :mod:`jmlnet_geo.train.doubtful`). Configs written before it load with 0.
-        drop_doubtful_by: Who chooses the boxes the bundle's stages ignore: ``proposals``
-            (the audit without a model) or ``model`` (chosen again by the audit with the
-            stage-1 model, then stage 1 trained again without them). Configs written before
-            it load with ``proposals``.
+        drop_doubtful_by: Who chooses the boxes the bundle's stages ignore: ``model`` (the
+            default since 2026-12-07: chosen again by the audit with the stage-1 model, then
+            stage 1 trained again without them) or ``proposals`` (the audit without a model,
+            one stage 1 less; runs made before the option chose so).
     """
 
     preset: str = "fast"
@@ -135,7 +135,7 @@ class SegmenterConfig:
     box_outside_weight: float = 1.0
     rounds: int = 1
     drop_doubtful: float = 0.0
-    drop_doubtful_by: str = "proposals"
+    drop_doubtful_by: str = "model"
 
 
 #: ``stage1_proposal`` value that lets the proposals' agreement choose the stage-1 label.

@@ -60,7 +60,7 @@ def test_the_moved_box_is_dropped_and_ignored(jmlgeo, tmp_path, scene_and_boxes,
     scene, boxes = scene_and_boxes
     out = tmp_path / "run"
     result = jmlgeo("train", scene, "--boxes", boxes, "--out", out, *FAST,
-                    "--drop-doubtful", "0.25")  # fmt: skip
+                    "--drop-doubtful", "0.25", "--drop-doubtful-by", "proposals")  # fmt: skip
     assert result.code == 0, result.err
     assert "1 of 4 boxes ignored" in result.err
     state = json.loads((out / "run.json").read_text())["stages"]["drop_doubtful"]
@@ -80,14 +80,14 @@ def test_the_moved_box_is_dropped_and_ignored(jmlgeo, tmp_path, scene_and_boxes,
     assert card.training_data["drop_doubtful"]["dropped"] == 1
 
     again = jmlgeo("train", scene, "--boxes", boxes, "--out", out, *FAST,
-                   "--drop-doubtful", "0.25")  # fmt: skip
+                   "--drop-doubtful", "0.25", "--drop-doubtful-by", "proposals")  # fmt: skip
     assert "drop_doubtful" in again.err.split("reused finished stages:")[1]
     frame = gpd.read_file(boxes)
     frame["note"] = ["a", "b", "c", "checked in the field"]  # same boxes, another column
     boxes.unlink()
     frame.to_file(boxes, driver="GPKG")
     edited = jmlgeo("train", scene, "--boxes", boxes, "--out", out, *FAST,
-                    "--drop-doubtful", "0.25")  # fmt: skip
+                    "--drop-doubtful", "0.25", "--drop-doubtful-by", "proposals")  # fmt: skip
     assert "drop_doubtful" in edited.err.split("reused finished stages:")[1]
     assert list(gpd.read_file(out / "dropped_boxes.gpkg")["note"]) == ["checked in the field"]
 
@@ -100,8 +100,8 @@ def test_the_stage_1_model_chooses_again_and_stage_1_is_retrained(
 ):
     scene, boxes = scene_and_boxes
     out = tmp_path / "run"
-    args = ("train", scene, "--boxes", boxes, "--out", out, *FAST, "--drop-doubtful", "0.25",
-            "--drop-doubtful-by", "model")  # fmt: skip
+    args = ("train", scene, "--boxes", boxes, "--out", out, *FAST, "--drop-doubtful", "0.25")
+    # the stage-1 model chooses by default
     result = jmlgeo(*args)
     assert result.code == 0, result.err
     assert "boxes ignored, chosen again with the stage-1 model" in result.err

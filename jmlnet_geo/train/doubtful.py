@@ -3,8 +3,10 @@
 After the proposal stage, every box is scored by the audit without a model
 (:func:`jmlnet_geo.audit_run.score_scene` on the run's own proposal rasters, with the
 appearance opinion of :mod:`jmlnet_geo.audit_appearance` over the scored scenes); the
-``FRACTION`` most doubtful features of the box layer are dropped. With ``drop_doubtful_by``
-``model`` the choice is made again after stage 1, over every box, by the audit *with* the
+``FRACTION`` most doubtful features of the box layer are dropped (stage 1 trains without them).
+With ``drop_doubtful_by`` ``model`` (the default since 2026-12-07: its choice drops 83-97 %
+corrupted boxes against 31-58 % in ``bench/audit.py``, and its maps scored higher at every part
+and seed measured) the choice is made again after stage 1, over every box, by the audit *with* the
 stage-1 model (its prediction of each training scene adds the class share, the other class and
 the extent to each box's doubt, as ``jmlgeo audit --model``; stage ``drop_doubtful_model`` of
 ``run.json``); stage 1 is then trained again from scratch without the second choice (stage
