@@ -1,22 +1,22 @@
 """``jmlgeo train --drop-doubtful FRACTION``: train without the most doubtful boxes.
 
 After the proposal stage, every box is scored by the audit without a model
-(:func:`jmlnet_geo.audit_run.score_scene` on the run's own proposal rasters, with the
-appearance opinion of :mod:`jmlnet_geo.audit_appearance` over the scored scenes); the
-``FRACTION`` most doubtful features of the box layer are dropped (stage 1 trains without them).
-With ``drop_doubtful_by`` ``model`` (the default since 2026-12-07: its choice drops 83-97 %
-corrupted boxes against 31-58 % in ``bench/audit.py``, and its maps scored higher at every part
-and seed measured) the choice is made again after stage 1, over every box, by the audit *with* the
-stage-1 model (its prediction of each training scene adds the class share, the other class and
-the extent to each box's doubt, as ``jmlgeo audit --model``; stage ``drop_doubtful_model`` of
-``run.json``); stage 1 is then trained again from scratch without the second choice (stage
-``stage1_again``) and stage 2 goes on from it, also without it. A dropped box is *ignore*,
-not background: in every label layer the segmenter stages read, the pixels of its box that no
-kept box covers are 255 (:class:`jmlnet_geo.tiling.SceneTiles`' ``ignore``); it is left out of
-the boxes the stages see (box tiles, box-consistency loss, the model proposal), and no loss
-scores those pixels (since 2026-12-07 the box-consistency loss leaves them out: its outside
-term scored them as background, its projection term as not the class in a kept box's margin).
-Scenes that train on true masks are neither scored nor painted.
+(:func:`jmlnet_geo.audit_run.score_scene` on the run's own proposal rasters, with the appearance
+opinion of :mod:`jmlnet_geo.audit_appearance` over the scored scenes); the ``FRACTION`` most
+doubtful features of the box layer are dropped (stage 1 trains without them). With
+``drop_doubtful_by`` ``model`` (the default since 2026-12-07: its choice drops 83-97 % corrupted
+boxes against 31-58 % in ``bench/audit.py``, and its maps scored higher at five of the six
+part-and-seed pairs measured) the choice is made again after stage 1, over every box, by the audit
+*with* the stage-1 model (its prediction of each training scene adds the class share, the other
+class and the extent to each box's doubt, as ``jmlgeo audit --model``; stage
+``drop_doubtful_model`` of ``run.json``); stage 1 is then trained again from scratch without the
+second choice (stage ``stage1_again``) and stage 2 goes on from it, also without it. A dropped box
+is *ignore*, not background: in every label layer the segmenter stages read, the pixels of its box
+that no kept box covers are 255 (:class:`jmlnet_geo.tiling.SceneTiles`' ``ignore``); it is left out
+of the boxes the stages see (box tiles, box-consistency loss, the model proposal), and no loss
+scores those pixels (since 2026-12-07 the box-consistency loss leaves them out: its outside term
+scored them as background, its projection term as not the class in a kept box's margin). Scenes
+that train on true masks are neither scored nor painted.
 
 The dropped features are listed in ``run.json`` (stage ``drop_doubtful``) and written to
 ``dropped_boxes.gpkg`` in the run folder: the input features with all their attributes (the
