@@ -230,13 +230,14 @@ def model_part(part: Part, work: Path, args) -> dict:
     clean = train_and_score(part, part.train_boxes, runs_dir / "clean", args)
     runs = {"corrupted": [corrupted], "dropped": [dropped], "dropped_model": [by_model],
             "clean": [clean]}  # fmt: skip
-    for seed in (s for s in args.train_seeds if s != args.seed):  # payoff only: no audit
+    extra_seeds = [s for s in args.train_seeds if s != args.seed]
+    for seed in extra_seeds:  # the payoff only: no audit, no model's drop
         for name, path, drop in (("corrupted", layer, 0.0), ("dropped", layer, 0.1),
                                  ("clean", part.train_boxes, 0.0)):  # fmt: skip
             runs[name].append(train_and_score(part, path, runs_dir / f"{name}-t{seed}", args,
                                               drop=drop, seed=seed))  # fmt: skip
             log(f"{part.name}: {name} at training seed {seed}, mIoU {pct(runs[name][-1]['miou'])}")
-    scores["train_seeds"] = [args.seed] + [s for s in args.train_seeds if s != args.seed]
+    scores["train_seeds"] = [args.seed, *extra_seeds]
     for suffix, metric in (("", "miou"), ("_truth", "miou_truth")):
         for name, trained in runs.items():
             scores[f"miou_{name}{suffix}_seeds"] = [run[metric] for run in trained]
