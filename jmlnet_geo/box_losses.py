@@ -241,7 +241,7 @@ def box_consistency_loss(
         similarity: (N, 8, H, W) float, :func:`colour_similarity` of the tiles; unused (may
             be None) when ``pairwise_weight`` is 0.
         valid: (N, H, W) bool, False where no term scores: nodata, and (as the segmenter
-            passes it, :func:`jmlnet_geo.train.segmenter.labelled_pixels`) every pixel no
+            passes it, :func:`jmlnet_geo.losses.labelled_pixels`) every pixel no
             proposal labels, such as a box ``--drop-doubtful`` dropped (ignore, not background).
         pairwise_weight: Weight of the pairwise term (BoxInst: 1; 0: projection and outside
             terms only, the pairwise term is not computed).

@@ -72,6 +72,15 @@ def _proposal_nll(
     return torch.where(valid, nll, 0.0), valid
 
 
+def labelled_pixels(labels: Tensor) -> Tensor:
+    """The pixels some proposal labels: bool (N, H, W) of a (N, Z, H, W) stack.
+
+    A pixel that is :data:`IGNORE` in every layer (nodata, a box ``--drop-doubtful`` dropped) is
+    False: no loss may score it (BMM's L- leaves such pixels out the same way).
+    """
+    return (labels != IGNORE).any(dim=1)
+
+
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``values`` where ``mask`` is set; 0 (connected to the graph) when nothing is set."""
     total = torch.where(mask, values, 0.0).sum()

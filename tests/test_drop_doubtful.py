@@ -207,8 +207,9 @@ def test_no_loss_scores_a_dropped_box_as_background():
     import torch
     from torch import nn
 
+    from jmlnet_geo.losses import labelled_pixels
     from jmlnet_geo.normalization import Normalization
-    from jmlnet_geo.train.segmenter import SegmenterTask, labelled_pixels
+    from jmlnet_geo.train.segmenter import SegmenterTask
 
     class Fixed(nn.Module):  # logits that do not depend on the image, to read their gradient
         def __init__(self):

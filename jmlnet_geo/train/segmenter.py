@@ -15,22 +15,11 @@ import torch
 from torch import nn
 
 from jmlnet_geo.box_losses import box_consistency_loss, colour_similarity, lab_colours
-from jmlnet_geo.losses import multi_label_loss
+from jmlnet_geo.losses import labelled_pixels, multi_label_loss
 from jmlnet_geo.normalization import Normalization
 from jmlnet_geo.train.data import box_masks, random_flips
 from jmlnet_geo.train.optim import OptimizerSettings
 from jmlnet_geo.vocabulary import IGNORE
-
-
-def labelled_pixels(labels: torch.Tensor) -> torch.Tensor:
-    """The pixels that at least one proposal labels: bool (N, H, W) of (N, Z, H, W) labels.
-
-    The box-consistency loss scores these only: nodata is 255 in every layer, and so are the
-    boxes ``--drop-doubtful`` dropped (:mod:`jmlnet_geo.train.doubtful`), which are *ignore*:
-    the loss's outside term (outside every kept box) and its projection term (in a kept box's
-    margin) would otherwise score them as background.
-    """
-    return (labels != IGNORE).any(dim=1)
 
 
 class SegmenterTask(L.LightningModule):
@@ -121,7 +110,11 @@ class SegmenterTask(L.LightningModule):
     def batch_loss(self, batch: dict) -> torch.Tensor:
         """The loss of a batch: its proposal stack (N, Z, H, W) under ``loss``.
 
-        Plus the box-consistency loss, on the :func:`labelled_pixels`, when its weight is not 0.
+        Plus the box-consistency loss when its weight is not 0, on the pixels some proposal
+        labels (:func:`jmlnet_geo.losses.labelled_pixels`): nodata and the boxes
+        ``--drop-doubtful`` dropped are 255 in every layer, *ignore*, which its outside term
+        (outside every kept box) and projection term (in a kept box's margin) would otherwise
+        score as background.
         """
         logits = self(batch["image"], batch["valid"])
         labels = torch.stack([batch[p] for p in self.proposals], dim=1).long()
