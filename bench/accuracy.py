@@ -148,6 +148,9 @@ ROWS = [
     Row("ce-grabcut-bph", "CE, GrabCut, + box projection loss, outside term 0.5", "grabcut", "ce",
         ("grabcut",), ablation=True, box_loss_weight=1.0, box_pairwise_weight=0.0,
         box_outside_weight=0.5),
+    # Box-centred tiles on top of the default (never measured with the projection term).
+    Row("ce-grabcut-btbp", "CE, GrabCut, box tiles 0.5 + box projection loss", "grabcut", "ce",
+        ("grabcut",), ablation=True, box_tiles=0.5, box_loss_weight=1.0, box_pairwise_weight=0.0),
 ]  # fmt: skip
 
 
@@ -161,6 +164,7 @@ EXTRA_ROWS = (
     "ce-grabcut-bpn",
     "ce-grabcut-bpo",
     "ce-grabcut-bph",
+    "ce-grabcut-btbp",
 )
 PARTS = ("nwpu", "isaid", "spacenet")
 
