@@ -114,7 +114,7 @@ ROWS = [
     # Box-centred tiles on top of the default (never measured with the projection term).
     Row("ce-grabcut-btbp", "CE, GrabCut, box tiles 0.5 + box projection loss", "grabcut", "ce",
         ("grabcut",), ablation=True, box_tiles=0.5, box_loss_weight=1.0, box_pairwise_weight=0.0),
-    # Full supervision with the same recipe: the ratio box tiles must keep to become the default.
+    # Full supervision with the same recipe: the reference for box tiles' ratio to full masks.
     Row("full-btbp", "CE, true masks, box tiles 0.5 + box projection loss", "mask", "ce",
         ("mask",), 1.0, ablation=True, box_tiles=0.5, box_loss_weight=1.0,
         box_pairwise_weight=0.0),

@@ -49,7 +49,7 @@ def train(
         "--box-tiles",
         min=0.0,
         max=1.0,
-        help="Share of training tiles centred on boxes (fast: 0; 0.5 measured better for "
+        help="Share of training tiles centred on boxes (default 0; 0.5 measured better for "
         "scattered objects, worse for densely parked ones: README).",
     ),
     box_loss_weight: float | None = typer.Option(
