@@ -78,6 +78,7 @@ def run_row(row: Row, part: Part, work: Path, args, seed: int, truths: TruthCach
         box_margin=row.box_margin,
         box_skip_neighbours=row.box_skip_neighbours,
         box_outside_weight=row.box_outside_weight,
+        box_outside_hard=row.box_outside_hard,
     )
     detector = replace(config.detector, steps=args.detector_steps)
     config = replace(

@@ -29,6 +29,7 @@ class Row:
     box_margin: float = 0.5  # its projection window beside each box (0: inside the box only)
     box_skip_neighbours: bool = False  # other boxes of the class left out of that window
     box_outside_weight: float = 1.0  # weight of its background term outside every box
+    box_outside_hard: bool = False  # that term on the pixels predicted as a class only
 
 
 ROWS = [
@@ -114,6 +115,12 @@ ROWS = [
     # Box-centred tiles on top of the default (never measured with the projection term).
     Row("ce-grabcut-btbp", "CE, GrabCut, box tiles 0.5 + box projection loss", "grabcut", "ce",
         ("grabcut",), ablation=True, box_tiles=0.5, box_loss_weight=1.0, box_pairwise_weight=0.0),
+    # The outside term on hard negatives only: the pixels outside every box that the model calls
+    # a class (the look-alikes it keeps background on NWPU), not the easy background far from
+    # the boxes (whose weight, measured, costs iSAID's parked large vehicles).
+    Row("ce-grabcut-bpx", "CE, GrabCut, + box projection loss, outside term on hard negatives",
+        "grabcut", "ce", ("grabcut",), ablation=True, box_loss_weight=1.0,
+        box_pairwise_weight=0.0, box_outside_hard=True),
     # Full supervision with the same recipe: the reference for box tiles' ratio to full masks.
     Row("full-btbp", "CE, true masks, box tiles 0.5 + box projection loss", "mask", "ce",
         ("mask",), 1.0, ablation=True, box_tiles=0.5, box_loss_weight=1.0,
@@ -132,4 +139,5 @@ EXTRA_ROWS = (
     "ce-grabcut-bpo",
     "ce-grabcut-bph",
     "ce-grabcut-btbp",
+    "ce-grabcut-bpx",
 )

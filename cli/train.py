@@ -79,6 +79,11 @@ def train(
         help="Box loss's background term outside every box (default 1; 0: off, measured better "
         "for densely parked objects, worse where unboxed look-alikes abound: README).",
     ),
+    box_outside_hard: bool | None = typer.Option(
+        None,
+        "--box-outside-hard/--box-outside-all",
+        help="Box loss's outside term on the pixels predicted as a class only (default: all).",
+    ),
     rounds: int | None = typer.Option(
         None, "--rounds", min=1, help="Stage-2 rounds, each refreshing the model proposal."
     ),
@@ -177,6 +182,7 @@ def train(
         box_margin=box_margin,
         box_skip_neighbours=box_skip_neighbours,
         box_outside_weight=box_outside_weight,
+        box_outside_hard=box_outside_hard,
         rounds=rounds,
         loader_workers=loader_workers,
         val_every=val_every,

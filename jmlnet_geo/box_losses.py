@@ -226,12 +226,16 @@ def box_consistency_loss(
     margin: float = 0.5,
     skip_neighbours: bool = False,
     outside_weight: float = 1.0,
+    outside_hard: bool = False,
 ) -> Tensor:
     """BoxInst's box-consistency loss for semantic maps, needing no proposal.
 
     The sum of :func:`box_projection_loss`, ``pairwise_weight`` times :func:`box_pairwise_loss`
     (inside the boxes) and ``outside_weight`` times the CE against background of the valid
-    pixels outside every box (as BMM's L-).
+    pixels outside every box (as BMM's L-). With ``outside_hard`` that term sums only over the
+    outside pixels whose arg-max class is not background (hard negatives, chosen without
+    gradient), still divided by the count of all outside pixels: the default's term less the
+    share of the pixels already called background.
 
     Args:
         logits: (N, C, H, W) float.
@@ -249,6 +253,7 @@ def box_consistency_loss(
         skip_neighbours: Its ``skip_neighbours``: other boxes of a box's class are left out of
             its window.
         outside_weight: Weight of the outside term (0: not computed).
+        outside_hard: Score only the hard negatives in the outside term.
 
     Returns:
         Scalar.
@@ -268,6 +273,9 @@ def box_consistency_loss(
     outside = 0.0
     if outside_weight:
         outside_mask = ~box_mask & valid
-        outside = (-log_probs[:, BACKGROUND])[outside_mask].sum() / outside_mask.sum().clamp_min(1)
+        count = outside_mask.sum().clamp_min(1)
+        if outside_hard:
+            outside_mask = outside_mask & (logits.detach().argmax(dim=1) != BACKGROUND)
+        outside = (-log_probs[:, BACKGROUND])[outside_mask].sum() / count
         outside = outside_weight * outside
     return projection + pairwise + outside

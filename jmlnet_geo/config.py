@@ -95,6 +95,9 @@ class SegmenterConfig:
         box_outside_weight: Weight of the box loss's term that scores the pixels outside every
             box against background (1, the default, as BMM's L-; the CE on a proposal scores
             them too, so 0 leaves them to it alone).
+        box_outside_hard: Score only the pixels outside every box that the model calls a
+            class (argmax, hard negatives) in that term, over the count of all outside pixels
+            (False, the default: every outside pixel).
         rounds: Stage-2 rounds: each round after the first finetunes the previous round's
             model with the ``model`` proposal refreshed from it (1: one stage 2, as the paper).
         drop_doubtful: Share of the boxes, the most doubtful by the audit (``drop_doubtful_by``),
@@ -133,6 +136,7 @@ class SegmenterConfig:
     box_margin: float = 0.5
     box_skip_neighbours: bool = False
     box_outside_weight: float = 1.0
+    box_outside_hard: bool = False
     rounds: int = 1
     drop_doubtful: float = 0.0
     drop_doubtful_by: str = "model"

@@ -182,6 +182,27 @@ def test_consistency_is_the_sum_of_its_terms_and_backpropagates():
         box_consistency_loss(logits, boxes, labels, box_mask[:, :4], similarity, valid)
 
 
+def test_outside_term_on_hard_negatives_by_hand():
+    # one tile of 1 x 4 pixels, no box: every valid pixel is outside; 2 classes
+    logits = torch.tensor([[[[2.0, 0.0, -1.0, 0.5]], [[0.0, 1.0, 1.0, 0.5]]]], requires_grad=True)
+    no_box, valid = torch.zeros(1, 1, 4, dtype=torch.bool), torch.ones(1, 1, 4, dtype=torch.bool)
+    valid[0, 0, 3] = False  # nodata: neither scored nor counted
+
+    def ce_background(a, b):  # -log p(background) of logits (a, b)
+        return -(a - math.log(math.exp(a) + math.exp(b)))
+
+    kw = {"pairwise_weight": 0.0}
+    nothing = ([torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.int64)])
+    every = box_consistency_loss(logits, *nothing, no_box, None, valid, **kw)
+    hard = box_consistency_loss(logits, *nothing, no_box, None, valid, **kw, outside_hard=True)
+    terms = [ce_background(2, 0), ce_background(0, 1), ce_background(-1, 1)]
+    assert every.item() == pytest.approx(sum(terms) / 3, rel=1e-6)
+    # pixel 0 is called background (2 > 0): left out of the sum, not of the count
+    assert hard.item() == pytest.approx((terms[1] + terms[2]) / 3, rel=1e-6)
+    hard.backward()
+    assert logits.grad[0, :, 0, 0].abs().sum() == 0 and logits.grad[0, :, 0, 1:3].abs().sum() > 0
+
+
 def test_box_loss_weight_trains_end_to_end_and_enters_the_fingerprints(jmlgeo, tmp_path):
     import csv
 
@@ -231,3 +252,7 @@ def test_box_loss_weight_trains_end_to_end_and_enters_the_fingerprints(jmlgeo, t
     alone = jmlgeo(*args, "--box-outside-weight", "0", "--resume")
     reused = alone.err.split("reused finished stages:")[1].splitlines()[0]
     assert alone.code == 0 and "stage1" not in reused and "stage2" not in reused
+    # and one whose background term scores the hard negatives only
+    hard = jmlgeo(*args, "--box-outside-hard", "--resume")
+    reused = hard.err.split("reused finished stages:")[1].splitlines()[0]
+    assert hard.code == 0 and "stage1" not in reused and "stage2" not in reused

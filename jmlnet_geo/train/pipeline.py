@@ -92,6 +92,7 @@ _OPTIONAL_DEFAULTS = {
     "box_margin": 0.5,
     "box_skip_neighbours": False,
     "box_outside_weight": 1.0,
+    "box_outside_hard": False,
     "drop_doubtful": 0.0,
 }
 
@@ -251,6 +252,7 @@ def train(
         stage1_settings.pop("box_margin", None)
         stage1_settings.pop("box_skip_neighbours", None)
         stage1_settings.pop("box_outside_weight", None)
+        stage1_settings.pop("box_outside_hard", None)
     fp1 = fingerprint(fps.get(stage1), masks_fp, stage1_settings, sorted(masked), "stage1",
                       *([drop_fp] if drop_fp else []))  # fmt: skip
     s1 = dict(proposals=[stage1], loss="ce", steps=seg.stage1_steps, lr=seg.lr)

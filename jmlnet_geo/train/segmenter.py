@@ -45,6 +45,7 @@ class SegmenterTask(L.LightningModule):
         box_margin: float = 0.5,
         box_skip_neighbours: bool = False,
         box_outside_weight: float = 1.0,
+        box_outside_hard: bool = False,
     ) -> None:
         """Set up the task.
 
@@ -69,6 +70,7 @@ class SegmenterTask(L.LightningModule):
             box_skip_neighbours: Leave other boxes of a box's class out of that margin.
             box_outside_weight: Weight of its term scoring pixels outside every box against
                 background.
+            box_outside_hard: That term on the pixels predicted as a class only.
         """
         super().__init__()
         self.model = model
@@ -81,6 +83,7 @@ class SegmenterTask(L.LightningModule):
         self.box_margin = box_margin
         self.box_skip_neighbours = box_skip_neighbours
         self.box_outside_weight = box_outside_weight
+        self.box_outside_hard = box_outside_hard
         self.optimizer_settings = OptimizerSettings(
             optimizer, lr, steps, momentum, weight_decay, poly_power, warmup
         )
@@ -128,7 +131,7 @@ class SegmenterTask(L.LightningModule):
             box_loss = box_consistency_loss(
                 logits.float(), batch["boxes"], batch["labels"], inside, similarity,
                 labelled_pixels(labels), self.box_pairwise_weight, self.box_margin,
-                self.box_skip_neighbours, self.box_outside_weight,
+                self.box_skip_neighbours, self.box_outside_weight, self.box_outside_hard,
             )  # fmt: skip
             loss = loss + self.box_loss_weight * box_loss
         return loss

@@ -239,7 +239,7 @@ def _fit(name, init, proposals, loss, steps, lr, inputs: StageInputs):
         poly_power=seg.poly_power, warmup=seg.warmup, seed=seg.seed,
         box_loss_weight=seg.box_loss_weight, box_pairwise_weight=seg.box_pairwise_weight,
         box_margin=seg.box_margin, box_skip_neighbours=seg.box_skip_neighbours,
-        box_outside_weight=seg.box_outside_weight,
+        box_outside_weight=seg.box_outside_weight, box_outside_hard=seg.box_outside_hard,
     )  # fmt: skip
     accelerator = resolve_device(config.device).type
     settings = FitSettings(
