@@ -50,7 +50,8 @@ def train(
         min=0.0,
         max=1.0,
         help="Share of training tiles centred on boxes (default 0; 0.5 measured better for "
-        "scattered objects, worse for densely parked ones: README).",
+        "scattered objects, worse for densely parked ones unless with --box-outside-weight 0: "
+        "README).",
     ),
     box_loss_weight: float | None = typer.Option(
         None, "--box-loss-weight", min=0.0, help="Box-consistency loss weight (0: off; fast: 1)."
