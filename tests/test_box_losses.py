@@ -252,6 +252,10 @@ def test_box_loss_weight_trains_end_to_end_and_enters_the_fingerprints(jmlgeo, t
     alone = jmlgeo(*args, "--box-outside-weight", "0", "--resume")
     reused = alone.err.split("reused finished stages:")[1].splitlines()[0]
     assert alone.code == 0 and "stage1" not in reused and "stage2" not in reused
+    # without the outside term, which pixels it would score means nothing: the same stages
+    off = jmlgeo(*args, "--box-outside-weight", "0", "--box-outside-hard", "--resume")
+    reused = off.err.split("reused finished stages:")[1].splitlines()[0]
+    assert off.code == 0 and "stage1" in reused and "stage2" in reused
     # and one whose background term scores the hard negatives only
     hard = jmlgeo(*args, "--box-outside-hard", "--resume")
     reused = hard.err.split("reused finished stages:")[1].splitlines()[0]

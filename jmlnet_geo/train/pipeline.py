@@ -247,12 +247,14 @@ def train(
     masks_fp = fps.get(MASK) if masked else None
     stage1_settings = {k: settings[k] for k in _STAGE1_KEYS} | {"stage1_proposal": stage1}
     stage1_settings |= {k: v for k, v in settings.items() if _OPTIONAL_DEFAULTS.get(k, v) != v}
-    if not seg.box_loss_weight:  # the box loss's settings mean nothing without it
-        stage1_settings.pop("box_pairwise_weight", None)
-        stage1_settings.pop("box_margin", None)
-        stage1_settings.pop("box_skip_neighbours", None)
-        stage1_settings.pop("box_outside_weight", None)
-        stage1_settings.pop("box_outside_hard", None)
+    meaningless = ()  # settings of a term that is off
+    if not seg.box_loss_weight:
+        meaningless = ("box_pairwise_weight", "box_margin", "box_skip_neighbours",
+                       "box_outside_weight", "box_outside_hard")  # fmt: skip
+    elif not seg.box_outside_weight:
+        meaningless = ("box_outside_hard",)
+    for key in meaningless:
+        stage1_settings.pop(key, None)
     fp1 = fingerprint(fps.get(stage1), masks_fp, stage1_settings, sorted(masked), "stage1",
                       *([drop_fp] if drop_fp else []))  # fmt: skip
     s1 = dict(proposals=[stage1], loss="ce", steps=seg.stage1_steps, lr=seg.lr)
